@@ -1,0 +1,27 @@
+# One command each: `make demo` runs the demo, `make test` runs the tests. Both set up what they
+# need (libtorch in ~/.cache/edgeprune, the Rust build) and can be run again at no cost.
+CARGO ?= cargo
+BIN := target/release/edgeprune
+
+.PHONY: setup build test demo bench clippy fmt
+
+setup:
+	@scripts/setup-libtorch.sh
+
+build: setup
+	$(CARGO) build --release
+
+test: setup
+	$(CARGO) test --release
+
+demo: build
+	@scripts/demo.sh
+
+bench: build
+	benches/compare.sh train-step resnet20 64 2 3
+
+clippy: setup
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs the CPU part of libtorch 2.13.0 (taken from the torch==2.13.0 wheel on PyPI) into a cache
+# outside the repository, once per machine, and links it into the checkout as .libtorch so that
+# `cargo build` finds it (see .cargo/config.toml). Idempotent; safe to run from several clones.
+#
+#   EDGEPRUNE_CACHE   cache root (default ~/.cache/edgeprune)
+#   LIBTORCH          if set, that libtorch is used instead and nothing is downloaded
+set -euo pipefail
+
+TORCH_VERSION=2.13.0
+# libtorch_cpu.so of the PyPI wheel is linked against these two CUDA runtime libraries even when
+# no GPU is used; they are the versions that torch==2.13.0 pins through cuda-toolkit==13.0.3.
+CUDART_PKG=nvidia-cuda-runtime==13.0.96
+CUPTI_PKG=nvidia-cuda-cupti==13.0.85
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${EDGEPRUNE_CACHE:-$HOME/.cache/edgeprune}
+dest=$cache/libtorch-$TORCH_VERSION-cpu
+
+link_into_repo() {
+    ln -sfn "$1" "$repo/.libtorch"
+}
+
+if [ -n "${LIBTORCH:-}" ]; then
+    echo "setup-libtorch: using LIBTORCH=$LIBTORCH"
+    link_into_repo "$LIBTORCH"
+    exit 0
+fi
+
+if [ -f "$dest/build-version" ]; then
+    link_into_repo "$dest"
+    exit 0
+fi
+
+mkdir -p "$cache"
+exec 9>"$cache/.libtorch.lock"
+flock 9
+if [ -f "$dest/build-version" ]; then   # another clone finished while we waited
+    link_into_repo "$dest"
+    exit 0
+fi
+
+work=$(mktemp -d "$cache/.libtorch-tmp.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+echo "setup-libtorch: fetching torch==$TORCH_VERSION (about 530 MB, once per machine) into $dest"
+pip_dl() {
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+        --python-version 3.11 --implementation cp --platform manylinux_2_28_x86_64 \
+        --platform manylinux_2_27_x86_64 --platform manylinux_2_25_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d "$work/wheels" "$@"
+}
+pip_dl "torch==$TORCH_VERSION" "$CUDART_PKG" "$CUPTI_PKG"
+
+mkdir -p "$work/out/lib" "$work/x"
+unzip -q "$work"/wheels/torch-*.whl 'torch/include/*' 'torch/lib/libc10.so' 'torch/lib/libtorch.so' \
+    'torch/lib/libtorch_cpu.so' 'torch/lib/libgomp.so.1' -d "$work/x"
+mv "$work/x/torch/include" "$work/out/include"
+mv "$work"/x/torch/lib/* "$work/out/lib/"
+for whl in "$work"/wheels/nvidia_cuda_runtime-*.whl "$work"/wheels/nvidia_cuda_cupti-*.whl; do
+    unzip -q "$whl" -d "$work/x/nv"
+done
+cp "$(find "$work/x/nv" -name 'libcudart.so.13' | head -n1)" "$work/out/lib/"
+cp "$(find "$work/x/nv" -name 'libcupti.so.13' | head -n1)" "$work/out/lib/"
+# The wheel's libtorch.so only exists to pull in libtorch_cpu.so and libtorch_cuda.so; the
+# latter is not installed here, so replace it with a CPU-only equivalent.
+rm "$work/out/lib/libtorch.so"
+gcc -shared -o "$work/out/lib/libtorch.so" -x c /dev/null -L"$work/out/lib" -Wl,--no-as-needed -ltorch_cpu -Wl,-rpath,'$ORIGIN'
+ln -s libgomp.so.1 "$work/out/lib/libgomp.so"
+echo -n "$TORCH_VERSION" > "$work/out/build-version"
+rm -rf "$dest"
+mv "$work/out" "$dest"
+link_into_repo "$dest"
+echo "setup-libtorch: installed $(du -sh "$dest" | cut -f1) at $dest"

@@ -1,0 +1,92 @@
+"""Runs an edgeprune graph (graph.json) as a PyTorch nn.Module, with the same state_dict names.
+
+This is the independent reference that edgeprune's engine is checked against: every op is
+executed by PyTorch's own modules (nn.Conv2d, nn.BatchNorm2d, ...), and training uses PyTorch's
+own loss and optimizer. Used by tests/reference/*.py and by benches/torch_bench.py.
+"""
+import json
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _module(node):
+    op = node["op"]
+    t = op["type"]
+    if t == "conv2d":
+        return nn.Conv2d(op["in_channels"], op["out_channels"], tuple(op["kernel_size"]),
+                         stride=tuple(op.get("stride", [1, 1])), padding=tuple(op.get("padding", [0, 0])),
+                         dilation=tuple(op.get("dilation", [1, 1])), groups=op.get("groups", 1),
+                         bias=op.get("bias", True))
+    if t == "batch_norm2d":
+        return nn.BatchNorm2d(op["num_features"], eps=op.get("eps", 1e-5), momentum=op.get("momentum", 0.1))
+    if t == "linear":
+        return nn.Linear(op["in_features"], op["out_features"], bias=op.get("bias", True))
+    if t == "relu":
+        return nn.ReLU()
+    if t == "relu6":
+        return nn.ReLU6()
+    if t == "sigmoid":
+        return nn.Sigmoid()
+    if t == "max_pool2d":
+        return nn.MaxPool2d(tuple(op["kernel_size"]), tuple(op["stride"]), tuple(op.get("padding", [0, 0])),
+                            ceil_mode=op.get("ceil_mode", False))
+    if t == "avg_pool2d":
+        return nn.AvgPool2d(tuple(op["kernel_size"]), tuple(op["stride"]), tuple(op.get("padding", [0, 0])),
+                            ceil_mode=op.get("ceil_mode", False),
+                            count_include_pad=op.get("count_include_pad", True))
+    if t == "global_avg_pool":
+        return nn.AdaptiveAvgPool2d(1)
+    if t == "flatten":
+        return nn.Flatten()
+    if t == "dropout":
+        return nn.Dropout(op["p"])
+    if t == "identity":
+        return nn.Identity()
+    if t in ("input", "add", "mul", "concat"):
+        return None
+    raise ValueError(f"node {node['name']}: unknown op {t}")
+
+
+class GraphModule(nn.Module):
+    def __init__(self, graph):
+        super().__init__()
+        if isinstance(graph, str):
+            with open(graph) as f:
+                graph = json.load(f)
+        self.graph = graph
+        self.mods = {}
+        for node in graph["nodes"]:
+            m = _module(node)
+            if m is None:
+                continue
+            # Register under the dotted path so state_dict keys are `<node name>.<tensor>`.
+            parent = self
+            *path, last = node["name"].split(".")
+            for p in path:
+                if not hasattr(parent, p):
+                    parent.add_module(p, nn.Module())
+                parent = getattr(parent, p)
+            parent.add_module(last, m)
+            self.mods[node["name"]] = m
+
+    def forward(self, x):
+        vals = {}
+        for node in self.graph["nodes"]:
+            t = node["op"]["type"]
+            ins = [vals[i] for i in node.get("inputs", [])]
+            if t == "input":
+                y = x
+            elif t == "add":
+                y = ins[0]
+                for other in ins[1:]:
+                    y = y + other
+            elif t == "mul":
+                y = ins[0] * ins[1]
+            elif t == "concat":
+                y = torch.cat(ins, 1)
+            else:
+                y = self.mods[node["name"]](ins[0])
+            vals[node["name"]] = y
+        return vals[self.graph["output"]]

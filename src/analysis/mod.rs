@@ -1,0 +1,5 @@
+//! What can be learnt from a graph alone: its costs (and, for pruning, its channel groups).
+
+pub mod cost;
+
+pub use cost::{Cost, NodeCost, cost};

@@ -1,0 +1,567 @@
+//! torchvision's ImageFolder layout, `{train,test}/<class>/<image>.{jpg,jpeg,png}`, read from a
+//! folder or from a `.tar.gz` (possibly under one top-level folder). Classes are the sorted class
+//! folder names and images are taken in file-name order within a class, as torchvision does; only
+//! files directly inside a class folder are read. Images are decoded to RGB on all cores, with a
+//! progress bar, and the result is cached (see `cache`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufReader, Cursor, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::UNIX_EPOCH;
+
+use flate2::read::GzDecoder;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::cache::{self, Fnv};
+use super::{Dataset, Split};
+use crate::error::{Error, Result};
+
+/// Largest width or height accepted for an image.
+const MAX_SIDE: u32 = 4096;
+/// Largest encoded image file accepted.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// An encoded image waiting to be decoded; `name` is its path, or its member name in an archive.
+struct Encoded {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+/// Where encoded images came from, to name them in errors.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Files,
+    Archive(&'a Path),
+}
+
+impl Origin<'_> {
+    fn error(self, name: &str, msg: impl std::fmt::Display) -> Error {
+        match self {
+            Origin::Files => Error::file(name, msg.to_string()),
+            Origin::Archive(archive) => Error::file(archive, format!("member `{name}`: {msg}")),
+        }
+    }
+}
+
+/// Whether `dir` holds `train/` and `test/` folders.
+pub(super) fn is_image_folder(dir: &Path) -> bool {
+    dir.join("train").is_dir() && dir.join("test").is_dir()
+}
+
+/// Checks that the archive at `path` holds the ImageFolder layout, reading only until an image of
+/// each split is seen.
+pub(super) fn check_archive(path: &Path) -> Result<()> {
+    let mut seen = [false; 2];
+    scan_archive(path, |member, _| {
+        seen[member.split as usize] = true;
+        Ok(!(seen[0] && seen[1]))
+    })?;
+    if seen[0] && seen[1] {
+        return Ok(());
+    }
+    Err(Error::file(
+        path,
+        "not an ImageFolder archive: no `[<folder>/]train/<class>/<image>` and `test/<class>/<image>` members \
+         (extract a CIFAR binary archive with `tar xzf` first)",
+    ))
+}
+
+/// Reads a split of the ImageFolder at `root`, through the cache in `cache_dir`.
+pub(super) fn load_dir(root: &Path, split: Split, cache_dir: Option<&Path>) -> Result<Dataset> {
+    let Listing { classes, files } = list_split(root, split)?;
+    let other = class_folders(&root.join(split.other().to_string()))?;
+    check_same_classes(&root.join(split.to_string()), &classes, &other)?;
+
+    let mut key = Fnv::new();
+    key.write_str(&root.canonicalize().map_err(|e| Error::io(root, e))?.to_string_lossy());
+    key.write_str(&split.to_string());
+    for (label, path) in &files {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(Error::file(path, format!("{} bytes is too large for an image", meta.len())));
+        }
+        key.write_str(&path.to_string_lossy());
+        key.write_u64(u64::from(*label));
+        key.write_u64(meta.len());
+        key.write_u64(mtime_nanos(&meta));
+    }
+    let stem = format!("{}-{split}", file_stem(root));
+    cache::cached(cache_dir, &stem, key.finish(), || {
+        let mut encoded = Vec::with_capacity(files.len());
+        for (_, path) in &files {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            encoded.push(Encoded { name: path.to_string_lossy().into_owned(), bytes });
+        }
+        let labels = files.iter().map(|(label, _)| *label).collect();
+        decode_all(encoded, labels, classes, split, Origin::Files)
+    })
+}
+
+/// Reads a split of the ImageFolder archive at `path`, through the cache in `cache_dir`.
+pub(super) fn load_archive(path: &Path, split: Split, cache_dir: Option<&Path>) -> Result<Dataset> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let mut key = Fnv::new();
+    key.write_str(&path.canonicalize().map_err(|e| Error::io(path, e))?.to_string_lossy());
+    key.write_str(&split.to_string());
+    key.write_u64(meta.len());
+    key.write_u64(mtime_nanos(&meta));
+    let stem = format!("{}-{split}", file_stem(path));
+    cache::cached(cache_dir, &stem, key.finish(), || {
+        // Per class, by file name: (member name, bytes).
+        let mut images: BTreeMap<String, BTreeMap<String, Encoded>> = BTreeMap::new();
+        let mut other_classes = BTreeSet::new();
+        scan_archive(path, |member, entry| {
+            if member.split != split {
+                other_classes.insert(member.class.to_string());
+                return Ok(true);
+            }
+            if member.size > MAX_FILE_BYTES {
+                return Err(Error::file(path, format!("member `{}`: {} bytes is too large", member.name, member.size)));
+            }
+            let mut bytes = Vec::with_capacity(member.size as usize);
+            entry.read_to_end(&mut bytes).map_err(|e| Error::file(path, format!("member `{}`: {e}", member.name)))?;
+            let class = images.entry(member.class.to_string()).or_default();
+            class.insert(member.file.to_string(), Encoded { name: member.name.to_string(), bytes });
+            Ok(true)
+        })?;
+        let classes: Vec<String> = images.keys().cloned().collect();
+        if classes.is_empty() {
+            return Err(Error::file(path, format!("no `{split}/<class>/<image>` members")));
+        }
+        check_class_count(path, classes.len())?;
+        check_same_classes(path, &classes, &other_classes.into_iter().collect::<Vec<_>>())?;
+        let mut encoded = Vec::new();
+        let mut labels = Vec::new();
+        for (label, files) in images.into_values().enumerate() {
+            labels.extend(std::iter::repeat_n(label as u16, files.len()));
+            encoded.extend(files.into_values());
+        }
+        decode_all(encoded, labels, classes, split, Origin::Archive(path))
+    })
+}
+
+/// The image files of a split folder.
+struct Listing {
+    /// The class folders, sorted.
+    classes: Vec<String>,
+    /// Label and path of each image: per class in order, sorted by file name.
+    files: Vec<(u16, PathBuf)>,
+}
+
+fn list_split(root: &Path, split: Split) -> Result<Listing> {
+    let split_dir = root.join(split.to_string());
+    let classes = class_folders(&split_dir)?;
+    if classes.is_empty() {
+        return Err(Error::file(&split_dir, "holds no class folders"));
+    }
+    check_class_count(&split_dir, classes.len())?;
+    let mut files = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let dir = split_dir.join(class);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+            if path.is_file() && is_image_name(&utf8_name(&path)?) {
+                names.push(path);
+            }
+        }
+        if names.is_empty() {
+            return Err(Error::file(&dir, "class folder holds no .jpg, .jpeg or .png image"));
+        }
+        names.sort();
+        files.extend(names.into_iter().map(|p| (label as u16, p)));
+    }
+    Ok(Listing { classes, files })
+}
+
+/// The names of the folders in `dir`, sorted; none if `dir` does not exist.
+fn class_folders(dir: &Path) -> Result<Vec<String>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut classes = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_dir() {
+            classes.push(utf8_name(&path)?);
+        }
+    }
+    classes.sort();
+    Ok(classes)
+}
+
+/// Train and test must have the same classes, or their labels would not agree.
+fn check_same_classes(at: &Path, classes: &[String], other: &[String]) -> Result<()> {
+    if classes == other {
+        return Ok(());
+    }
+    let missing: Vec<&String> =
+        classes.iter().filter(|c| !other.contains(c)).chain(other.iter().filter(|c| !classes.contains(c))).collect();
+    Err(Error::file(at, format!("train and test have different classes (not in both: {missing:?})")))
+}
+
+fn check_class_count(at: &Path, n: usize) -> Result<()> {
+    if n > usize::from(u16::MAX) + 1 {
+        return Err(Error::file(at, format!("{n} classes is more than 65536")));
+    }
+    Ok(())
+}
+
+fn utf8_name(path: &Path) -> Result<String> {
+    match path.file_name().and_then(|n| n.to_str()) {
+        Some(name) => Ok(name.to_string()),
+        None => Err(Error::file(path, "file name is not valid UTF-8")),
+    }
+}
+
+fn is_image_name(name: &str) -> bool {
+    name.rsplit_once('.').is_some_and(|(_, ext)| EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
+fn mtime_nanos(meta: &std::fs::Metadata) -> u64 {
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The name of `path` without `.tar.gz`/`.tgz`, for cache file names.
+fn file_stem(path: &Path) -> String {
+    let name = path.file_name().map_or_else(|| "data".into(), |n| n.to_string_lossy());
+    let name = name.trim_end_matches(".gz").trim_end_matches(".tar").trim_end_matches(".tgz");
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// An image member of an ImageFolder archive.
+struct Member<'a> {
+    split: Split,
+    class: &'a str,
+    file: &'a str,
+    /// The full member name.
+    name: &'a str,
+    /// The size the archive claims.
+    size: u64,
+}
+
+/// Calls `visit` on each image member `[<root>/]<split>/<class>/<file>` of the archive at `path`,
+/// in archive order, until it returns false. Other members are skipped; images under two
+/// different roots are an error.
+fn scan_archive(path: &Path, mut visit: impl FnMut(&Member, &mut dyn Read) -> Result<bool>) -> Result<()> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut archive = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
+    let mut root: Option<String> = None;
+    for entry in archive.entries().map_err(|e| Error::io(path, e))? {
+        let mut entry = entry.map_err(|e| Error::io(path, e))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = match std::str::from_utf8(&entry.path_bytes()) {
+            Ok(name) => name.to_string(),
+            Err(_) => {
+                let lossy = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                return Err(Error::file(path, format!("member `{lossy}`: name is not valid UTF-8")));
+            }
+        };
+        let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        let (member_root, [split, class, file]) = match parts.as_slice() {
+            [split, class, file] => ("", [*split, *class, *file]),
+            [top, split, class, file] => (*top, [*split, *class, *file]),
+            _ => continue,
+        };
+        let Some(split) = Split::from_name(split) else { continue };
+        if !is_image_name(file) {
+            continue;
+        }
+        match &root {
+            None => root = Some(member_root.to_string()),
+            Some(r) if r != member_root => {
+                return Err(Error::file(path, format!("holds images under two roots, `{r}/` and `{member_root}/`")));
+            }
+            Some(_) => {}
+        }
+        let member = Member { split, class, file, name: &name, size: entry.size() };
+        if !visit(&member, &mut entry)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes the images (in order, with their labels) to one dataset on all cores. All images must
+/// have the size of the first.
+fn decode_all(
+    encoded: Vec<Encoded>,
+    labels: Vec<u16>,
+    classes: Vec<String>,
+    split: Split,
+    origin: Origin,
+) -> Result<Dataset> {
+    let first = encoded.first().ok_or_else(|| Error::Data("no images to decode".into()))?;
+    let (w, h) = decode(&first.bytes).map_err(|e| origin.error(&first.name, e))?.dimensions();
+    let shape = [3, h as usize, w as usize];
+    let size = 3 * h as usize * w as usize;
+    let total = encoded.len().checked_mul(size).ok_or_else(|| Error::Data("dataset too large".into()))?;
+    let mut images = Vec::new();
+    images.try_reserve_exact(total).map_err(|e| Error::Data(format!("{} images of {w}x{h}: {e}", encoded.len())))?;
+    images.resize(total, 0);
+
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(encoded.len());
+    let per_thread = encoded.len().div_ceil(threads);
+    let bar = ProgressBar::new(encoded.len() as u64)
+        .with_style(
+            ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed}<{eta}]").expect("valid template"),
+        )
+        .with_message(format!("decoding {split} images"));
+    let failed = AtomicBool::new(false);
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let workers: Vec<_> = encoded
+            .chunks(per_thread)
+            .zip(images.chunks_mut(per_thread * size))
+            .map(|(items, out)| {
+                let (bar, failed, first) = (&bar, &failed, &first.name);
+                s.spawn(move || {
+                    for (item, out) in items.iter().zip(out.chunks_exact_mut(size)) {
+                        if failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let result = decode_into(item, out, shape, first, origin);
+                        if result.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                            return result;
+                        }
+                        bar.inc(1);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    bar.finish();
+    results.into_iter().collect::<Result<()>>()?;
+    Ok(Dataset { images, labels, coarse_labels: None, classes, coarse_classes: None, shape })
+}
+
+/// Decodes one image into `out` (C x H x W), checking it has `shape`.
+fn decode_into(item: &Encoded, out: &mut [u8], shape: [usize; 3], first: &str, origin: Origin) -> Result<()> {
+    let rgb = decode(&item.bytes).map_err(|e| origin.error(&item.name, e))?;
+    let (w, h) = rgb.dimensions();
+    if [h as usize, w as usize] != shape[1..] {
+        let msg = format!("image is {w}x{h}, but the first image (`{first}`) is {}x{}", shape[2], shape[1]);
+        return Err(origin.error(&item.name, msg));
+    }
+    let plane = shape[1] * shape[2];
+    for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = px[c];
+        }
+    }
+    Ok(())
+}
+
+fn decode(bytes: &[u8]) -> std::result::Result<image::RgbImage, String> {
+    let mut reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    reader.limits(limits);
+    Ok(reader.decode().map_err(|e| format!("cannot decode image: {e}"))?.into_rgb8())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A PNG of `w` x `h` whose pixel (x, y) is (seed + x, seed + y, seed * 2).
+    pub(crate) fn png(w: u32, h: u32, seed: u8) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([seed + x as u8, seed + y as u8, seed * 2]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    /// The C x H x W bytes of [`png`].
+    fn chw(w: u32, h: u32, seed: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    out.push([seed + x as u8, seed + y as u8, seed * 2][c]);
+                }
+            }
+        }
+        out
+    }
+
+    /// (split, class, file, seed) of a small ImageFolder: classes `cat` and `dog`.
+    pub(crate) const FILES: [(&str, &str, &str, u8); 6] = [
+        ("train", "dog", "b.png", 1),
+        ("train", "cat", "z.png", 2),
+        ("train", "dog", "a.PNG", 3),
+        ("train", "cat", "c.png", 4),
+        ("test", "cat", "x.png", 5),
+        ("test", "dog", "y.png", 6),
+    ];
+
+    pub(crate) fn write_folder(root: &Path) {
+        for (split, class, file, seed) in FILES {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(file), png(4, 3, seed)).unwrap();
+        }
+        std::fs::write(root.join("train/cat/notes.txt"), "not an image").unwrap();
+    }
+
+    /// Writes `files` (member name, bytes) to a `.tar.gz` at `path`.
+    pub(crate) fn write_tar(path: &Path, files: &[(String, Vec<u8>)]) {
+        let gz = flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        for (name, bytes) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, name, bytes.as_slice()).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+
+    fn folder_files(prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let mut files = vec![(format!("{prefix}README.md"), b"hello".to_vec())];
+        files.extend(FILES.iter().map(|(s, c, f, seed)| (format!("{prefix}{s}/{c}/{f}"), png(4, 3, *seed))));
+        files
+    }
+
+    fn check_train(ds: &Dataset) {
+        assert_eq!(ds.classes, ["cat", "dog"]);
+        assert_eq!(ds.labels, [0, 0, 1, 1]);
+        assert_eq!(ds.shape, [3, 3, 4]);
+        // cat: c.png (4), z.png (2); dog: a.PNG (3), b.png (1).
+        for (i, seed) in [4, 2, 3, 1].into_iter().enumerate() {
+            assert_eq!(ds.image(i), chw(4, 3, seed), "image {i}");
+        }
+    }
+
+    #[test]
+    fn reads_folder_in_torchvision_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_folder(tmp.path());
+        check_train(&load_dir(tmp.path(), Split::Train, None).unwrap());
+        let test = load_dir(tmp.path(), Split::Test, None).unwrap();
+        assert_eq!(test.labels, [0, 1]);
+        assert_eq!(test.image(1), chw(4, 3, 6));
+    }
+
+    #[test]
+    fn reads_archive_with_or_without_top_folder() {
+        for prefix in ["", "cifar10/", "./"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join("images.tar.gz");
+            write_tar(&path, &folder_files(prefix));
+            check_archive(&path).unwrap();
+            check_train(&load_archive(&path, Split::Train, None).unwrap());
+            assert_eq!(load_archive(&path, Split::Test, None).unwrap().labels, [0, 1]);
+        }
+    }
+
+    #[test]
+    fn archive_without_layout_is_rejected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("cifar-10-binary.tar.gz");
+        write_tar(&path, &[("cifar-10-batches-bin/data_batch_1.bin".into(), vec![0; 10])]);
+        let err = check_archive(&path).unwrap_err().to_string();
+        assert!(err.contains("cifar-10-binary.tar.gz") && err.contains("not an ImageFolder"), "{err}");
+
+        let mut files = folder_files("a/");
+        files.push(("b/train/cat/q.png".into(), png(4, 3, 0)));
+        write_tar(&path, &files);
+        let err = load_archive(&path, Split::Train, None).unwrap_err().to_string();
+        assert!(err.contains("two roots"), "{err}");
+    }
+
+    #[test]
+    fn mixed_sizes_are_an_error_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_folder(tmp.path());
+        std::fs::write(tmp.path().join("train/dog/b.png"), png(5, 3, 1)).unwrap();
+        let err = load_dir(tmp.path(), Split::Train, None).unwrap_err().to_string();
+        assert!(err.contains("b.png") && err.contains("5x3") && err.contains("c.png"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_image_is_an_error_naming_the_file_or_member() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_folder(tmp.path());
+        std::fs::write(tmp.path().join("train/dog/a.PNG"), b"\x89PNG\r\n\x1a\n garbage").unwrap();
+        let err = load_dir(tmp.path(), Split::Train, None).unwrap_err().to_string();
+        assert!(err.contains("a.PNG") && err.contains("decode"), "{err}");
+
+        let path = tmp.path().join("images.tgz");
+        let mut files = folder_files("");
+        files[2].1 = b"not a jpeg".to_vec(); // train/cat/z.png
+        write_tar(&path, &files);
+        let err = load_archive(&path, Split::Train, None).unwrap_err().to_string();
+        assert!(err.contains("images.tgz") && err.contains("member `train/cat/z.png`"), "{err}");
+    }
+
+    #[test]
+    fn train_and_test_classes_must_agree() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_folder(tmp.path());
+        std::fs::create_dir_all(tmp.path().join("test/emu")).unwrap();
+        let err = load_dir(tmp.path(), Split::Train, None).unwrap_err().to_string();
+        assert!(err.contains("emu"), "{err}");
+        let err = load_dir(tmp.path(), Split::Test, None).unwrap_err().to_string();
+        assert!(err.contains("emu") && err.contains("no .jpg"), "{err}");
+    }
+
+    #[test]
+    fn decoded_splits_are_cached_per_source_and_split() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let archive = tmp.path().join("images.tar.gz");
+        write_tar(&archive, &folder_files("top/"));
+        write_folder(&tmp.path().join("images"));
+        let cache_files = || std::fs::read_dir(&cache).map_or(0, |d| d.count());
+
+        let train = load_archive(&archive, Split::Train, Some(&cache)).unwrap();
+        check_train(&train);
+        assert_eq!(cache_files(), 1);
+        assert_eq!(load_archive(&archive, Split::Train, Some(&cache)).unwrap(), train);
+        load_archive(&archive, Split::Test, Some(&cache)).unwrap();
+        assert_eq!(cache_files(), 2);
+        assert_eq!(load_dir(&tmp.path().join("images"), Split::Train, Some(&cache)).unwrap(), train);
+        assert_eq!(load_dir(&tmp.path().join("images"), Split::Train, Some(&cache)).unwrap(), train);
+        assert_eq!(cache_files(), 3);
+
+        // A changed source gets a new cache entry, not the old images.
+        let changed = tmp.path().join("images/train/cat/c.png");
+        std::fs::write(&changed, png(4, 3, 9)).unwrap();
+        File::options().write(true).open(&changed).unwrap().set_modified(UNIX_EPOCH).unwrap();
+        let changed = load_dir(&tmp.path().join("images"), Split::Train, Some(&cache)).unwrap();
+        assert_eq!(changed.image(0), chw(4, 3, 9));
+        assert_eq!(cache_files(), 4);
+
+        // A truncated cache file is rebuilt.
+        for entry in std::fs::read_dir(&cache).unwrap() {
+            let path = entry.unwrap().path();
+            let len = std::fs::metadata(&path).unwrap().len();
+            std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 2).unwrap();
+        }
+        assert_eq!(load_archive(&archive, Split::Train, Some(&cache)).unwrap(), train);
+    }
+
+    #[test]
+    fn decodes_jpeg() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_folder(tmp.path());
+        let img = image::RgbImage::from_pixel(4, 3, image::Rgb([200, 100, 50]));
+        let mut jpeg = Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+        std::fs::write(tmp.path().join("train/cat/c.png"), jpeg.into_inner()).unwrap();
+        let ds = load_dir(tmp.path(), Split::Train, None).unwrap();
+        for (c, v) in [200i32, 100, 50].into_iter().enumerate() {
+            assert!(ds.image(0)[c * 12..(c + 1) * 12].iter().all(|&p| (p as i32 - v).abs() <= 3), "channel {c}");
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Batches of normalised f32 images for one epoch, optionally shuffled and augmented like
+//! torchvision's `RandomCrop(size, padding)` + `RandomHorizontalFlip()`. The order and the
+//! augmentation are a pure function of (seed, epoch), so an epoch can be repeated or resumed
+//! exactly. Batches are prepared on one background thread, a few ahead of the consumer.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::Dataset;
+
+/// Batches prepared ahead of the consumer.
+const PREFETCH: usize = 3;
+
+/// Per-channel normalisation of pixel / 255: (x - mean) / std.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalize {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// Training augmentation: pad by `crop_padding` zero pixels on each side and crop back to the
+/// image size at a random offset, then flip left-right with probability 1/2 if `hflip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Augment {
+    pub crop_padding: usize,
+    pub hflip: bool,
+}
+
+impl Default for Augment {
+    /// The CIFAR standard: `RandomCrop(32, padding=4)` and `RandomHorizontalFlip()`.
+    fn default() -> Self {
+        Augment { crop_padding: 4, hflip: true }
+    }
+}
+
+/// A batch of n images, n x C x H x W normalised values, and their labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub labels: Vec<i64>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// The batches of one epoch; the last one may be smaller. Dropping the loader early stops its
+/// thread.
+pub struct Loader {
+    rx: Option<Receiver<Batch>>,
+    worker: Option<JoinHandle<()>>,
+    batches: usize,
+    remaining: usize,
+}
+
+impl Loader {
+    /// Panics if `batch_size` is 0 or the images do not have 3 channels.
+    pub fn new(
+        ds: Arc<Dataset>,
+        batch_size: usize,
+        shuffle: bool,
+        augment: Option<Augment>,
+        norm: Normalize,
+        seed: u64,
+        epoch: u64,
+    ) -> Loader {
+        assert!(batch_size > 0, "batch size must be positive");
+        assert_eq!(ds.shape[0], 3, "the loader needs 3-channel images");
+        let batches = ds.len().div_ceil(batch_size);
+        let (tx, rx) = sync_channel(PREFETCH);
+        let worker = std::thread::spawn(move || {
+            let mut rng = epoch_rng(seed, epoch);
+            let mut order: Vec<usize> = (0..ds.len()).collect();
+            if shuffle {
+                order.shuffle(&mut rng);
+            }
+            produce(&ds, &order, batch_size, augment, &lookup(&norm), &mut rng, &tx);
+        });
+        Loader { rx: Some(rx), worker: Some(worker), batches, remaining: batches }
+    }
+
+    /// The number of batches in the epoch.
+    pub fn len_batches(&self) -> usize {
+        self.batches
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        match self.rx.as_ref()?.recv() {
+            Ok(batch) => {
+                self.remaining -= 1;
+                Some(batch)
+            }
+            Err(_) => {
+                // The worker has finished; pass on its panic, if any.
+                self.rx = None;
+                if let Some(worker) = self.worker.take()
+                    && let Err(panic) = worker.join()
+                {
+                    std::panic::resume_unwind(panic);
+                }
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for Loader {}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Closing the channel makes the worker's next send fail, and the worker return.
+        self.rx = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// The random generator of an epoch: ChaCha8 seeded with both numbers.
+fn epoch_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&epoch.to_le_bytes());
+    ChaCha8Rng::from_seed(key)
+}
+
+/// The normalised value of each byte, per channel.
+fn lookup(norm: &Normalize) -> [[f32; 256]; 3] {
+    std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - norm.mean[c]) / norm.std[c]))
+}
+
+/// Sends the batches of `order` until done or the receiver is gone.
+fn produce(
+    ds: &Dataset,
+    order: &[usize],
+    batch_size: usize,
+    augment: Option<Augment>,
+    lut: &[[f32; 256]; 3],
+    rng: &mut ChaCha8Rng,
+    tx: &SyncSender<Batch>,
+) {
+    let size = ds.image_size();
+    for chunk in order.chunks(batch_size) {
+        let mut images = vec![0f32; chunk.len() * size];
+        for (&i, out) in chunk.iter().zip(images.chunks_exact_mut(size)) {
+            let view = match augment {
+                Some(a) => View {
+                    pad: a.crop_padding,
+                    dy: rng.random_range(0..=2 * a.crop_padding),
+                    dx: rng.random_range(0..=2 * a.crop_padding),
+                    flip: a.hflip && rng.random_bool(0.5),
+                },
+                None => View { pad: 0, dy: 0, dx: 0, flip: false },
+            };
+            transform(ds.image(i), ds.shape, view, lut, out);
+        }
+        let labels = chunk.iter().map(|&i| i64::from(ds.labels[i])).collect();
+        if tx.send(Batch { images, labels }).is_err() {
+            return;
+        }
+    }
+}
+
+/// A crop of the image padded by `pad` zeros, at offset (`dy`, `dx`) in the padded image, flipped
+/// left-right after cropping if `flip`.
+#[derive(Clone, Copy, Debug)]
+struct View {
+    pad: usize,
+    dy: usize,
+    dx: usize,
+    flip: bool,
+}
+
+/// Writes the normalised `view` of the C x H x W image `src` to `out`.
+fn transform(src: &[u8], [channels, h, w]: [usize; 3], view: View, lut: &[[f32; 256]; 3], out: &mut [f32]) {
+    let plane = h * w;
+    for c in 0..channels {
+        let (src, out, lut) = (&src[c * plane..(c + 1) * plane], &mut out[c * plane..(c + 1) * plane], &lut[c]);
+        for (y, row) in out.chunks_exact_mut(w).enumerate() {
+            // Source row y + dy - pad, if inside the image.
+            let sy = (y + view.dy).checked_sub(view.pad).filter(|&sy| sy < h);
+            for (x, value) in row.iter_mut().enumerate() {
+                let cx = if view.flip { w - 1 - x } else { x };
+                let sx = (cx + view.dx).checked_sub(view.pad).filter(|&sx| sx < w);
+                *value = match (sy, sx) {
+                    (Some(sy), Some(sx)) => lut[src[sy * w + sx] as usize],
+                    _ => lut[0],
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const IDENTITY: Normalize = Normalize { mean: [0.0; 3], std: [1.0; 3] };
+
+    /// `n` images of 3 x 4 x 4 where image i's first pixel is i % 256 and its second i / 256.
+    fn numbered(n: usize) -> Arc<Dataset> {
+        let mut images = Vec::new();
+        for i in 0..n {
+            let mut img: Vec<u8> = (0..48).map(|p| (p * 5 + i) as u8).collect();
+            img[0] = (i % 256) as u8;
+            img[1] = (i / 256) as u8;
+            images.extend(img);
+        }
+        Arc::new(Dataset {
+            images,
+            labels: (0..n).map(|i| (i % 10) as u16).collect(),
+            coarse_labels: None,
+            classes: (0..10).map(|c| c.to_string()).collect(),
+            coarse_classes: None,
+            shape: [3, 4, 4],
+        })
+    }
+
+    fn index_of(image: &[f32]) -> usize {
+        (image[0] * 255.0).round() as usize + 256 * (image[1] * 255.0).round() as usize
+    }
+
+    #[test]
+    fn every_image_once_per_epoch_with_last_batch_kept() {
+        let ds = numbered(300);
+        for shuffle in [false, true] {
+            let loader = Loader::new(ds.clone(), 64, shuffle, None, IDENTITY, 7, 0);
+            assert_eq!(loader.len_batches(), 5);
+            let batches: Vec<Batch> = loader.collect();
+            let sizes: Vec<usize> = batches.iter().map(Batch::len).collect();
+            assert_eq!(sizes, [64, 64, 64, 64, 44]);
+            let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.images.chunks(48).map(index_of)).collect();
+            let labels: Vec<i64> = batches.iter().flat_map(|b| b.labels.clone()).collect();
+            for (&i, &l) in seen.iter().zip(&labels) {
+                assert_eq!(l, (i % 10) as i64);
+            }
+            assert_eq!(seen.windows(2).all(|w| w[0] < w[1]), !shuffle);
+            seen.sort_unstable();
+            assert_eq!(seen, (0..300).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn order_and_augmentation_depend_only_on_seed_and_epoch() {
+        let ds = numbered(100);
+        let run = |seed, epoch| -> Vec<Batch> {
+            Loader::new(ds.clone(), 32, true, Some(Augment::default()), IDENTITY, seed, epoch).collect()
+        };
+        let a = run(1, 3);
+        assert_eq!(a, run(1, 3));
+        assert_ne!(a[0].labels, run(1, 4)[0].labels);
+        assert_ne!(a[0].labels, run(2, 3)[0].labels);
+        // Without shuffling, augmentation alone still changes with the epoch.
+        let plain = |epoch| -> Vec<Batch> {
+            Loader::new(ds.clone(), 32, false, Some(Augment::default()), IDENTITY, 1, epoch).collect()
+        };
+        assert_eq!(plain(0), plain(0));
+        assert_ne!(plain(0), plain(1));
+    }
+
+    #[test]
+    fn flips_about_half_the_images() {
+        let ds = numbered(400);
+        let flip = Augment { crop_padding: 0, hflip: true };
+        let batches: Vec<Batch> = Loader::new(ds.clone(), 400, false, Some(flip), IDENTITY, 5, 0).collect();
+        let flipped = (0..400).filter(|&i| batches[0].images[i * 48 + 3] == ds.image(i)[0] as f32 / 255.0).count();
+        assert!((150..250).contains(&flipped), "{flipped} of 400 flipped");
+    }
+
+    #[test]
+    fn normalises_per_channel_and_pads_with_zero_pixels() {
+        let norm = Normalize { mean: [0.5, 0.25, 0.0], std: [0.5, 0.25, 2.0] };
+        let lut = lookup(&norm);
+        let src: Vec<u8> = vec![255, 0, 51, 102, 0, 0];
+        let mut out = vec![0f32; 6];
+        // Shifted right by one: the left column is padding.
+        transform(&src, [3, 1, 2], View { pad: 1, dy: 1, dx: 0, flip: false }, &lut, &mut out);
+        let expect = [-1.0, 1.0, -1.0, -0.2, 0.0, 0.0];
+        for (o, e) in out.iter().zip(expect) {
+            assert!((o - e).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn flip_reverses_columns_and_crop_shifts() {
+        // One 3 x 2 x 3 image: channel c, row y, column x holds 10c + 3y + x + 1.
+        let src: Vec<u8> = (0..3).flat_map(|c| (0..6).map(move |p| (10 * c + p + 1) as u8)).collect();
+        let lut = lookup(&IDENTITY);
+        let view = |pad, dy, dx, flip| {
+            let mut out = vec![0f32; 18];
+            transform(&src, [3, 2, 3], View { pad, dy, dx, flip }, &lut, &mut out);
+            out.iter().map(|v| (v * 255.0).round() as u8).collect::<Vec<u8>>()
+        };
+        assert_eq!(view(0, 0, 0, false), src);
+        assert_eq!(&view(0, 0, 0, true)[..6], [3, 2, 1, 6, 5, 4]);
+        // Padding 1, offset (0, 0): the image moves down and right by one, zeros come in.
+        assert_eq!(&view(1, 0, 0, false)[..6], [0, 0, 0, 0, 1, 2]);
+        assert_eq!(&view(1, 2, 2, false)[6..12], [15, 16, 0, 0, 0, 0]);
+        assert_eq!(&view(1, 1, 2, true)[..6], [0, 3, 2, 0, 6, 5]);
+    }
+
+    /// The crop and flip done the obvious way: build the padded image, cut, reverse rows.
+    fn reference(src: &[u8], [c, h, w]: [usize; 3], v: View) -> Vec<u8> {
+        let (ph, pw) = (h + 2 * v.pad, w + 2 * v.pad);
+        let mut padded = vec![0u8; c * ph * pw];
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    padded[(ch * ph + y + v.pad) * pw + x + v.pad] = src[(ch * h + y) * w + x];
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for ch in 0..c {
+            for y in 0..h {
+                let mut row: Vec<u8> = (0..w).map(|x| padded[(ch * ph + y + v.dy) * pw + x + v.dx]).collect();
+                if v.flip {
+                    row.reverse();
+                }
+                out.extend(row);
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn crop_and_flip_match_the_padded_reference(
+            h in 1usize..6, w in 1usize..6, pad in 0usize..4, oy in 0f64..1.0, ox in 0f64..1.0, flip: bool, seed: u8,
+        ) {
+            let v = View { pad, dy: (oy * (2 * pad + 1) as f64) as usize, dx: (ox * (2 * pad + 1) as f64) as usize, flip };
+            let src: Vec<u8> = (0..3 * h * w).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed) | 1).collect();
+            let mut out = vec![0f32; src.len()];
+            transform(&src, [3, h, w], v, &lookup(&IDENTITY), &mut out);
+            let got: Vec<u8> = out.iter().map(|x| (x * 255.0).round() as u8).collect();
+            prop_assert_eq!(got, reference(&src, [3, h, w], v));
+        }
+    }
+
+    #[test]
+    fn dropping_a_loader_early_stops_its_thread() {
+        let ds = numbered(5000);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut loader = Loader::new(ds, 1, true, Some(Augment::default()), IDENTITY, 0, 0);
+            assert_eq!(loader.next().map(|b| b.len()), Some(1));
+            assert_eq!(loader.len(), 4999);
+            drop(loader);
+            done_tx.send(()).unwrap();
+        });
+        done_rx.recv_timeout(std::time::Duration::from_secs(10)).expect("loader drop hung");
+    }
+}

@@ -1,0 +1,194 @@
+//! The closed set of operations a network is made of. Attributes follow PyTorch's modules
+//! (`nn.Conv2d`, `nn.BatchNorm2d`, ...) so that a user can read a graph file without a manual.
+
+use serde::{Deserialize, Serialize};
+
+fn one() -> usize {
+    1
+}
+fn pair_one() -> [usize; 2] {
+    [1, 1]
+}
+fn pair_zero() -> [usize; 2] {
+    [0, 0]
+}
+fn yes() -> bool {
+    true
+}
+fn bn_eps() -> f64 {
+    1e-5
+}
+fn bn_momentum() -> f64 {
+    0.1
+}
+
+/// One operation. Every op produces exactly one tensor, named after its node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// The network input: one image of `shape` = [channels, height, width].
+    Input { shape: Vec<usize> },
+    Conv2d {
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: [usize; 2],
+        #[serde(default = "pair_one")]
+        stride: [usize; 2],
+        #[serde(default = "pair_zero")]
+        padding: [usize; 2],
+        #[serde(default = "pair_one")]
+        dilation: [usize; 2],
+        #[serde(default = "one")]
+        groups: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    BatchNorm2d {
+        num_features: usize,
+        #[serde(default = "bn_eps")]
+        eps: f64,
+        #[serde(default = "bn_momentum")]
+        momentum: f64,
+    },
+    #[serde(rename = "relu")]
+    ReLU,
+    #[serde(rename = "relu6")]
+    ReLU6,
+    Sigmoid,
+    MaxPool2d {
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        #[serde(default = "pair_zero")]
+        padding: [usize; 2],
+        #[serde(default)]
+        ceil_mode: bool,
+    },
+    AvgPool2d {
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        #[serde(default = "pair_zero")]
+        padding: [usize; 2],
+        #[serde(default)]
+        ceil_mode: bool,
+        #[serde(default = "yes")]
+        count_include_pad: bool,
+    },
+    /// `nn.AdaptiveAvgPool2d(1)`: [C, H, W] -> [C, 1, 1].
+    GlobalAvgPool,
+    /// Elementwise sum of two or more inputs of the same shape.
+    Add,
+    /// Elementwise product of two inputs; one may be [C, 1, 1] against [C, H, W]
+    /// (squeeze-and-excitation).
+    Mul,
+    /// Concatenation along the channel axis.
+    Concat,
+    /// [C, H, W] -> [C * H * W], in PyTorch's (channel-major) order.
+    Flatten,
+    Linear {
+        in_features: usize,
+        out_features: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    Dropout { p: f64 },
+    Identity,
+}
+
+/// Whether a named tensor of a node is trained or only tracked (BatchNorm's running statistics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorKind {
+    Parameter,
+    Buffer,
+}
+
+/// Element type of a stored tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DType {
+    F32,
+    I64,
+}
+
+/// One tensor a node owns, named `<node>.<suffix>` as in a PyTorch state_dict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    pub suffix: &'static str,
+    pub shape: Vec<usize>,
+    pub kind: TensorKind,
+    pub dtype: DType,
+}
+
+impl Op {
+    /// The op's name as written in graph files.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Conv2d { .. } => "conv2d",
+            Op::BatchNorm2d { .. } => "batch_norm2d",
+            Op::ReLU => "relu",
+            Op::ReLU6 => "relu6",
+            Op::Sigmoid => "sigmoid",
+            Op::MaxPool2d { .. } => "max_pool2d",
+            Op::AvgPool2d { .. } => "avg_pool2d",
+            Op::GlobalAvgPool => "global_avg_pool",
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::Concat => "concat",
+            Op::Flatten => "flatten",
+            Op::Linear { .. } => "linear",
+            Op::Dropout { .. } => "dropout",
+            Op::Identity => "identity",
+        }
+    }
+
+    /// How many inputs the op takes: exact, or at least (for Add and Concat).
+    pub fn arity(&self) -> (usize, bool) {
+        match self {
+            Op::Input { .. } => (0, false),
+            Op::Add | Op::Concat => (2, true),
+            Op::Mul => (2, false),
+            _ => (1, false),
+        }
+    }
+
+    /// The tensors this op owns, in state_dict order.
+    pub fn tensors(&self) -> Vec<TensorSpec> {
+        let p = |suffix, shape| TensorSpec { suffix, shape, kind: TensorKind::Parameter, dtype: DType::F32 };
+        let b = |suffix, shape| TensorSpec { suffix, shape, kind: TensorKind::Buffer, dtype: DType::F32 };
+        match *self {
+            Op::Conv2d { in_channels, out_channels, kernel_size, groups, bias, .. } => {
+                let mut v = vec![p("weight", vec![out_channels, in_channels / groups.max(1), kernel_size[0], kernel_size[1]])];
+                if bias {
+                    v.push(p("bias", vec![out_channels]));
+                }
+                v
+            }
+            Op::BatchNorm2d { num_features: c, .. } => vec![
+                p("weight", vec![c]),
+                p("bias", vec![c]),
+                b("running_mean", vec![c]),
+                b("running_var", vec![c]),
+                TensorSpec { suffix: "num_batches_tracked", shape: vec![], kind: TensorKind::Buffer, dtype: DType::I64 },
+            ],
+            Op::Linear { in_features, out_features, bias } => {
+                let mut v = vec![p("weight", vec![out_features, in_features])];
+                if bias {
+                    v.push(p("bias", vec![out_features]));
+                }
+                v
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Multiply-accumulates per image, given the op's output shape.
+    pub fn macs(&self, out_shape: &[usize]) -> u64 {
+        match *self {
+            Op::Conv2d { in_channels, kernel_size, groups, .. } => {
+                let per_out = (in_channels / groups.max(1)) * kernel_size[0] * kernel_size[1];
+                out_shape.iter().product::<usize>() as u64 * per_out as u64
+            }
+            Op::Linear { in_features, out_features, .. } => (in_features * out_features) as u64,
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! edgeprune: load a trained CNN, find which filters can be removed together, rank them, remove
+//! them physically, retrain the smaller network on the device's own data, and report the gain.
+//!
+//! The modules follow the pipeline; see docs/architecture.md.
+
+pub mod analysis;
+pub mod cli;
+pub mod data;
+pub mod engine;
+pub mod error;
+pub mod formats;
+pub mod ir;
+pub mod metrics;
+pub mod train;
+pub mod zoo;
+
+pub use error::{Error, Result};

@@ -1,0 +1,82 @@
+//! Micro-benchmarks of the engine on synthetic data: one training step, and inference. Data is
+//! made outside the timed part; the device is synchronised before each clock stops.
+
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::{TimeStats, peak_rss_bytes};
+use crate::engine::{Device, Network, SgdConfig};
+use crate::error::Result;
+use crate::ir::Model;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub what: String,
+    pub model: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub device: String,
+    pub warmup: usize,
+    pub step_seconds: TimeStats,
+    pub images_per_second: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+fn random_batch(model: &Model, batch: usize, seed: u64) -> Result<(Vec<f32>, Vec<i64>, usize)> {
+    let per: usize = model.graph.input_shape()?.iter().product();
+    let classes = *model.graph.infer_shapes()?[model.graph.output_index()?].first().unwrap_or(&1);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let x = (0..batch * per).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    let y = (0..batch).map(|_| rng.random_range(0..classes as i64)).collect();
+    Ok((x, y, classes))
+}
+
+fn finish(what: &str, model: &Model, batch: usize, device: Device, warmup: usize, times: &[f64]) -> BenchResult {
+    let stats = TimeStats::from_samples(times).expect("at least one step");
+    BenchResult {
+        what: what.into(),
+        model: model.graph.name.clone(),
+        batch,
+        threads: crate::engine::threads(),
+        device: device.to_string(),
+        warmup,
+        images_per_second: batch as f64 / stats.median,
+        step_seconds: stats,
+        peak_rss_bytes: peak_rss_bytes(),
+    }
+}
+
+/// Times `steps` SGD steps (forward, cross-entropy, backward, update) after `warmup` untimed ones.
+pub fn train_step(model: &Model, batch: usize, steps: usize, warmup: usize, device: Device) -> Result<BenchResult> {
+    let (x, y, _) = random_batch(model, batch, 0)?;
+    let mut net = Network::new(model, device)?;
+    net.set_optimizer(SgdConfig { momentum: 0.9, weight_decay: 1e-4, nesterov: false });
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps.max(1) {
+        let t = Instant::now();
+        net.train_step(&x, &y, 0.01)?;
+        device.synchronize();
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(finish("train-step", model, batch, device, warmup, &times))
+}
+
+/// Times `steps` forward passes in inference mode.
+pub fn infer(model: &Model, batch: usize, steps: usize, warmup: usize, device: Device) -> Result<BenchResult> {
+    let (x, _, _) = random_batch(model, batch, 0)?;
+    let net = Network::new(model, device)?;
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps.max(1) {
+        let t = Instant::now();
+        net.predict(&x, batch)?;
+        device.synchronize();
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(finish("infer", model, batch, device, warmup, &times))
+}

@@ -1,0 +1,138 @@
+//! A training recipe: every knob of a run, readable from a TOML file (unknown keys are an error)
+//! and overridable from the command line. A run folder keeps the resolved recipe as config.toml.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Schedule;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// A zoo network name (fresh weights) or a model folder.
+    pub model: String,
+    /// Dataset location; unset: $EDGEPRUNE_DATA, ./data, ../shared/data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    /// Class or superclass names to train and test on; empty: all classes.
+    pub subset: Vec<String>,
+    /// Output width for a zoo network; unset: the dataset's number of classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_classes: Option<usize>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr_schedule: Schedule,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+    /// Per class, this fraction of the training images trains; the rest validates.
+    pub train_fraction: f64,
+    /// Random crop 32 with padding 4 and horizontal flip.
+    pub augment: bool,
+    /// The best checkpoint is chosen among epochs after this one (the protocol's n_f).
+    pub best_from_epoch: usize,
+    /// Stop each epoch after this many batches (quick runs and tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batches: Option<usize>,
+    pub seed: u64,
+    pub threads: usize,
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: "resnet20".into(),
+            data: None,
+            subset: vec![],
+            num_classes: None,
+            epochs: 30,
+            batch_size: 128,
+            lr_schedule: Schedule::constant(0.01),
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: false,
+            train_fraction: 0.8,
+            augment: true,
+            best_from_epoch: 0,
+            max_batches: None,
+            seed: 0,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            device: "cpu".into(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a recipe; errors name the file and the key or line at fault.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text).map_err(|e| e.in_file(path))
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: TrainConfig = toml::from_str(text).map_err(|e| Error::config("recipe", e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("configs serialise")
+    }
+
+    /// Checks every value once, before anything runs.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |k: &str, m: String| Err(Error::config(k, m));
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.batch_size > 1 << 16 {
+            return bad("batch_size", format!("{} is not in 1..=65536", self.batch_size));
+        }
+        if !(self.train_fraction > 0.0 && self.train_fraction <= 1.0) {
+            return bad("train_fraction", format!("{} is not in (0, 1]", self.train_fraction));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("momentum", format!("{} is not in [0, 1)", self.momentum));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad("weight_decay", format!("{} must be finite and non-negative", self.weight_decay));
+        }
+        if self.threads == 0 {
+            return bad("threads", "must be at least 1".into());
+        }
+        if self.max_batches == Some(0) {
+            return bad("max_batches", "must be at least 1".into());
+        }
+        self.device.parse::<crate::engine::Device>()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipe_round_trip_and_defaults() {
+        let c = TrainConfig::from_toml("epochs = 5\nlr_schedule = \"0 0.1 3 0.01\"\nsubset = [\"cat\", \"dog\"]\n").unwrap();
+        assert_eq!(c.epochs, 5);
+        assert_eq!(c.lr_schedule.lr_at(4), 0.01);
+        assert_eq!(c.batch_size, 128);
+        assert_eq!(TrainConfig::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let e = TrainConfig::from_toml("epochs = 5\nlearning_rate = 0.1\n").unwrap_err().to_string();
+        assert!(e.contains("learning_rate") && e.contains("line 2"), "{e}");
+        let e = TrainConfig::from_toml("momentum = 1.5\n").unwrap_err().to_string();
+        assert!(e.contains("momentum"), "{e}");
+        let e = TrainConfig::from_toml("lr_schedule = \"5 0.1\"\n").unwrap_err().to_string();
+        assert!(e.contains("epoch 0"), "{e}");
+        let e = TrainConfig::from_toml("device = \"tpu\"\n").unwrap_err().to_string();
+        assert!(e.contains("tpu"), "{e}");
+    }
+}

@@ -108,7 +108,8 @@ pub struct TrainArgs {
     /// Run folder to write.
     #[arg(short, long, default_value = "runs/train")]
     pub out: PathBuf,
-    /// Continue the run in --out from its last finished epoch (its config.toml is used).
+    /// Continue the run in --out from its last finished epoch (its config.toml is used; only
+    /// --epochs may change, to extend the run).
     #[arg(long)]
     pub resume: bool,
 }
@@ -194,7 +195,11 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
     let mut cfg = if a.resume {
-        TrainConfig::from_toml_file(&a.out.join("config.toml"))?
+        let mut cfg = TrainConfig::from_toml_file(&a.out.join("config.toml"))?;
+        if let Some(e) = a.epochs {
+            cfg.epochs = e; // extending a finished run is allowed; nothing else may change
+        }
+        cfg
     } else if let Some(p) = &a.config {
         TrainConfig::from_toml_file(p)?
     } else {

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::error::{Error, Result};
 use crate::ir::{Graph, HostTensor, MAX_ELEMENTS, Model, TensorData, Weights};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 pub const GRAPH_FILE: &str = "graph.json";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
@@ -16,16 +16,20 @@ const VERSION: u32 = 1;
 
 /// Reads a graph from JSON text; `path` is used in error messages.
 pub fn graph_from_json(text: &str, path: &Path) -> Result<Graph> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))?;
     match v.get("format").and_then(|f| f.as_str()) {
         Some(FORMAT) => {}
         other => return Err(Error::file(path, format!("`format` must be \"{FORMAT}\", got {other:?}"))),
     }
     match v.get("version").and_then(|f| f.as_u64()) {
         Some(1) => {}
-        other => return Err(Error::file(path, format!("unsupported graph version {other:?} (this build reads {VERSION})"))),
+        other => {
+            return Err(Error::file(path, format!("unsupported graph version {other:?} (this build reads {VERSION})")));
+        }
     }
-    let graph: Graph = serde_json::from_value(strip_header(v)).map_err(|e| Error::file(path, format!("invalid graph: {e}")))?;
+    let graph: Graph =
+        serde_json::from_value(strip_header(v)).map_err(|e| Error::file(path, format!("invalid graph: {e}")))?;
     graph.infer_shapes().map_err(|e| e.in_file(path))?;
     Ok(graph)
 }
@@ -60,9 +64,10 @@ pub fn weights_from_safetensors(bytes: &[u8], path: &Path) -> Result<Weights> {
         let n = n.ok_or_else(|| Error::file(path, format!("tensor `{name}`: shape {shape:?} is too large")))?;
         let data = view.data();
         let t = match view.dtype() {
-            Dtype::F32 if data.len() == n * 4 => {
-                HostTensor::f32(shape, data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-            }
+            Dtype::F32 if data.len() == n * 4 => HostTensor::f32(
+                shape,
+                data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            ),
             Dtype::I64 if data.len() == n * 8 => HostTensor::i64(
                 shape,
                 data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
@@ -70,7 +75,9 @@ pub fn weights_from_safetensors(bytes: &[u8], path: &Path) -> Result<Weights> {
             Dtype::F32 | Dtype::I64 => {
                 return Err(Error::file(path, format!("tensor `{name}`: {} bytes for shape {shape:?}", data.len())));
             }
-            other => return Err(Error::file(path, format!("tensor `{name}`: dtype {other:?} is not supported (F32, I64)"))),
+            other => {
+                return Err(Error::file(path, format!("tensor `{name}`: dtype {other:?} is not supported (F32, I64)")));
+            }
         };
         w.insert(name, t);
     }

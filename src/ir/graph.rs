@@ -62,7 +62,9 @@ impl Graph {
             .map(|n| {
                 n.inputs
                     .iter()
-                    .map(|i| idx.get(i.as_str()).copied().ok_or_else(|| Error::node(&n.name, format!("unknown input `{i}`"))))
+                    .map(|i| {
+                        idx.get(i.as_str()).copied().ok_or_else(|| Error::node(&n.name, format!("unknown input `{i}`")))
+                    })
                     .collect()
             })
             .collect()
@@ -93,7 +95,10 @@ impl Graph {
     pub fn input_shape(&self) -> Result<&[usize]> {
         match self.nodes.first().map(|n| &n.op) {
             Some(Op::Input { shape }) => Ok(shape),
-            _ => Err(Error::node(self.nodes.first().map(|n| n.name.as_str()).unwrap_or("<empty>"), "the first node must be the `input` op")),
+            _ => Err(Error::node(
+                self.nodes.first().map(|n| n.name.as_str()).unwrap_or("<empty>"),
+                "the first node must be the `input` op",
+            )),
         }
     }
 
@@ -224,7 +229,7 @@ fn infer_one(op: &Op, ins: &[&Shape]) -> Result<Shape, String> {
             if c != num_features {
                 return Err(format!("num_features is {num_features} but the input has {c} channels"));
             }
-            if !(eps > 0.0 && eps.is_finite()) || !(0.0..=1.0).contains(&momentum) {
+            if !(eps > 0.0 && eps.is_finite() && (0.0..=1.0).contains(&momentum)) {
                 return Err(format!("eps ({eps}) must be positive and momentum ({momentum}) in [0, 1]"));
             }
             ins[0].clone()
@@ -287,7 +292,11 @@ fn infer_one(op: &Op, ins: &[&Shape]) -> Result<Shape, String> {
         &Op::Linear { in_features, out_features, .. } => {
             match ins[0].as_slice() {
                 &[f] if f == in_features => {}
-                s => return Err(format!("linear needs a flat input of {in_features} features, got {s:?} (flatten first)")),
+                s => {
+                    return Err(format!(
+                        "linear needs a flat input of {in_features} features, got {s:?} (flatten first)"
+                    ));
+                }
             }
             if out_features == 0 {
                 return Err("out_features must be positive".into());

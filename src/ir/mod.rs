@@ -65,7 +65,9 @@ impl Model {
         let mut weights = Weights::default();
         for node in &graph.nodes {
             let fan_in = match node.op {
-                Op::Conv2d { in_channels, kernel_size, groups, .. } => (in_channels / groups) * kernel_size[0] * kernel_size[1],
+                Op::Conv2d { in_channels, kernel_size, groups, .. } => {
+                    (in_channels / groups) * kernel_size[0] * kernel_size[1]
+                }
                 Op::Linear { in_features, .. } => in_features,
                 _ => 0,
             };

@@ -27,7 +27,9 @@ fn bn_momentum() -> f64 {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
     /// The network input: one image of `shape` = [channels, height, width].
-    Input { shape: Vec<usize> },
+    Input {
+        shape: Vec<usize>,
+    },
     Conv2d {
         in_channels: usize,
         out_channels: usize,
@@ -90,7 +92,9 @@ pub enum Op {
         #[serde(default = "yes")]
         bias: bool,
     },
-    Dropout { p: f64 },
+    Dropout {
+        p: f64,
+    },
     Identity,
 }
 
@@ -156,7 +160,8 @@ impl Op {
         let b = |suffix, shape| TensorSpec { suffix, shape, kind: TensorKind::Buffer, dtype: DType::F32 };
         match *self {
             Op::Conv2d { in_channels, out_channels, kernel_size, groups, bias, .. } => {
-                let mut v = vec![p("weight", vec![out_channels, in_channels / groups.max(1), kernel_size[0], kernel_size[1]])];
+                let mut v =
+                    vec![p("weight", vec![out_channels, in_channels / groups.max(1), kernel_size[0], kernel_size[1]])];
                 if bias {
                     v.push(p("bias", vec![out_channels]));
                 }
@@ -167,7 +172,12 @@ impl Op {
                 p("bias", vec![c]),
                 b("running_mean", vec![c]),
                 b("running_var", vec![c]),
-                TensorSpec { suffix: "num_batches_tracked", shape: vec![], kind: TensorKind::Buffer, dtype: DType::I64 },
+                TensorSpec {
+                    suffix: "num_batches_tracked",
+                    shape: vec![],
+                    kind: TensorKind::Buffer,
+                    dtype: DType::I64,
+                },
             ],
             Op::Linear { in_features, out_features, bias } => {
                 let mut v = vec![p("weight", vec![out_features, in_features])];

@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn recipe_round_trip_and_defaults() {
-        let c = TrainConfig::from_toml("epochs = 5\nlr_schedule = \"0 0.1 3 0.01\"\nsubset = [\"cat\", \"dog\"]\n").unwrap();
+        let c = TrainConfig::from_toml("epochs = 5\nlr_schedule = \"0 0.1 3 0.01\"\nsubset = [\"cat\", \"dog\"]\n")
+            .unwrap();
         assert_eq!(c.epochs, 5);
         assert_eq!(c.lr_schedule.lr_at(4), 0.01);
         assert_eq!(c.batch_size, 128);

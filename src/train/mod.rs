@@ -36,7 +36,7 @@ pub fn evaluate(net: &Network, ds: &Dataset, norm: &Normalize, batch_size: usize
         return Err(Error::Data("cannot evaluate on an empty dataset".into()));
     }
     let classes = net.num_outputs()?;
-    let loader = Loader::new(Arc::new(ds.clone()), batch_size, false, None, norm.clone(), 0, 0);
+    let loader = Loader::new(Arc::new(ds.clone()), batch_size, false, None, *norm, 0, 0);
     let (mut loss, mut top1, mut top5) = (0.0f64, 0usize, 0usize);
     for batch in loader {
         let logits = net.predict(&batch.images, batch.len())?;
@@ -112,8 +112,9 @@ pub fn model_normalize(model: &mut Model, data_stats: &Normalize) -> Normalize {
             Normalize { mean: [n.mean[0], n.mean[1], n.mean[2]], std: [n.std[0], n.std[1], n.std[2]] }
         }
         _ => {
-            model.graph.normalize = Some(ir::Normalize { mean: data_stats.mean.to_vec(), std: data_stats.std.to_vec() });
-            data_stats.clone()
+            model.graph.normalize =
+                Some(ir::Normalize { mean: data_stats.mean.to_vec(), std: data_stats.std.to_vec() });
+            *data_stats
         }
     }
 }
@@ -188,11 +189,11 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
     let state_path = out.join("state.json");
     let log_path = out.join("log.csv");
 
+    native::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
     let (mut model, mut state) = if resume {
         let state: RunState = read_json(&state_path)?;
         (formats::load_model(&last_dir)?, state)
     } else {
-        native::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
         let n_classes = cfg.num_classes.unwrap_or(data.num_dataset_classes);
         let model = load_or_build(&cfg.model, n_classes, cfg.seed)?;
         let _ = std::fs::remove_file(&log_path);
@@ -230,7 +231,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
     for epoch in state.epochs_done..cfg.epochs {
         let lr = cfg.lr_schedule.lr_at(epoch);
         let aug = cfg.augment.then_some(Augment { crop_padding: 4, hflip: true });
-        let loader = Loader::new(train.clone(), cfg.batch_size, true, aug, norm.clone(), cfg.seed, epoch as u64);
+        let loader = Loader::new(train.clone(), cfg.batch_size, true, aug, norm, cfg.seed, epoch as u64);
         let n_batches = cfg.max_batches.map_or(loader.len_batches(), |m| m.min(loader.len_batches()));
         let pb = progress(n_batches as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs));
         let t0 = Instant::now();
@@ -242,7 +243,17 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
             seen += s.count;
             pb.inc(1);
             let ips = seen as f64 / t0.elapsed().as_secs_f64();
-            pb.set_message(format!("loss {:.3} acc {:.1}% {ips:.0} img/s", loss_sum / seen as f64, 100.0 * correct as f64 / seen as f64));
+            let msg = format!(
+                "loss {:.3} acc {:.1}% {ips:.0} img/s",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64
+            );
+            // Without a terminal the bar is hidden: report every tenth of the epoch instead.
+            let done = pb.position() as usize;
+            if pb.is_hidden() && (done * 10 / n_batches) != ((done - 1) * 10 / n_batches) {
+                eprintln!("epoch {}/{}: {done}/{n_batches} batches, {msg}", epoch + 1, cfg.epochs);
+            }
+            pb.set_message(msg);
         }
         device.synchronize();
         let train_secs = t0.elapsed().as_secs_f64();

@@ -30,7 +30,7 @@ impl FromStr for Schedule {
     fn from_str(s: &str) -> Result<Self> {
         let err = |msg: String| Error::config("lr_schedule", format!("`{s}`: {msg}"));
         let toks: Vec<&str> = s.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).collect();
-        if toks.is_empty() || toks.len() % 2 != 0 {
+        if toks.is_empty() || !toks.len().is_multiple_of(2) {
             return Err(err("expected pairs of `epoch lr`".into()));
         }
         let mut steps = Vec::new();

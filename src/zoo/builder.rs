@@ -38,7 +38,17 @@ impl Builder {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn conv(&mut self, name: &str, x: &str, out: usize, k: usize, stride: usize, pad: usize, groups: usize, bias: bool) -> String {
+    pub fn conv(
+        &mut self,
+        name: &str,
+        x: &str,
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+        bias: bool,
+    ) -> String {
         let in_channels = self.channels(x);
         self.add(
             name,
@@ -72,13 +82,20 @@ impl Builder {
     pub fn avg_pool(&mut self, name: &str, x: &str, k: usize) -> String {
         self.add(
             name,
-            Op::AvgPool2d { kernel_size: [k, k], stride: [k, k], padding: [0, 0], ceil_mode: false, count_include_pad: true },
+            Op::AvgPool2d {
+                kernel_size: [k, k],
+                stride: [k, k],
+                padding: [0, 0],
+                ceil_mode: false,
+                count_include_pad: true,
+            },
             &[x],
         )
     }
 
     pub fn linear(&mut self, name: &str, x: &str, out: usize) -> String {
-        let f = self.nodes.iter().position(|n| n.name == x).map(|i| self.shapes[i].iter().product()).expect("known node");
+        let f =
+            self.nodes.iter().position(|n| n.name == x).map(|i| self.shapes[i].iter().product()).expect("known node");
         self.add(name, Op::Linear { in_features: f, out_features: out, bias: true }, &[x])
     }
 

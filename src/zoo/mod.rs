@@ -22,7 +22,12 @@ pub fn build(name: &str, num_classes: usize) -> Result<Graph> {
         "resnet56" => resnet(9, num_classes, "resnet56"),
         "mobilenetv2" => mobilenetv2(num_classes),
         "squeezenet" => squeezenet(num_classes),
-        other => return Err(Error::config("model", format!("unknown zoo network `{other}`; known: {}", NETWORKS.join(", ")))),
+        other => {
+            return Err(Error::config(
+                "model",
+                format!("unknown zoo network `{other}`; known: {}", NETWORKS.join(", ")),
+            ));
+        }
     })
 }
 

@@ -1,0 +1,158 @@
+//! The command line end to end on a tiny ImageFolder dataset that the test writes itself:
+//! init, inspect, train (with a subset, a recipe, resume), eval, bench, and clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edgeprune"));
+    c.env_remove("EDGEPRUNE_DATA");
+    c
+}
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    bin().args(args).current_dir(cwd).output().expect("edgeprune runs")
+}
+
+fn ok(args: &[&str], cwd: &Path) -> String {
+    let out = run(args, cwd);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "edgeprune {args:?} failed:\n{text}");
+    text
+}
+
+fn fails(args: &[&str], cwd: &Path) -> String {
+    let out = run(args, cwd);
+    assert!(!out.status.success(), "edgeprune {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Three classes that differ in colour and texture, so that a network can learn them quickly.
+fn write_dataset(root: &Path) {
+    for (split, n) in [("train", 40), ("test", 12)] {
+        for (c, name) in ["circle", "square", "stripe"].iter().enumerate() {
+            let dir = root.join(split).join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                    let noise = ((x * 7 + y * 13 + i * 31) % 17) as u8;
+                    match c {
+                        0 => image::Rgb([200 + noise, 30, 30]),
+                        1 => image::Rgb([30, 200 - noise, 30]),
+                        _ => image::Rgb([30, 30, if (x / 4) % 2 == 0 { 220 } else { 40 + noise }]),
+                    }
+                });
+                img.save(dir.join(format!("{i:04}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+fn workdir() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    write_dataset(&data);
+    (t, data)
+}
+
+#[test]
+fn train_eval_resume_and_inspect() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let d = data.to_str().unwrap();
+
+    let text = ok(&["inspect", "resnet20", "--num-classes", "100"], cwd);
+    assert!(text.contains("278324 parameters"), "{text}");
+
+    let recipe = cwd.join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        "model = \"resnet20\"\nepochs = 1\nbatch_size = 16\nlr_schedule = \"0 0.05\"\nthreads = 2\n",
+    )
+    .unwrap();
+    let text = ok(&["train", "--config", "recipe.toml", "--data", d, "--subset", "circle,stripe", "-o", "run"], cwd);
+    assert!(text.contains("done: 1 epochs"), "{text}");
+    let run = cwd.join("run");
+    for f in ["config.toml", "log.csv", "state.json", "summary.json", "best/graph.json", "last/optimizer.safetensors"] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    // Extend the finished run by one epoch: the log gains exactly one row.
+    ok(&["train", "--resume", "--epochs", "2", "-o", "run"], cwd);
+    let log = std::fs::read_to_string(run.join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(log.lines().nth(2).unwrap().starts_with("2,"), "{log}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["epochs"], 2);
+    assert_eq!(summary["classes"], serde_json::json!(["circle", "stripe"]));
+
+    // The model keeps the dataset's 3-way head and its normalisation; eval on the subset and
+    // on all classes.
+    let text = ok(&["eval", "run/best", "--data", d, "--subset", "circle,stripe", "--json"], cwd);
+    let s: serde_json::Value = serde_json::from_str(&text[..text.rfind('}').unwrap() + 1]).unwrap();
+    assert_eq!(s["count"], 24);
+    let text = ok(&["eval", "run/best", "--data", d], cwd);
+    assert!(text.contains("36 images of test (3 classes)"), "{text}");
+    let g = std::fs::read_to_string(run.join("best/graph.json")).unwrap();
+    assert!(g.contains("\"normalize\""), "the trained model records its normalisation");
+
+    let text = ok(&["bench", "infer", "--model", "run/best", "--batch", "4", "--steps", "2", "--warmup", "1"], cwd);
+    assert!(text.contains("img/s") && text.contains("peak RSS"), "{text}");
+}
+
+#[test]
+fn a_short_training_learns() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let d = data.to_str().unwrap();
+    ok(
+        &[
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            d,
+            "--epochs",
+            "4",
+            "--batch-size",
+            "16",
+            "--lr-schedule",
+            "0 0.05",
+            "--train-fraction",
+            "1",
+            "-o",
+            "run",
+        ],
+        cwd,
+    );
+    let log = std::fs::read_to_string(cwd.join("run/log.csv")).unwrap();
+    let losses: Vec<f64> = log.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect();
+    assert!(losses[3] < 0.5 * losses[0], "training loss should fall: {losses:?}");
+    let text = ok(&["eval", "run/best", "--data", d, "--json"], cwd);
+    let s: serde_json::Value = serde_json::from_str(&text[..text.rfind('}').unwrap() + 1]).unwrap();
+    assert!(s["top1"].as_f64().unwrap() > 0.6, "three easy classes: {s}");
+}
+
+#[test]
+fn errors_are_clear() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let d = data.to_str().unwrap();
+    let e = fails(&["train", "--data", d, "--subset", "circle,triangle", "-o", "x"], cwd);
+    assert!(e.contains("triangle"), "{e}");
+    std::fs::write(cwd.join("bad.toml"), "epochs = 1\nlearning_rate = 3\n").unwrap();
+    let e = fails(&["train", "--config", "bad.toml", "-o", "x"], cwd);
+    assert!(e.contains("learning_rate") && e.contains("bad.toml"), "{e}");
+    let e = fails(&["train", "--data", d, "--device", "cuda", "--epochs", "1", "-o", "x"], cwd);
+    assert!(e.contains("CUDA"), "{e}");
+    let e = fails(&["eval", "no/such/model", "--data", d], cwd);
+    assert!(e.contains("no/such/model"), "{e}");
+    let e = fails(&["train", "--data", "/nonexistent/data", "-o", "x"], cwd);
+    assert!(e.contains("/nonexistent/data"), "{e}");
+    let e = fails(&["inspect", "vgg"], cwd);
+    assert!(e.contains("vgg"), "{e}");
+    // No data anywhere: the message says where it looked and how to get CIFAR.
+    let empty = tempfile::tempdir().unwrap();
+    let e = fails(&["train", "--epochs", "1", "-o", "x"], empty.path());
+    assert!(e.contains("EDGEPRUNE_DATA") && e.contains("cifar-10"), "{e}");
+}

@@ -1,0 +1,90 @@
+//! Every zoo network runs, trains and agrees with itself across memory layouts; the engine
+//! refuses what it cannot do with a clear error.
+
+use edgeprune::engine::{Device, Layout, Network, SgdConfig};
+use edgeprune::ir::Model;
+use edgeprune::zoo;
+
+fn batch(n: usize, seed: u32) -> Vec<f32> {
+    (0..n * 3 * 32 * 32)
+        .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2000) as f32 / 1000.0 - 1.0)
+        .collect()
+}
+
+#[test]
+fn every_zoo_network_trains_and_layouts_agree() {
+    edgeprune::engine::set_threads(2);
+    for name in zoo::NETWORKS {
+        let model = Model::init(zoo::build(name, 7).unwrap(), 3).unwrap();
+        let x = batch(4, 1);
+        let y = vec![0i64, 3, 6, 2];
+        let nchw = Network::with_layout(&model, Device::Cpu, Layout::Contiguous).unwrap();
+        let nhwc = Network::with_layout(&model, Device::Cpu, Layout::ChannelsLast).unwrap();
+        let a = nchw.predict(&x, 4).unwrap();
+        let b = nhwc.predict(&x, 4).unwrap();
+        assert_eq!(a.len(), 4 * 7, "{name}");
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = a.iter().zip(&b).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
+        assert!(err < 1e-4, "{name}: layouts disagree by {err:e}");
+
+        // A few steps on one batch: the loss must fall.
+        let mut net = Network::new(&model, Device::Cpu).unwrap();
+        net.set_optimizer(SgdConfig { momentum: 0.9, weight_decay: 5e-4, nesterov: false });
+        let lr = if *name == "alexnet" { 0.01 } else { 0.05 };
+        let first = net.train_step(&x, &y, lr).unwrap().loss;
+        let mut last = first;
+        for _ in 0..8 {
+            last = net.train_step(&x, &y, lr).unwrap().loss;
+        }
+        assert!(last < first, "{name}: loss {first} -> {last}");
+        // Weights come back with the graph's shapes; the BN step counter moved.
+        let m = net.model().unwrap();
+        if let Ok(t) = m.weights.get("bn1.num_batches_tracked") {
+            assert_eq!(t.data, edgeprune::ir::TensorData::I64(vec![9]), "{name}");
+        }
+    }
+}
+
+#[test]
+fn optimizer_state_round_trips() {
+    let model = Model::init(zoo::build("resnet20", 10).unwrap(), 0).unwrap();
+    let x = batch(8, 2);
+    let y: Vec<i64> = (0..8).collect();
+    let cfg = SgdConfig { momentum: 0.9, weight_decay: 1e-4, nesterov: false };
+    let mut a = Network::new(&model, Device::Cpu).unwrap();
+    a.set_optimizer(cfg);
+    a.train_step(&x, &y, 0.1).unwrap();
+    // Restart from a's weights and momentum: the next step is the same as a's next step.
+    let mut b = Network::new(&a.model().unwrap(), Device::Cpu).unwrap();
+    b.set_optimizer(cfg);
+    b.load_optimizer_state(&a.optimizer_state().unwrap()).unwrap();
+    a.train_step(&x, &y, 0.1).unwrap();
+    b.train_step(&x, &y, 0.1).unwrap();
+    assert_eq!(a.weights().unwrap(), b.weights().unwrap());
+
+    let mut wrong = a.optimizer_state().unwrap();
+    wrong.insert("linear.weight", edgeprune::ir::HostTensor::f32(vec![2], vec![0.0; 2]));
+    let e = b.load_optimizer_state(&wrong).unwrap_err().to_string();
+    assert!(e.contains("linear.weight"), "{e}");
+}
+
+#[test]
+fn clear_errors() {
+    let model = Model::init(zoo::build("resnet20", 10).unwrap(), 0).unwrap();
+    let net = Network::new(&model, Device::Cpu).unwrap();
+    let e = net.predict(&[0.0; 10], 1).unwrap_err().to_string();
+    assert!(e.contains("10 values"), "{e}");
+    if !tch_has_cuda() {
+        let e = Network::new(&model, Device::Cuda(0)).err().expect("no CUDA here").to_string();
+        assert!(e.contains("CUDA is not available"), "{e}");
+    }
+    let mut net = Network::new(&model, Device::Cpu).unwrap();
+    let e = net.train_step(&batch(1, 0), &[0], 0.1).unwrap_err().to_string();
+    assert!(e.contains("no optimizer"), "{e}");
+    assert!("tpu".parse::<Device>().is_err());
+    assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
+}
+
+fn tch_has_cuda() -> bool {
+    Network::new(&Model::init(zoo::build("resnet20", 2).unwrap(), 0).unwrap(), Device::Cuda(0)).is_ok()
+}

@@ -11,6 +11,7 @@ pub mod error;
 pub mod formats;
 pub mod ir;
 pub mod metrics;
+pub mod surgery;
 pub mod train;
 pub mod zoo;
 

@@ -3,3 +3,6 @@
 pub mod cost;
 
 pub use cost::{Cost, NodeCost, cost};
+pub mod groups;
+
+pub use groups::{Coupled, Group, Member, groups};

@@ -37,6 +37,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Print a per-layer table: output shape, parameters, GOps, and the totals.
     Inspect(InspectArgs),
+    /// Find the pruning groups: the sets of channels that must be removed together.
+    Analyze(InspectArgs),
     /// Write a zoo network with freshly initialised weights as a model folder.
     Init(InitArgs),
     /// Benchmark the engine: a training step or inference on synthetic data.
@@ -183,6 +185,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => cmd_train(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Inspect(a) => cmd_inspect(a),
+        Command::Analyze(a) => cmd_analyze(a),
         Command::Init(a) => {
             let m = Model::init(zoo::build(&a.network, a.num_classes)?, a.seed)?;
             native::save(&m, &a.out)?;
@@ -305,6 +308,31 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
         c.weight_bytes as f64 / (1 << 20) as f64,
         c.activation_bytes as f64 / (1 << 20) as f64
     );
+    Ok(())
+}
+
+fn cmd_analyze(a: InspectArgs) -> Result<()> {
+    let m = load_spec(&a.model, a.num_classes)?;
+    let groups = analysis::groups(&m.graph)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&groups)?);
+        return Ok(());
+    }
+    let names = |ms: &[analysis::Member]| ms.iter().map(|p| p.node.as_str()).collect::<Vec<_>>().join(" ");
+    println!("{:<24} {:>5}  {:<9} producers -> consumers", "group", "size", "prunable");
+    for g in &groups {
+        let kind = match (&g.frozen, g.joins) {
+            (Some(_), _) => "no",
+            (None, 0) => "yes",
+            (None, _) => "residual",
+        };
+        println!("{:<24} {:>5}  {:<9} {} -> {}", g.name, g.size, kind, names(&g.producers), names(&g.consumers));
+        if let Some(why) = &g.frozen {
+            println!("{:<24} {:>5}  {:<9} ({why})", "", "", "");
+        }
+    }
+    let prunable: usize = groups.iter().filter(|g| g.prunable()).map(|g| g.size).sum();
+    println!("{} groups, {} prunable channels", groups.len(), prunable);
     Ok(())
 }
 

@@ -121,7 +121,9 @@ pub fn model_normalize(model: &mut Model, data_stats: &Normalize) -> Normalize {
 
 /// Loads a model: a zoo name builds a freshly initialised network, anything else is a path.
 pub fn load_or_build(spec: &str, num_classes: usize, seed: u64) -> Result<Model> {
-    if crate::zoo::NETWORKS.contains(&spec) && !Path::new(spec).exists() {
+    if (crate::zoo::NETWORKS.contains(&spec) || crate::zoo::structures::STRUCTURES.contains(&spec))
+        && !Path::new(spec).exists()
+    {
         Model::init(crate::zoo::build(spec, num_classes)?, seed)
     } else {
         formats::load_model(Path::new(spec))

@@ -2,6 +2,7 @@
 //! the usual PyTorch CIFAR implementations, for any number of classes.
 
 mod builder;
+pub mod structures;
 
 pub use builder::Builder;
 
@@ -22,10 +23,15 @@ pub fn build(name: &str, num_classes: usize) -> Result<Graph> {
         "resnet56" => resnet(9, num_classes, "resnet56"),
         "mobilenetv2" => mobilenetv2(num_classes),
         "squeezenet" => squeezenet(num_classes),
+        other if structures::STRUCTURES.contains(&other) => structures::build(other, num_classes).expect("listed"),
         other => {
             return Err(Error::config(
                 "model",
-                format!("unknown zoo network `{other}`; known: {}", NETWORKS.join(", ")),
+                format!(
+                    "unknown zoo network `{other}`; known: {}, and the test structures {}",
+                    NETWORKS.join(", "),
+                    structures::STRUCTURES.join(", ")
+                ),
             ));
         }
     })

@@ -1,0 +1,272 @@
+//! Pruning groups from the graph alone, with no per-architecture code.
+//!
+//! Every (node output, channel) pair is an element. Each op says what it does to the channel axis
+//! of its inputs (`tie` below): a conv or linear layer creates fresh output channels and consumes
+//! its input channels; BN, activations, pools and dropout pass channel i through to channel i;
+//! Add and Mul tie channel i of every input to channel i of the output; Concat passes input k's
+//! channel i to output channel offset_k + i; a depthwise conv ties input channel i to output
+//! channel i; Flatten maps channel c of a [C, H, W] map to features c*H*W .. (c+1)*H*W.
+//! Elements tied together form one *coupled channel*: removing it means removing every element
+//! at once. Coupled channels that touch the same nodes in the same way form a *group* (e.g. the
+//! stem and every block output of a ResNet stage joined by identity adds).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::ir::{Graph, Op};
+
+/// One coupled channel: the elements `(node index, channel index)` that must go together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coupled {
+    pub elements: Vec<(usize, usize)>,
+}
+
+/// Where a group's channel sits in one tensor: `node` output channels `offset + k * width ..
+/// offset + (k + 1) * width` hold the group's channel k (width is H*W for a flattened map,
+/// else 1), when the group's channels are contiguous there; `indices` always lists them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Member {
+    pub node: String,
+    pub op: String,
+    /// For each channel of the group, the output indices of `node` it covers.
+    pub indices: Vec<Vec<usize>>,
+}
+
+/// A group of coupled channels, ranked and pruned together.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Group {
+    /// Stable name: the first node (in graph order) the group touches.
+    pub name: String,
+    /// Number of channels in the group.
+    pub size: usize,
+    /// Nodes whose parameters are sliced along their output axis (conv, depthwise conv, BN,
+    /// linear), with the channel indices they own.
+    pub producers: Vec<Member>,
+    /// Nodes whose parameters are sliced along their input axis (conv, linear), with the input
+    /// indices (in the space of their input tensor) the group's channels occupy.
+    pub consumers: Vec<Member>,
+    /// Every tensor the group runs through.
+    pub tensors: Vec<Member>,
+    /// Why the group may not be pruned; None if it may.
+    pub frozen: Option<String>,
+    /// Number of channel-tying joins (Add/Mul) the group crosses: > 0 marks a residual group.
+    pub joins: usize,
+    /// For each group channel, its coupled channel's elements.
+    #[serde(skip)]
+    pub channels: Vec<Coupled>,
+}
+
+impl Group {
+    pub fn prunable(&self) -> bool {
+        self.frozen.is_none()
+    }
+}
+
+struct UnionFind {
+    parent: Vec<usize>,
+}
+
+impl UnionFind {
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
+        }
+        x
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent[ra.max(rb)] = ra.min(rb);
+        }
+    }
+}
+
+/// True for an op that owns per-output-channel parameters.
+fn is_producer(op: &Op) -> bool {
+    matches!(op, Op::Conv2d { .. } | Op::BatchNorm2d { .. } | Op::Linear { .. })
+}
+
+/// True for an op that owns per-input-channel parameters (a depthwise conv's input is tied to
+/// its output instead).
+fn is_consumer(op: &Op) -> bool {
+    match op {
+        &Op::Conv2d { groups, in_channels, out_channels, .. } => !is_depthwise(groups, in_channels, out_channels),
+        Op::Linear { .. } => true,
+        _ => false,
+    }
+}
+
+fn is_depthwise(groups: usize, in_channels: usize, out_channels: usize) -> bool {
+    groups > 1 && groups == in_channels && groups == out_channels
+}
+
+/// Computes the pruning groups of a graph.
+pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
+    let shapes = graph.infer_shapes()?;
+    let inputs = graph.input_indices()?;
+    let output = graph.output_index()?;
+    let width = |i: usize| shapes[i][0];
+    let mut base = Vec::with_capacity(shapes.len());
+    let mut total = 0usize;
+    for i in 0..shapes.len() {
+        base.push(total);
+        total += width(i);
+    }
+    let el = |node: usize, ch: usize| base[node] + ch;
+    let mut uf = UnionFind { parent: (0..total).collect() };
+    // Reasons for elements that may not be removed, by element.
+    let mut frozen: HashMap<usize, String> = HashMap::new();
+    let mut joins: HashMap<usize, usize> = HashMap::new();
+
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let ins = &inputs[i];
+        match &node.op {
+            Op::Input { .. } => {
+                for c in 0..width(i) {
+                    frozen.insert(el(i, c), format!("`{}` is the network input", node.name));
+                }
+            }
+            &Op::Conv2d { groups, in_channels, out_channels, .. } if groups > 1 => {
+                if is_depthwise(groups, in_channels, out_channels) {
+                    for c in 0..out_channels {
+                        uf.union(el(ins[0], c), el(i, c));
+                    }
+                } else {
+                    let why = format!(
+                        "`{}` is a grouped conv (groups = {groups}); its channels are kept so the groups stay divisible",
+                        node.name
+                    );
+                    for c in 0..in_channels {
+                        frozen.insert(el(ins[0], c), why.clone());
+                    }
+                    for c in 0..out_channels {
+                        frozen.insert(el(i, c), why.clone());
+                    }
+                }
+            }
+            Op::Conv2d { .. } | Op::Linear { .. } => {} // fresh output channels
+            Op::BatchNorm2d { .. }
+            | Op::ReLU
+            | Op::ReLU6
+            | Op::Sigmoid
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::GlobalAvgPool
+            | Op::Dropout { .. }
+            | Op::Identity => {
+                for c in 0..width(i) {
+                    uf.union(el(ins[0], c), el(i, c));
+                }
+            }
+            Op::Add | Op::Mul => {
+                for &j in ins {
+                    for c in 0..width(i) {
+                        uf.union(el(j, c), el(i, c));
+                    }
+                }
+                for c in 0..width(i) {
+                    *joins.entry(el(i, c)).or_default() += 1;
+                }
+            }
+            Op::Concat => {
+                let mut off = 0;
+                for &j in ins {
+                    for c in 0..width(j) {
+                        uf.union(el(j, c), el(i, off + c));
+                    }
+                    off += width(j);
+                }
+            }
+            Op::Flatten => {
+                let src = &shapes[ins[0]];
+                let per: usize = src[1..].iter().product();
+                for f in 0..width(i) {
+                    uf.union(el(ins[0], f / per), el(i, f));
+                }
+            }
+        }
+    }
+    for c in 0..width(output) {
+        frozen.insert(el(output, c), format!("`{}` is the network output", graph.output));
+    }
+
+    // Gather the coupled channels, in order of their first element.
+    let mut classes: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+    for (n, &b) in base.iter().enumerate() {
+        for c in 0..width(n) {
+            let r = uf.find(b + c);
+            classes.entry(r).or_default().push((n, c));
+        }
+    }
+
+    // Group coupled channels by signature: the nodes they touch and how many elements each.
+    let mut by_sig: BTreeMap<Vec<(usize, usize)>, Vec<usize>> = BTreeMap::new();
+    let roots: Vec<usize> = classes.keys().copied().collect();
+    for &r in &roots {
+        let mut sig: BTreeMap<usize, usize> = BTreeMap::new();
+        for &(n, _) in &classes[&r] {
+            *sig.entry(n).or_default() += 1;
+        }
+        by_sig.entry(sig.into_iter().collect()).or_default().push(r);
+    }
+
+    let consumers = graph.consumers()?;
+    let mut out = Vec::with_capacity(by_sig.len());
+    for (sig, rs) in by_sig {
+        let nodes: Vec<usize> = sig.iter().map(|&(n, _)| n).collect();
+        let first = nodes[0];
+        // Order the group's channels by their index in the first node.
+        let mut rs = rs;
+        rs.sort_by_key(|r| classes[r].iter().filter(|(n, _)| *n == first).map(|&(_, c)| c).min());
+        let channels: Vec<Coupled> = rs.iter().map(|r| Coupled { elements: classes[r].clone() }).collect();
+        let member = |n: usize| Member {
+            node: graph.nodes[n].name.clone(),
+            op: graph.nodes[n].op.type_name().to_string(),
+            indices: channels
+                .iter()
+                .map(|ch| ch.elements.iter().filter(|(m, _)| *m == n).map(|&(_, c)| c).collect())
+                .collect(),
+        };
+        let tensors: Vec<Member> = nodes.iter().map(|&n| member(n)).collect();
+        let producers: Vec<Member> =
+            nodes.iter().filter(|&&n| is_producer(&graph.nodes[n].op)).map(|&n| member(n)).collect();
+        // Consumers read an element of the group through one of their inputs.
+        let mut cons: Vec<Member> = Vec::new();
+        for &n in &nodes {
+            for &m in &consumers[n] {
+                if is_consumer(&graph.nodes[m].op) && !cons.iter().any(|c| c.node == graph.nodes[m].name) {
+                    cons.push(Member { op: graph.nodes[m].op.type_name().to_string(), ..member(n) });
+                    cons.last_mut().expect("just pushed").node = graph.nodes[m].name.clone();
+                }
+            }
+        }
+        let why = channels.iter().flat_map(|ch| ch.elements.iter()).find_map(|&(n, c)| frozen.get(&el(n, c)).cloned());
+        let creates = producers.iter().any(|p| p.op == "conv2d" || p.op == "linear");
+        let why = why.or_else(|| (!creates).then(|| "no conv or linear layer creates these channels".to_string()));
+        let joins = channels[0].elements.iter().map(|&(n, c)| joins.get(&el(n, c)).copied().unwrap_or(0)).sum();
+        out.push(Group {
+            name: graph.nodes[first].name.clone(),
+            size: channels.len(),
+            producers,
+            consumers: cons,
+            tensors,
+            frozen: why,
+            joins,
+            channels,
+        });
+    }
+    out.sort_by_key(|g| graph.index()[g.name.as_str()]);
+    // Names must be unique for plans; two groups starting at one node (a concat split) get a suffix.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for g in &mut out {
+        let k = seen.entry(g.name.clone()).or_default();
+        *k += 1;
+        if *k > 1 {
+            g.name = format!("{}#{}", g.name, *k);
+        }
+    }
+    Ok(out)
+}

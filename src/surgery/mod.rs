@@ -1,0 +1,158 @@
+//! The only code that changes shapes. Takes a [`Plan`] (which channels of each pruning group to
+//! keep), removes every other channel physically: the producers' output slices (conv and linear
+//! rows, biases, BN statistics), the consumers' input slices (with concat offsets and flatten
+//! expansion, as the groups record them), then re-runs shape inference on the smaller graph.
+
+mod plan;
+
+pub use plan::{GroupPlan, Plan};
+
+use std::collections::HashSet;
+
+use crate::analysis::{self, Group};
+use crate::error::{Error, Result};
+use crate::ir::{Graph, HostTensor, Model, Op, TensorData, Weights};
+
+/// For every node, the output channels that stay, in order.
+pub type Keep = Vec<Vec<usize>>;
+
+/// Turns a plan into the kept output channels of every node of `graph`. Checks the plan against
+/// the graph's groups: known names, matching sizes, valid indices, frozen groups untouched, and
+/// at least one channel kept per group.
+pub fn keep_sets(graph: &Graph, groups: &[Group], plan: &Plan) -> Result<Keep> {
+    let shapes = graph.infer_shapes()?;
+    let mut removed: HashSet<(usize, usize)> = HashSet::new();
+    for gp in &plan.groups {
+        let g = groups
+            .iter()
+            .find(|g| g.name == gp.name)
+            .ok_or_else(|| Error::config(format!("plan group `{}`", gp.name), "the model has no such pruning group"))?;
+        let key = || format!("plan group `{}`", gp.name);
+        if gp.size != g.size {
+            return Err(Error::config(key(), format!("the plan says {} channels, the model has {}", gp.size, g.size)));
+        }
+        if gp.keep.is_empty() {
+            return Err(Error::config(key(), "keeps no channel: a group must keep at least one"));
+        }
+        let mut prev = None;
+        for &k in &gp.keep {
+            if k >= g.size || prev.is_some_and(|p| k <= p) {
+                return Err(Error::config(
+                    key(),
+                    format!("keep indices must be increasing and below {}, got {k}", g.size),
+                ));
+            }
+            prev = Some(k);
+        }
+        if gp.keep.len() < g.size
+            && let Some(why) = &g.frozen
+        {
+            return Err(Error::config(key(), format!("may not be pruned: {why}")));
+        }
+        let keep: HashSet<usize> = gp.keep.iter().copied().collect();
+        for (k, ch) in g.channels.iter().enumerate() {
+            if !keep.contains(&k) {
+                removed.extend(ch.elements.iter().copied());
+            }
+        }
+    }
+    Ok(shapes.iter().enumerate().map(|(n, s)| (0..s[0]).filter(|c| !removed.contains(&(n, *c))).collect()).collect())
+}
+
+/// The graph with the kept channels only (attributes updated, shapes re-inferred).
+pub fn prune_graph(graph: &Graph, keep: &Keep) -> Result<Graph> {
+    let inputs = graph.input_indices()?;
+    let mut g = graph.clone();
+    for (n, node) in g.nodes.iter_mut().enumerate() {
+        let out = keep[n].len();
+        let inp = inputs[n].first().map(|&i| keep[i].len());
+        if out == 0 {
+            return Err(Error::node(&node.name, "the plan removes every channel of this node"));
+        }
+        match &mut node.op {
+            Op::Conv2d { in_channels, out_channels, groups, .. } => {
+                let depthwise = *groups > 1 && *groups == *in_channels && *groups == *out_channels;
+                *in_channels = inp.expect("conv has an input");
+                *out_channels = out;
+                if depthwise {
+                    *groups = out;
+                }
+            }
+            Op::BatchNorm2d { num_features, .. } => *num_features = out,
+            Op::Linear { in_features, out_features, .. } => {
+                *in_features = inp.expect("linear has an input");
+                *out_features = out;
+            }
+            _ => {}
+        }
+    }
+    g.infer_shapes()?;
+    Ok(g)
+}
+
+/// Keeps `rows` along axis 0 and `cols` along axis 1 (None: all) of a tensor.
+fn select(t: &HostTensor, rows: Option<&[usize]>, cols: Option<&[usize]>) -> HostTensor {
+    let shape = &t.shape;
+    let d0 = shape.first().copied().unwrap_or(1);
+    let d1 = shape.get(1).copied().unwrap_or(1);
+    let inner: usize = shape.iter().skip(2).product();
+    let all0: Vec<usize> = (0..d0).collect();
+    let all1: Vec<usize> = (0..d1).collect();
+    let rows = rows.unwrap_or(&all0);
+    let cols = if shape.len() >= 2 { cols.unwrap_or(&all1) } else { &all1[..1.min(all1.len())] };
+    let mut new_shape = shape.clone();
+    if !new_shape.is_empty() {
+        new_shape[0] = rows.len();
+    }
+    if new_shape.len() >= 2 {
+        new_shape[1] = cols.len();
+    }
+    let pick = |data: &[f32]| -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows.len() * cols.len() * inner);
+        for &r in rows {
+            for &c in cols {
+                let start = (r * d1 + c) * inner;
+                out.extend_from_slice(&data[start..start + inner]);
+            }
+        }
+        out
+    };
+    match &t.data {
+        TensorData::F32(v) if !shape.is_empty() => HostTensor::f32(new_shape, pick(v)),
+        _ => t.clone(),
+    }
+}
+
+/// Slices every tensor of `weights` whose key belongs to a node of `graph` (parameters,
+/// buffers, or optimizer momentum keyed the same way) to the kept channels.
+pub fn prune_weights(graph: &Graph, keep: &Keep, weights: &Weights) -> Result<Weights> {
+    let inputs = graph.input_indices()?;
+    let mut out = Weights::default();
+    for (key, t) in &weights.tensors {
+        let (node_name, suffix) =
+            key.rsplit_once('.').ok_or_else(|| Error::tensor(key, "not a `<node>.<tensor>` key"))?;
+        let n =
+            graph.index().get(node_name).copied().ok_or_else(|| Error::tensor(key, "no node of the graph owns it"))?;
+        let node = &graph.nodes[n];
+        let rows = Some(keep[n].as_slice());
+        let cols = inputs[n].first().map(|&i| keep[i].as_slice());
+        let sliced = match (&node.op, suffix) {
+            (&Op::Conv2d { groups, .. }, "weight") if groups > 1 => select(t, rows, None),
+            (Op::Conv2d { .. } | Op::Linear { .. }, "weight") => select(t, rows, cols),
+            (Op::BatchNorm2d { .. }, "num_batches_tracked") => t.clone(),
+            (Op::Conv2d { .. } | Op::Linear { .. } | Op::BatchNorm2d { .. }, _) => select(t, rows, None),
+            _ => return Err(Error::tensor(key, format!("unexpected tensor of a {} node", node.op.type_name()))),
+        };
+        out.insert(key.clone(), sliced);
+    }
+    Ok(out)
+}
+
+/// Applies a plan: the smaller, valid model.
+pub fn apply(model: &Model, plan: &Plan) -> Result<Model> {
+    let groups = analysis::groups(&model.graph)?;
+    let keep = keep_sets(&model.graph, &groups, plan)?;
+    let graph = prune_graph(&model.graph, &keep)?;
+    let weights = prune_weights(&model.graph, &keep, &model.weights)?;
+    Model::new(graph, weights)
+}

@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod criteria;
 pub mod data;
 pub mod engine;
 pub mod error;

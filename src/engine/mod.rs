@@ -93,6 +93,16 @@ pub struct SgdConfig {
     pub nesterov: bool,
 }
 
+/// Per-channel sums over a batch of one node's output (see [`Network::channel_statistics`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelStats {
+    pub taylor: Vec<f64>,
+    pub mean: Vec<f64>,
+    pub zeros: Vec<f64>,
+    /// Images summed over.
+    pub count: usize,
+}
+
 /// Loss and correct predictions of one batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
@@ -271,9 +281,12 @@ impl Network {
         &self.tensors[&format!("{node}.{suffix}")]
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Runs the graph; also returns the outputs of the nodes in `keep` (which are then neither
+    /// freed early nor overwritten in place).
+    fn forward_t(&self, x: &Tensor, train: bool, keep: &[usize]) -> Result<(Tensor, Vec<Tensor>)> {
         let n = self.graph.nodes.len();
         let mut vals: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        let mut kept: Vec<Option<Tensor>> = (0..keep.len()).map(|_| None).collect();
         for (i, node) in self.graph.nodes.iter().enumerate() {
             let arg = |k: usize| vals[self.inputs[i][k]].as_ref().expect("inputs computed before use");
             let name = node.name.as_str();
@@ -312,7 +325,7 @@ impl Network {
                         )
                         .map_err(tch_err)?
                 }
-                Op::ReLU if self.relu_in_place[i] => {
+                Op::ReLU if self.relu_in_place[i] && !keep.contains(&self.inputs[i][0]) => {
                     let mut v = vals[self.inputs[i][0]].take().expect("input computed before use");
                     v.relu_()
                 }
@@ -359,6 +372,9 @@ impl Network {
                 &Op::Dropout { p } => arg(0).dropout(p, train),
                 Op::Identity => arg(0).shallow_clone(),
             };
+            if let Some(k) = keep.iter().position(|&k| k == i) {
+                kept[k] = Some(y.shallow_clone());
+            }
             vals[i] = Some(y);
             for &j in &self.inputs[i] {
                 if self.last_use[j] == i {
@@ -366,7 +382,8 @@ impl Network {
                 }
             }
         }
-        Ok(vals[self.output].take().expect("output computed"))
+        let kept = kept.into_iter().map(|t| t.expect("kept nodes computed")).collect();
+        Ok((vals[self.output].take().expect("output computed"), kept))
     }
 
     fn batch_tensor(&self, images: &[f32], n: usize) -> Result<Tensor> {
@@ -383,8 +400,41 @@ impl Network {
     /// Logits for `n` images (`images` is n x C x H x W, row-major), in evaluation mode.
     pub fn predict(&self, images: &[f32], n: usize) -> Result<Vec<f32>> {
         let x = self.batch_tensor(images, n)?;
-        let y = tch::no_grad(|| self.forward_t(&x, false))?;
+        let (y, _) = tch::no_grad(|| self.forward_t(&x, false, &[]))?;
         Vec::<f32>::try_from(&y.to_device(tch::Device::Cpu).contiguous().flatten(0, -1)).map_err(tch_err)
+    }
+
+    /// Per-channel statistics of the outputs of `nodes` on one batch, in inference mode (BN
+    /// running statistics), with gradients of the cross-entropy loss: for each node, per
+    /// channel, summed over the batch: |mean over positions of activation x gradient| (first-order
+    /// Taylor), the mean activation, and the fraction of zero activations (APoZ).
+    /// Nothing is updated: weights, BN statistics and the optimizer stay as they were.
+    pub fn channel_statistics(&self, images: &[f32], labels: &[i64], nodes: &[usize]) -> Result<Vec<ChannelStats>> {
+        let n = labels.len();
+        let x = self.batch_tensor(images, n)?;
+        let y = Tensor::from_slice(labels).to_device(self.tdev);
+        let (logits, acts) = self.forward_t(&x, false, nodes)?;
+        let loss = logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0).map_err(tch_err)?;
+        let grads = Tensor::f_run_backward(&[&loss], &acts, false, false).map_err(tch_err)?;
+        let host = |t: Tensor| -> Result<Vec<f64>> {
+            Vec::<f64>::try_from(&t.to_kind(Kind::Double).to_device(tch::Device::Cpu).contiguous()).map_err(tch_err)
+        };
+        tch::no_grad(|| {
+            acts.iter()
+                .zip(&grads)
+                .map(|(a, g)| {
+                    // Activations are [N, C, H, W] or [N, F]: reduce over everything but N and C.
+                    let a = a.detach();
+                    let a3 = a.reshape([n as i64, a.size()[1], -1]);
+                    let g3 = g.reshape([n as i64, a.size()[1], -1]);
+                    let taylor = (&a3 * &g3).mean_dim(2, false, Kind::Float).abs().sum_dim_intlist(0, false, Kind::Float);
+                    let mean = a3.mean_dim(2, false, Kind::Float).sum_dim_intlist(0, false, Kind::Float);
+                    let zeros =
+                        a3.eq(0.0).to_kind(Kind::Float).mean_dim(2, false, Kind::Float).sum_dim_intlist(0, false, Kind::Float);
+                    Ok(ChannelStats { taylor: host(taylor)?, mean: host(mean)?, zeros: host(zeros)?, count: n })
+                })
+                .collect()
+        })
     }
 
     /// Replaces the optimizer (and drops its momentum), as a fresh `torch.optim.SGD`.
@@ -398,7 +448,7 @@ impl Network {
         let n = labels.len();
         let x = self.batch_tensor(images, n)?;
         let y = Tensor::from_slice(labels).to_device(self.tdev);
-        let logits = self.forward_t(&x, true)?;
+        let (logits, _) = self.forward_t(&x, true, &[])?;
         let loss = logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0).map_err(tch_err)?;
         // Gradients as fresh tensors (torch.autograd.grad), nothing accumulated into `.grad`.
         let params: Vec<&Tensor> = self.params.iter().map(|k| &self.tensors[k]).collect();

@@ -215,3 +215,59 @@ proptest! {
         check_law(random_graph(seed), seed, fraction, false);
     }
 }
+
+#[test]
+fn pruned_networks_train_and_keep_their_momentum() {
+    use edgeprune::engine::SgdConfig;
+    let cfg = SgdConfig { momentum: 0.9, weight_decay: 5e-4, nesterov: false };
+    for (i, name) in zoo::NETWORKS.iter().enumerate() {
+        let model = model_of(zoo::build(name, 10).unwrap(), i as u64);
+        let groups = analysis::groups(&model.graph).unwrap();
+        let plan = random_plan(&model.graph, &groups, 0.5, &mut ChaCha8Rng::seed_from_u64(9));
+        let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
+        let x: Vec<f32> = (0..4 * 3 * 32 * 32).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let y = vec![1i64, 4, 7, 9];
+        // Two steps on the full network, then surgery mid-training with the momentum.
+        let mut net = Network::new(&model, Device::Cpu).unwrap();
+        net.set_optimizer(cfg);
+        for _ in 0..2 {
+            net.train_step(&x, &y, 0.01).unwrap();
+        }
+        let momentum = net.optimizer_state().unwrap();
+        let (pruned, pm) = surgery::apply_with_state(&net.model().unwrap(), &momentum, &plan).unwrap();
+        for (k, t) in &pm.tensors {
+            assert_eq!(&t.shape, &pruned.weights.get(k).unwrap().shape, "{name} {k}");
+        }
+        let mut net = Network::new(&pruned, Device::Cpu).unwrap();
+        net.set_optimizer(cfg);
+        net.load_optimizer_state(&pm).unwrap();
+        let lr = if *name == "alexnet" { 0.01 } else { 0.05 };
+        let first = net.train_step(&x, &y, lr).unwrap().loss;
+        let mut last = first;
+        for _ in 0..8 {
+            last = net.train_step(&x, &y, lr).unwrap().loss;
+        }
+        assert!(last < first, "{name}: the pruned network's loss went {first} -> {last}");
+    }
+}
+
+#[test]
+fn momentum_is_sliced_like_the_weights() {
+    let model = model_of(zoo::build("resnet20", 10).unwrap(), 3);
+    let groups = analysis::groups(&model.graph).unwrap();
+    let plan = random_plan(&model.graph, &groups, 0.5, &mut ChaCha8Rng::seed_from_u64(3));
+    // Momentum equal to the weights themselves must come out equal to the pruned weights.
+    let params: edgeprune::ir::Weights = edgeprune::ir::Weights {
+        tensors: model
+            .weights
+            .tensors
+            .iter()
+            .filter(|(k, _)| !k.contains("running") && !k.contains("num_batches"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    let (pruned, pm) = surgery::apply_with_state(&model, &params, &plan).unwrap();
+    for (k, t) in &pm.tensors {
+        assert_eq!(t, pruned.weights.get(k).unwrap(), "{k}");
+    }
+}

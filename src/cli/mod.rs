@@ -39,6 +39,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Find the pruning groups: the sets of channels that must be removed together.
     Analyze(InspectArgs),
+    /// Rank channels, make a pruning plan, remove the channels physically, write the smaller model.
+    Prune(PruneArgs),
     /// Write a zoo network with freshly initialised weights as a model folder.
     Init(InitArgs),
     /// Benchmark the engine: a training step or inference on synthetic data.
@@ -140,11 +142,65 @@ pub struct EvalArgs {
 pub struct InspectArgs {
     /// Model folder or zoo name.
     pub model: String,
+    /// A second model (e.g. the unpruned original) to show side by side, layer by layer.
+    #[arg(long)]
+    pub against: Option<String>,
     /// Output classes when MODEL is a zoo name.
     #[arg(long, default_value_t = 10)]
     pub num_classes: usize,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Model folder or zoo name.
+    pub model: String,
+    /// Output classes when MODEL is a zoo name.
+    #[arg(long, default_value_t = 10)]
+    pub num_classes: usize,
+    /// Percent of the model's parameters to remove (the paper's pruning level).
+    #[arg(long, conflicts_with_all = ["gops_level", "channels", "plan"])]
+    pub level: Option<f64>,
+    /// Percent of the model's GOps to remove instead.
+    #[arg(long, conflicts_with_all = ["channels", "plan"])]
+    pub gops_level: Option<f64>,
+    /// Explicit channels to keep per group, e.g. "layer1.0.conv1=8,fire2.conv1=12".
+    #[arg(long, value_delimiter = ',', conflicts_with = "plan")]
+    pub channels: Option<Vec<String>>,
+    /// Importance criterion: paper, l1, l2, bn, taylor, activation, apoz, random.
+    #[arg(long, default_value = "paper")]
+    pub criterion: String,
+    /// global: one ranking over all channels (the paper); layer: the same share from every group.
+    #[arg(long, default_value = "global")]
+    pub scope: String,
+    /// Every layer keeps at least this many channels.
+    #[arg(long, default_value_t = 2)]
+    pub min_channels: usize,
+    /// A residual group keeps at least this share of its channels.
+    #[arg(long, default_value_t = 0.25)]
+    pub residual_min_share: f64,
+    /// Replay a plan written earlier (by --plan-out or in a pruned model folder).
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// Also write the plan here.
+    #[arg(long)]
+    pub plan_out: Option<PathBuf>,
+    /// Local data for data-driven criteria (taylor, activation, apoz).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, value_delimiter = ',')]
+    pub subset: Vec<String>,
+    /// Batches of local data the data-driven criteria look at.
+    #[arg(long, default_value_t = 20)]
+    pub batches: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output model folder (the plan is saved in it as plan.json).
+    #[arg(short, long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -186,6 +242,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => cmd_eval(a),
         Command::Inspect(a) => cmd_inspect(a),
         Command::Analyze(a) => cmd_analyze(a),
+        Command::Prune(a) => cmd_prune(a),
         Command::Init(a) => {
             let m = Model::init(zoo::build(&a.network, a.num_classes)?, a.seed)?;
             native::save(&m, &a.out)?;
@@ -285,29 +342,59 @@ fn load_spec(spec: &str, num_classes: usize) -> Result<Model> {
 fn cmd_inspect(a: InspectArgs) -> Result<()> {
     let m = load_spec(&a.model, a.num_classes)?;
     let c = analysis::cost(&m.graph)?;
+    let other = a
+        .against
+        .as_deref()
+        .map(|o| load_spec(o, a.num_classes).and_then(|m| Ok(analysis::cost(&m.graph)?)))
+        .transpose()?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "model": c, "against": other }))?);
         return Ok(());
     }
-    println!("{:<28} {:<16} {:<16} {:>10} {:>10}", "node", "op", "output", "params", "MMACs");
-    for n in &c.nodes {
-        println!(
-            "{:<28} {:<16} {:<16} {:>10} {:>10.3}",
-            n.name,
-            n.op,
-            format!("{:?}", n.output_shape),
-            n.params,
-            n.macs as f64 / 1e6
-        );
+    let mmacs = |m: u64| m as f64 / 1e6;
+    match &other {
+        None => println!("{:<28} {:<16} {:<16} {:>10} {:>10}", "node", "op", "output", "params", "MMACs"),
+        Some(_) => {
+            println!("{:<28} {:<16} {:<30} {:>21} {:>21}", "node", "op", "output (against -> this)", "params", "MMACs")
+        }
     }
-    println!(
-        "total: {} parameters, {:.2} MMACs = {:.4} GOps per image, weights {:.2} MiB, activations {:.2} MiB per image",
-        c.params,
-        c.macs as f64 / 1e6,
-        c.gops,
-        c.weight_bytes as f64 / (1 << 20) as f64,
-        c.activation_bytes as f64 / (1 << 20) as f64
-    );
+    for n in &c.nodes {
+        let shape = format!("{:?}", n.output_shape);
+        match other.as_ref().and_then(|o| o.nodes.iter().find(|x| x.name == n.name)) {
+            None => println!("{:<28} {:<16} {:<16} {:>10} {:>10.3}", n.name, n.op, shape, n.params, mmacs(n.macs)),
+            Some(o) => println!(
+                "{:<28} {:<16} {:<30} {:>10} -> {:>7} {:>10.3} -> {:>7.3}",
+                n.name,
+                n.op,
+                format!("{:?} -> {shape}", o.output_shape),
+                o.params,
+                n.params,
+                mmacs(o.macs),
+                mmacs(n.macs)
+            ),
+        }
+    }
+    let total = |c: &analysis::Cost| {
+        format!(
+            "{} parameters, {:.2} MMACs = {:.4} GOps per image, weights {:.2} MiB, activations {:.2} MiB per image",
+            c.params,
+            mmacs(c.macs),
+            c.gops,
+            c.weight_bytes as f64 / (1 << 20) as f64,
+            c.activation_bytes as f64 / (1 << 20) as f64
+        )
+    };
+    if let Some(o) = &other {
+        println!("against: {}", total(o));
+        println!(
+            "this:    {} ({:.1}% of the parameters and {:.1}% of the GOps removed)",
+            total(&c),
+            100.0 * (1.0 - c.params as f64 / o.params as f64),
+            100.0 * (1.0 - c.gops / o.gops)
+        );
+    } else {
+        println!("total: {}", total(&c));
+    }
     Ok(())
 }
 
@@ -333,6 +420,85 @@ fn cmd_analyze(a: InspectArgs) -> Result<()> {
     }
     let prunable: usize = groups.iter().filter(|g| g.prunable()).map(|g| g.size).sum();
     println!("{} groups, {} prunable channels", groups.len(), prunable);
+    Ok(())
+}
+
+fn cmd_prune(a: PruneArgs) -> Result<()> {
+    use crate::criteria::{self, Criterion, DataPass};
+    use crate::surgery::planner::{self, Limits, Scope, Target};
+    use crate::surgery::{self, Plan};
+
+    let device = a.engine.apply()?;
+    let mut model = load_spec(&a.model, a.num_classes)?;
+    let t0 = std::time::Instant::now();
+    let plan = if let Some(p) = &a.plan {
+        Plan::load(p)?
+    } else {
+        let target = match (a.level, a.gops_level, &a.channels) {
+            (Some(l), None, None) => Target::Params(l),
+            (None, Some(l), None) => Target::Gops(l),
+            (None, None, Some(list)) => {
+                let mut counts = std::collections::BTreeMap::new();
+                for item in list {
+                    let (k, v) = item
+                        .rsplit_once('=')
+                        .with_context(|| format!("--channels item `{item}` is not group=count"))?;
+                    counts.insert(
+                        k.to_string(),
+                        v.parse::<usize>().with_context(|| format!("--channels item `{item}`"))?,
+                    );
+                }
+                Target::Channels(counts)
+            }
+            _ => anyhow::bail!("give one of --level, --gops-level, --channels or --plan"),
+        };
+        let criterion: Criterion = a.criterion.parse()?;
+        let scope: Scope = a.scope.parse()?;
+        anyhow::ensure!((0.0..=1.0).contains(&a.residual_min_share), "--residual-min-share must be in [0, 1]");
+        let limits = Limits { min_channels: a.min_channels.max(1), residual_min_share: a.residual_min_share };
+        let groups = analysis::groups(&model.graph)?;
+        let scores = if criterion.needs_data() {
+            let data = RunData::load(a.data.as_deref(), &a.subset, 1.0)?;
+            let norm = train::model_normalize(&mut model, &data.stats);
+            let pass = DataPass { dataset: &data.train, norm, batch_size: 128, max_batches: Some(a.batches), device };
+            criteria::score(criterion, &model, &groups, Some(&pass), a.seed)?
+        } else {
+            criteria::score(criterion, &model, &groups, None, a.seed)?
+        };
+        let mut plan = planner::make_plan(&model.graph, &groups, &scores, &target, scope, &limits)?;
+        plan.made_by["criterion"] = criterion.to_string().into();
+        plan.made_by["seed"] = a.seed.into();
+        plan
+    };
+    let planning = t0.elapsed().as_secs_f64();
+    let pruned = surgery::apply(&model, &plan)?;
+    let surgery_s = t0.elapsed().as_secs_f64() - planning;
+    native::save(&pruned, &a.out)?;
+    native::write_atomic(&a.out.join("plan.json"), plan.to_json().as_bytes())?;
+    if let Some(p) = &a.plan_out {
+        native::write_atomic(p, plan.to_json().as_bytes())?;
+    }
+    let (before, after) = (analysis::cost(&model.graph)?, analysis::cost(&pruned.graph)?);
+    println!(
+        "pruned {} channels in {} groups ({:.2}s planning, {:.2}s surgery)",
+        plan.removed(),
+        plan.groups.iter().filter(|g| g.keep.len() < g.size).count(),
+        planning,
+        surgery_s
+    );
+    for g in plan.groups.iter().filter(|g| g.keep.len() < g.size) {
+        println!("  {:<24} {:>5} -> {:<5}", g.name, g.size, g.keep.len());
+    }
+    println!(
+        "parameters {} -> {} ({:.2}% removed), GOps {:.4} -> {:.4} ({:.2}% removed)",
+        before.params,
+        after.params,
+        100.0 * (1.0 - after.params as f64 / before.params as f64),
+        before.gops,
+        after.gops,
+        100.0 * (1.0 - after.gops / before.gops)
+    );
+    println!("wrote {} (plan in {})", a.out.display(), a.out.join("plan.json").display());
     Ok(())
 }
 

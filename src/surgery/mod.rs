@@ -4,6 +4,7 @@
 //! expansion, as the groups record them), then re-runs shape inference on the smaller graph.
 
 mod plan;
+pub mod planner;
 
 pub use plan::{GroupPlan, Plan};
 
@@ -150,9 +151,16 @@ pub fn prune_weights(graph: &Graph, keep: &Keep, weights: &Weights) -> Result<We
 
 /// Applies a plan: the smaller, valid model.
 pub fn apply(model: &Model, plan: &Plan) -> Result<Model> {
+    Ok(apply_with_state(model, &Weights::default(), plan)?.0)
+}
+
+/// Applies a plan mid-training: the smaller model, and the optimizer's momentum buffers (keyed
+/// like the parameters) sliced the same way, so training continues where it was.
+pub fn apply_with_state(model: &Model, momentum: &Weights, plan: &Plan) -> Result<(Model, Weights)> {
     let groups = analysis::groups(&model.graph)?;
     let keep = keep_sets(&model.graph, &groups, plan)?;
     let graph = prune_graph(&model.graph, &keep)?;
     let weights = prune_weights(&model.graph, &keep, &model.weights)?;
-    Model::new(graph, weights)
+    let momentum = prune_weights(&model.graph, &keep, momentum)?;
+    Ok((Model::new(graph, weights)?, momentum))
 }

@@ -1,0 +1,375 @@
+//! Turns importance scores and a target into a [`Plan`]: which channels of each group stay.
+//!
+//! Targets: a share of the model's parameters to remove (the paper's level p), a share of its
+//! GOps, or explicit channel counts per group. Global scope ranks every prunable channel of the
+//! model in one ascending list (the paper); layer scope removes the same share of every group.
+//! The removed parameters and operations are counted exactly as channels go (a filter's own
+//! weights, its BN entries, and the input slices of every consumer at their current widths), so
+//! the level achieved is the level predicted.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use super::{GroupPlan, Plan};
+use crate::analysis::{Coupled, Group};
+use crate::error::{Error, Result};
+use crate::ir::{Graph, Op};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Target {
+    /// Percent (0..100) of the model's parameters to remove.
+    Params(f64),
+    /// Percent (0..100) of the model's GOps to remove.
+    Gops(f64),
+    /// Channels to keep, by group name; other groups keep all.
+    Channels(BTreeMap<String, usize>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Scope {
+    /// One ascending ranking over all prunable channels (the paper).
+    Global,
+    /// The same share removed from every prunable group.
+    Layer,
+}
+
+impl std::str::FromStr for Scope {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "global" => Ok(Scope::Global),
+            "layer" => Ok(Scope::Layer),
+            _ => Err(Error::config("scope", format!("`{s}`: use global or layer"))),
+        }
+    }
+}
+
+/// Limits on what a plan may remove (the paper's): every layer keeps `min_channels` filters; a
+/// residual group (one joined by Add/Mul) keeps at least `residual_min_share` of its channels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Limits {
+    pub min_channels: usize,
+    pub residual_min_share: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { min_channels: 2, residual_min_share: 0.25 }
+    }
+}
+
+/// Exact parameter and multiply-accumulate counts of a graph as channels are removed.
+pub struct Counter<'a> {
+    graph: &'a Graph,
+    inputs: Vec<Vec<usize>>,
+    consumers: Vec<Vec<usize>>,
+    shapes: Vec<Vec<usize>>,
+    /// Current channel count of every node output.
+    cur: Vec<usize>,
+    pub params: u64,
+    pub macs: u64,
+}
+
+impl<'a> Counter<'a> {
+    pub fn new(graph: &'a Graph) -> Result<Self> {
+        let shapes = graph.infer_shapes()?;
+        let mut c = Counter {
+            graph,
+            inputs: graph.input_indices()?,
+            consumers: graph.consumers()?,
+            cur: shapes.iter().map(|s| s[0]).collect(),
+            shapes,
+            params: 0,
+            macs: 0,
+        };
+        for n in 0..graph.nodes.len() {
+            let (p, m) = c.cost(n);
+            c.params += p;
+            c.macs += m;
+        }
+        Ok(c)
+    }
+
+    fn cost(&self, n: usize) -> (u64, u64) {
+        let out = self.cur[n] as u64;
+        let inp = self.inputs[n].first().map_or(0, |&i| self.cur[i]) as u64;
+        let spatial: u64 = self.shapes[n][1..].iter().product::<usize>() as u64;
+        match self.graph.nodes[n].op {
+            Op::Conv2d { kernel_size, groups, in_channels, out_channels, bias, .. } => {
+                let k = (kernel_size[0] * kernel_size[1]) as u64;
+                let depthwise = groups > 1 && groups == in_channels && groups == out_channels;
+                let per_out = if depthwise { k } else { inp / groups as u64 * k };
+                (out * per_out + if bias { out } else { 0 }, out * per_out * spatial)
+            }
+            Op::BatchNorm2d { .. } => (2 * out, 0),
+            Op::Linear { bias, .. } => (out * inp + if bias { out } else { 0 }, out * inp),
+            _ => (0, 0),
+        }
+    }
+
+    /// Removes one coupled channel; returns the parameters and MACs it saved.
+    pub fn remove(&mut self, ch: &Coupled) -> (u64, u64) {
+        let mut affected: HashSet<usize> = HashSet::new();
+        for &(n, _) in &ch.elements {
+            affected.insert(n);
+            affected.extend(self.consumers[n].iter().copied());
+        }
+        let before = affected.iter().map(|&n| self.cost(n)).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+        for &(n, _) in &ch.elements {
+            self.cur[n] -= 1;
+        }
+        let after = affected.iter().map(|&n| self.cost(n)).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+        self.params -= before.0 - after.0;
+        self.macs -= before.1 - after.1;
+        (before.0 - after.0, before.1 - after.1)
+    }
+}
+
+/// The fewest channels a group may keep.
+pub fn min_keep(g: &Group, limits: &Limits) -> usize {
+    let share = if g.joins > 0 { (g.size as f64 * limits.residual_min_share).ceil() as usize } else { 0 };
+    limits.min_channels.max(share).max(1).min(g.size)
+}
+
+/// Makes a plan from per-group channel scores (higher = more important).
+pub fn make_plan(
+    graph: &Graph,
+    groups: &[Group],
+    scores: &[Vec<f64>],
+    target: &Target,
+    scope: Scope,
+    limits: &Limits,
+) -> Result<Plan> {
+    if scores.len() != groups.len() || groups.iter().zip(scores).any(|(g, s)| s.len() != g.size) {
+        return Err(Error::config("scores", "one score per channel of every group is needed"));
+    }
+    if let Some((g, _)) = groups.iter().zip(scores).find(|(_, s)| s.iter().any(|v| !v.is_finite())) {
+        return Err(Error::config(format!("group `{}`", g.name), "has a score that is not a finite number"));
+    }
+    let base = Counter::new(graph)?;
+    let (total_params, total_macs) = (base.params, base.macs);
+    // Removed channel indices per group.
+    let removed: Vec<Vec<usize>> = match target {
+        Target::Params(p) | Target::Gops(p) => {
+            if !(0.0..100.0).contains(p) {
+                return Err(Error::config("level", format!("{p} is not a percentage in [0, 100)")));
+            }
+            let by_params = matches!(target, Target::Params(_));
+            let goal = p / 100.0 * if by_params { total_params } else { total_macs } as f64;
+            match scope {
+                Scope::Global => global(graph, groups, scores, limits, by_params, goal)?,
+                Scope::Layer => layer(graph, groups, scores, limits, by_params, goal)?,
+            }
+        }
+        Target::Channels(counts) => {
+            let mut removed = vec![Vec::new(); groups.len()];
+            for (name, &keep) in counts {
+                let i = groups
+                    .iter()
+                    .position(|g| &g.name == name)
+                    .ok_or_else(|| Error::config(format!("group `{name}`"), "the model has no such pruning group"))?;
+                let g = &groups[i];
+                if keep == 0 || keep > g.size {
+                    return Err(Error::config(
+                        format!("group `{name}`"),
+                        format!("keep {keep} is not in 1..={}", g.size),
+                    ));
+                }
+                if keep < g.size
+                    && let Some(why) = &g.frozen
+                {
+                    return Err(Error::config(format!("group `{name}`"), format!("may not be pruned: {why}")));
+                }
+                removed[i] = ascending(&scores[i]).into_iter().take(g.size - keep).collect();
+            }
+            removed
+        }
+    };
+    let mut after = Counter::new(graph)?;
+    let mut plans = Vec::new();
+    for (g, rem) in groups.iter().zip(&removed) {
+        if rem.is_empty() {
+            continue;
+        }
+        for &k in rem {
+            after.remove(&g.channels[k]);
+        }
+        let rem: HashSet<usize> = rem.iter().copied().collect();
+        plans.push(GroupPlan {
+            name: g.name.clone(),
+            size: g.size,
+            keep: (0..g.size).filter(|k| !rem.contains(k)).collect(),
+        });
+    }
+    let mut plan = Plan::new(&graph.name, plans);
+    plan.predicted = serde_json::json!({
+        "params_before": total_params,
+        "params_after": after.params,
+        "params_removed_percent": 100.0 * (total_params - after.params) as f64 / total_params.max(1) as f64,
+        "gops_before": 2.0 * total_macs as f64 / 1e9,
+        "gops_after": 2.0 * after.macs as f64 / 1e9,
+        "gops_removed_percent": 100.0 * (total_macs - after.macs) as f64 / total_macs.max(1) as f64,
+    });
+    plan.made_by = serde_json::json!({ "target": target, "scope": scope, "limits": limits });
+    Ok(plan)
+}
+
+/// Channel indices of a group from least to most important (ties: lower index first).
+fn ascending(scores: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+    idx
+}
+
+fn global(
+    graph: &Graph,
+    groups: &[Group],
+    scores: &[Vec<f64>],
+    limits: &Limits,
+    by_params: bool,
+    goal: f64,
+) -> Result<Vec<Vec<usize>>> {
+    let mut ranking: Vec<(usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.prunable())
+        .flat_map(|(gi, g)| (0..g.size).map(move |k| (gi, k)))
+        .collect();
+    ranking.sort_by(|a, b| scores[a.0][a.1].total_cmp(&scores[b.0][b.1]).then(a.cmp(b)));
+    let mut counter = Counter::new(graph)?;
+    let mut left: Vec<usize> = groups.iter().map(|g| g.size).collect();
+    let mut removed = vec![Vec::new(); groups.len()];
+    let mut done = 0f64;
+    for (gi, k) in ranking {
+        if done >= goal {
+            break;
+        }
+        if left[gi] <= min_keep(&groups[gi], limits) {
+            continue;
+        }
+        let (p, m) = counter.remove(&groups[gi].channels[k]);
+        done += if by_params { p } else { m } as f64;
+        left[gi] -= 1;
+        removed[gi].push(k);
+    }
+    Ok(removed)
+}
+
+fn layer(
+    graph: &Graph,
+    groups: &[Group],
+    scores: &[Vec<f64>],
+    limits: &Limits,
+    by_params: bool,
+    goal: f64,
+) -> Result<Vec<Vec<usize>>> {
+    let orders: Vec<Vec<usize>> = scores.iter().map(|s| ascending(s)).collect();
+    let at = |q: f64| -> Result<(f64, Vec<Vec<usize>>)> {
+        let mut counter = Counter::new(graph)?;
+        let mut done = 0f64;
+        let mut removed = vec![Vec::new(); groups.len()];
+        for (gi, g) in groups.iter().enumerate().filter(|(_, g)| g.prunable()) {
+            let n = ((g.size as f64 * q).round() as usize).min(g.size - min_keep(g, limits));
+            for &k in &orders[gi][..n] {
+                let (p, m) = counter.remove(&g.channels[k]);
+                done += if by_params { p } else { m } as f64;
+            }
+            removed[gi] = orders[gi][..n].to_vec();
+        }
+        Ok((done, removed))
+    };
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    if at(hi)?.0 < goal {
+        return Ok(at(hi)?.1);
+    }
+    for _ in 0..40 {
+        let mid = (lo + hi) / 2.0;
+        if at(mid)?.0 >= goal { hi = mid } else { lo = mid }
+    }
+    Ok(at(hi)?.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::groups;
+    use crate::ir::Model;
+    use crate::zoo;
+    use rand::{Rng, SeedableRng};
+
+    fn random_scores(gs: &[Group], seed: u64) -> Vec<Vec<f64>> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        gs.iter().map(|g| (0..g.size).map(|_| rng.random::<f64>()).collect()).collect()
+    }
+
+    #[test]
+    fn predicted_counts_are_exact_and_levels_are_reached() {
+        for name in zoo::NETWORKS {
+            let model = Model::init(zoo::build(name, 100).unwrap(), 0).unwrap();
+            let gs = groups(&model.graph).unwrap();
+            let scores = random_scores(&gs, 1);
+            for scope in [Scope::Global, Scope::Layer] {
+                for level in [10.0, 50.0, 90.0] {
+                    for target in [Target::Params(level), Target::Gops(level)] {
+                        let plan = make_plan(&model.graph, &gs, &scores, &target, scope, &Limits::default()).unwrap();
+                        let pruned = crate::surgery::apply(&model, &plan).unwrap();
+                        let p = &plan.predicted;
+                        assert_eq!(p["params_after"], pruned.graph.num_parameters() as u64, "{name} {target:?}");
+                        let cost = crate::analysis::cost(&pruned.graph).unwrap();
+                        assert!((p["gops_after"].as_f64().unwrap() - cost.gops).abs() < 1e-12, "{name} {target:?}");
+                        let key = if matches!(target, Target::Params(_)) { "params" } else { "gops" };
+                        let achieved = p[format!("{key}_removed_percent")].as_f64().unwrap();
+                        if scope == Scope::Global {
+                            assert!((achieved - level).abs() <= 2.0, "{name} {scope:?} {target:?}: {achieved:.2}%");
+                        } else {
+                            assert!(
+                                achieved >= level - 2.0 || level >= 90.0,
+                                "{name} layer {target:?}: {achieved:.2}%"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn limits_hold_and_channel_targets_apply() {
+        let model = Model::init(zoo::build("resnet20", 10).unwrap(), 0).unwrap();
+        let gs = groups(&model.graph).unwrap();
+        let scores = random_scores(&gs, 2);
+        let limits = Limits::default();
+        let plan = make_plan(&model.graph, &gs, &scores, &Target::Params(95.0), Scope::Global, &limits).unwrap();
+        for gp in &plan.groups {
+            let g = gs.iter().find(|g| g.name == gp.name).unwrap();
+            assert!(gp.keep.len() >= min_keep(g, &limits), "{}: {}", g.name, gp.keep.len());
+            assert!(g.prunable());
+        }
+        let residual = gs.iter().find(|g| g.name == "conv1").unwrap();
+        assert_eq!(min_keep(residual, &limits), 4);
+
+        let mut counts = BTreeMap::new();
+        counts.insert("layer1.0.conv1".to_string(), 3);
+        let plan = make_plan(&model.graph, &gs, &scores, &Target::Channels(counts), Scope::Global, &limits).unwrap();
+        assert_eq!(plan.groups.len(), 1);
+        assert_eq!(plan.groups[0].keep.len(), 3);
+        // The three kept are the three best scored.
+        let s = &scores[gs.iter().position(|g| g.name == "layer1.0.conv1").unwrap()];
+        let mut best: Vec<usize> = (0..16).collect();
+        best.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        let mut top3 = best[..3].to_vec();
+        top3.sort();
+        assert_eq!(plan.groups[0].keep, top3);
+
+        for (counts, needle) in
+            [(vec![("linear", 5)], "network output"), (vec![("nope", 1)], "nope"), (vec![("conv1", 0)], "keep 0")]
+        {
+            let c: BTreeMap<String, usize> = counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let e = make_plan(&model.graph, &gs, &scores, &Target::Channels(c), Scope::Global, &limits).unwrap_err();
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        let e = make_plan(&model.graph, &gs, &scores, &Target::Params(120.0), Scope::Global, &limits).unwrap_err();
+        assert!(e.to_string().contains("120"), "{e}");
+    }
+}

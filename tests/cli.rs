@@ -156,3 +156,85 @@ fn errors_are_clear() {
     let e = fails(&["train", "--epochs", "1", "-o", "x"], empty.path());
     assert!(e.contains("EDGEPRUNE_DATA") && e.contains("cifar-10"), "{e}");
 }
+
+#[test]
+fn prune_replay_retrain() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let d = data.to_str().unwrap();
+    ok(&["init", "resnet20", "--num-classes", "3", "-o", "full"], cwd);
+    let text =
+        ok(&["prune", "full", "--level", "40", "--criterion", "paper", "--plan-out", "p.json", "-o", "p40"], cwd);
+    let removed: f64 = text.split("% removed").next().unwrap().rsplit('(').next().unwrap().parse().unwrap();
+    assert!((removed - 40.0).abs() <= 2.0, "{text}");
+    // Replaying the plan gives the identical model.
+    ok(&["prune", "full", "--plan", "p.json", "-o", "replay"], cwd);
+    for f in ["graph.json", "weights.safetensors"] {
+        assert_eq!(
+            std::fs::read(cwd.join("p40").join(f)).unwrap(),
+            std::fs::read(cwd.join("replay").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let text = ok(&["inspect", "p40", "--against", "full"], cwd);
+    assert!(text.contains("->") && text.contains("of the parameters"), "{text}");
+    // Data-driven criteria on the local data, a GOps target, per-layer scope.
+    for crit in ["taylor", "activation", "apoz"] {
+        ok(
+            &[
+                "prune",
+                "full",
+                "--gops-level",
+                "30",
+                "--scope",
+                "layer",
+                "--criterion",
+                crit,
+                "--data",
+                d,
+                "--batches",
+                "2",
+                "-o",
+                crit,
+            ],
+            cwd,
+        );
+    }
+    // A data-driven criterion with no data anywhere: says where it looked.
+    let full = cwd.join("full");
+    let e = fails(
+        &["prune", full.to_str().unwrap(), "--level", "30", "--criterion", "taylor", "-o", "x"],
+        empty_dir().path(),
+    );
+    assert!(e.contains("EDGEPRUNE_DATA"), "{e}");
+    let e = fails(&["prune", "full", "--channels", "linear=2", "-o", "x"], cwd);
+    assert!(e.contains("network output"), "{e}");
+    let e = fails(&["prune", "full", "--level", "130", "-o", "x"], cwd);
+    assert!(e.contains("130"), "{e}");
+    // The pruned model trains on the local data.
+    ok(
+        &[
+            "train",
+            "--model",
+            "p40",
+            "--data",
+            d,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--lr-schedule",
+            "0 0.05",
+            "-o",
+            "retrain",
+        ],
+        cwd,
+    );
+    let log = std::fs::read_to_string(cwd.join("retrain/log.csv")).unwrap();
+    let losses: Vec<f64> = log.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect();
+    assert!(losses[1] < losses[0], "{losses:?}");
+}
+
+fn empty_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}

@@ -427,10 +427,14 @@ impl Network {
                     let a = a.detach();
                     let a3 = a.reshape([n as i64, a.size()[1], -1]);
                     let g3 = g.reshape([n as i64, a.size()[1], -1]);
-                    let taylor = (&a3 * &g3).mean_dim(2, false, Kind::Float).abs().sum_dim_intlist(0, false, Kind::Float);
+                    let taylor =
+                        (&a3 * &g3).mean_dim(2, false, Kind::Float).abs().sum_dim_intlist(0, false, Kind::Float);
                     let mean = a3.mean_dim(2, false, Kind::Float).sum_dim_intlist(0, false, Kind::Float);
-                    let zeros =
-                        a3.eq(0.0).to_kind(Kind::Float).mean_dim(2, false, Kind::Float).sum_dim_intlist(0, false, Kind::Float);
+                    let zeros = a3.eq(0.0).to_kind(Kind::Float).mean_dim(2, false, Kind::Float).sum_dim_intlist(
+                        0,
+                        false,
+                        Kind::Float,
+                    );
                     Ok(ChannelStats { taylor: host(taylor)?, mean: host(mean)?, zeros: host(zeros)?, count: n })
                 })
                 .collect()

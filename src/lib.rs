@@ -12,6 +12,7 @@ pub mod error;
 pub mod formats;
 pub mod ir;
 pub mod metrics;
+pub mod protocol;
 pub mod surgery;
 pub mod train;
 pub mod zoo;

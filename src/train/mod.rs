@@ -182,29 +182,52 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 /// `out` holds from its last finished epoch.
 pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
     cfg.validate()?;
+    let data = RunData::load(cfg.data.as_deref(), &cfg.subset, cfg.train_fraction)?;
+    let model = if resume {
+        None
+    } else {
+        Some(load_or_build(&cfg.model, cfg.num_classes.unwrap_or(data.num_dataset_classes), cfg.seed)?)
+    };
+    fit(model, &data, cfg, out, 0)
+}
+
+/// Trains `model` on `data` for epochs `start_epoch + 1 ..= cfg.epochs` (the learning rate of
+/// epoch e is `cfg.lr_schedule.lr_at(e - 1)`), with a fresh optimizer, writing the run folder
+/// `out`. With `model` None, resumes the run in `out` from its last finished epoch, with its
+/// optimizer state. `cfg.model`, `cfg.data` and `cfg.subset` are not read: the caller chose them.
+pub fn fit(model: Option<Model>, data: &RunData, cfg: &TrainConfig, out: &Path, start_epoch: usize) -> Result<Summary> {
+    cfg.validate()?;
     let device: Device = cfg.device.parse()?;
     crate::engine::set_threads(cfg.threads);
     crate::engine::manual_seed(cfg.seed);
-    let data = RunData::load(cfg.data.as_deref(), &cfg.subset, cfg.train_fraction)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let last_dir = out.join("last");
     let state_path = out.join("state.json");
     let log_path = out.join("log.csv");
 
     native::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
-    let (mut model, mut state) = if resume {
-        let state: RunState = read_json(&state_path)?;
-        (formats::load_model(&last_dir)?, state)
-    } else {
-        let n_classes = cfg.num_classes.unwrap_or(data.num_dataset_classes);
-        let model = load_or_build(&cfg.model, n_classes, cfg.seed)?;
-        let _ = std::fs::remove_file(&log_path);
-        (model, RunState { epochs_done: 0, best_epoch: None, best_val_top1: None, best_test_top1: None, seconds: 0.0 })
+    let resume = model.is_none();
+    let (mut model, mut state) = match model {
+        None => {
+            let state: RunState = read_json(&state_path)?;
+            (formats::load_model(&last_dir)?, state)
+        }
+        Some(model) => {
+            let _ = std::fs::remove_file(&log_path);
+            let state = RunState {
+                epochs_done: start_epoch,
+                best_epoch: None,
+                best_val_top1: None,
+                best_test_top1: None,
+                seconds: 0.0,
+            };
+            (model, state)
+        }
     };
     let norm = model_normalize(&mut model, &data.stats);
     let mut net = Network::new(&model, device)?;
     net.set_optimizer(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov });
-    if resume && state.epochs_done > 0 {
+    if resume && last_dir.join("optimizer.safetensors").exists() {
         let p = last_dir.join("optimizer.safetensors");
         let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
         net.load_optimizer_state(&native::weights_from_safetensors(&bytes, &p)?)?;
@@ -229,7 +252,6 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
         crate::engine::threads()
     );
     let mut log = csv_log(&log_path, resume)?;
-    let t_run = Instant::now();
     for epoch in state.epochs_done..cfg.epochs {
         let lr = cfg.lr_schedule.lr_at(epoch);
         let aug = cfg.augment.then_some(Augment { crop_padding: 4, hflip: true });
@@ -317,7 +339,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
         best_val_top1: state.best_val_top1,
         test_top1_at_best_val: state.best_test_top1,
         final_test,
-        seconds: if resume { state.seconds } else { t_run.elapsed().as_secs_f64() },
+        seconds: state.seconds,
         classes: data.class_names.clone(),
     };
     write_json(&out.join("summary.json"), &summary)?;

@@ -1,6 +1,7 @@
 //! Measurements of the machine running edgeprune: wall time statistics and peak resident memory.
 
 pub mod bench;
+pub mod energy;
 
 use serde::Serialize;
 

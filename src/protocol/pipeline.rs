@@ -1,0 +1,454 @@
+//! The cells of a sweep and how each runs. A cell is one unit of work with its own folder; it is
+//! finished when its `metrics.json` exists (written last, atomically), so an interrupted sweep
+//! reruns only unfinished cells, and a half-done training inside a cell resumes from its last
+//! epoch.
+//!
+//! Work shared between cells is its own cell: the data-aware fine-tuning (n_f epochs on the
+//! subset) is done once per (network, subset, seed) and reused by every level; the data-agnostic
+//! retraining on all classes is done once per (network, level, seed) and tested on every subset.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::recipe::{NetworkSpec, Pipeline, Recipe, Resolved, SubsetSpec};
+use super::report::Cell;
+use crate::analysis;
+use crate::criteria::{self, Criterion, DataPass};
+use crate::data::{self, Loader};
+use crate::engine::{Device, Network};
+use crate::error::{Error, Result};
+use crate::formats::{self, native};
+use crate::ir::Model;
+use crate::metrics::{self, bench};
+use crate::surgery::{self, planner};
+use crate::train::{self, RunData, TrainConfig};
+
+/// One unit of work.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CellId {
+    Unpruned { net: String, subset: String },
+    FineTune { net: String, subset: String, seed: u64 },
+    Aware { net: String, subset: String, level: u32, seed: u64 },
+    AgnosticTrain { net: String, level: u32, seed: u64 },
+    Agnostic { net: String, subset: String, level: u32, seed: u64 },
+}
+
+/// Levels are kept in hundredths of a percent, so that folder names are exact.
+fn level_key(l: f64) -> u32 {
+    (l * 100.0).round() as u32
+}
+
+fn level_str(k: u32) -> String {
+    if k.is_multiple_of(100) { format!("{}", k / 100) } else { format!("{:.2}", k as f64 / 100.0) }
+}
+
+impl std::fmt::Display for CellId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CellId::Unpruned { net, subset } => write!(f, "{net}/{subset}/unpruned"),
+            CellId::FineTune { net, subset, seed } => write!(f, "{net}/{subset}/finetune-s{seed}"),
+            CellId::Aware { net, subset, level, seed } => {
+                write!(f, "{net}/{subset}/aware-p{}-s{seed}", level_str(*level))
+            }
+            CellId::AgnosticTrain { net, level, seed } => {
+                write!(f, "{net}/_all/agnostic-p{}-s{seed}", level_str(*level))
+            }
+            CellId::Agnostic { net, subset, level, seed } => {
+                write!(f, "{net}/{subset}/agnostic-p{}-s{seed}", level_str(*level))
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for CellId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::config("cell", format!("`{s}` is not a cell id (network/subset/kind)"));
+        let parts: Vec<&str> = s.split('/').collect();
+        let [net, subset, kind] = parts.as_slice() else { return Err(bad()) };
+        let (net, subset) = (net.to_string(), subset.to_string());
+        let seed_of = |t: &str| t.strip_prefix('s').and_then(|x| x.parse::<u64>().ok()).ok_or_else(bad);
+        let level_of = |t: &str| t.strip_prefix('p').and_then(|x| x.parse::<f64>().ok()).map(level_key).ok_or_else(bad);
+        let toks: Vec<&str> = kind.split('-').collect();
+        Ok(match toks.as_slice() {
+            ["unpruned"] => CellId::Unpruned { net, subset },
+            ["finetune", s] => CellId::FineTune { net, subset, seed: seed_of(s)? },
+            ["aware", p, s] => CellId::Aware { net, subset, level: level_of(p)?, seed: seed_of(s)? },
+            ["agnostic", p, s] if subset == "_all" => {
+                CellId::AgnosticTrain { net, level: level_of(p)?, seed: seed_of(s)? }
+            }
+            ["agnostic", p, s] => CellId::Agnostic { net, subset, level: level_of(p)?, seed: seed_of(s)? },
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// Every cell of a recipe, in an order where each cell's inputs come before it.
+pub fn cells(r: &Recipe) -> Vec<CellId> {
+    let mut out = Vec::new();
+    let has = |p: Pipeline| r.pipelines.contains(&p);
+    for n in &r.networks {
+        let net = n.name.clone();
+        // The unpruned reference is also what the aware and agnostic cells are compared to.
+        for s in &r.subsets {
+            out.push(CellId::Unpruned { net: net.clone(), subset: s.name.clone() });
+        }
+        for &seed in &r.seeds {
+            if has(Pipeline::Aware) {
+                for s in &r.subsets {
+                    out.push(CellId::FineTune { net: net.clone(), subset: s.name.clone(), seed });
+                    for &l in &r.levels {
+                        out.push(CellId::Aware { net: net.clone(), subset: s.name.clone(), level: level_key(l), seed });
+                    }
+                }
+            }
+            if has(Pipeline::Agnostic) {
+                for &l in &r.levels {
+                    out.push(CellId::AgnosticTrain { net: net.clone(), level: level_key(l), seed });
+                    for s in &r.subsets {
+                        out.push(CellId::Agnostic {
+                            net: net.clone(),
+                            subset: s.name.clone(),
+                            level: level_key(l),
+                            seed,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The shared cell a cell reads from, if any.
+pub fn input_of(id: &CellId) -> Option<CellId> {
+    match id {
+        CellId::Aware { net, subset, seed, .. } => {
+            Some(CellId::FineTune { net: net.clone(), subset: subset.clone(), seed: *seed })
+        }
+        CellId::Agnostic { net, level, seed, .. } => {
+            Some(CellId::AgnosticTrain { net: net.clone(), level: *level, seed: *seed })
+        }
+        _ => None,
+    }
+}
+
+pub fn cell_dir(root: &Path, id: &CellId) -> PathBuf {
+    root.join(id.to_string())
+}
+
+pub fn is_done(root: &Path, id: &CellId) -> bool {
+    cell_dir(root, id).join("metrics.json").exists()
+}
+
+/// Costs measured around a pruning step, for the cells that prune.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Costs {
+    pub params_before: usize,
+    pub params_after: usize,
+    pub params_removed_percent: f64,
+    pub gops_before: f64,
+    pub gops_after: f64,
+    pub train_step_ms_before: Option<f64>,
+    pub train_step_ms_after: Option<f64>,
+    pub prune_seconds: Option<f64>,
+    pub data_ms_per_batch: Option<f64>,
+    pub infer_ms_per_image_b1_before: Option<f64>,
+    pub infer_ms_per_image_b1_after: Option<f64>,
+    pub infer_ms_per_image_b128_before: Option<f64>,
+    pub infer_ms_per_image_b128_after: Option<f64>,
+}
+
+/// What a cell writes when it finishes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellMetrics {
+    pub cell: String,
+    /// The result row (for unpruned, aware and agnostic cells; none for shared work).
+    pub row: Option<Cell>,
+    pub costs: Costs,
+    pub seconds: f64,
+    pub peak_rss_bytes: Option<u64>,
+    pub energy_joules: Option<f64>,
+}
+
+struct Ctx<'a> {
+    recipe: &'a Recipe,
+    net: &'a NetworkSpec,
+    hyper: Resolved,
+    device: Device,
+}
+
+fn find<'a, T>(items: &'a [T], name: &str, what: &str, get: impl Fn(&T) -> &str) -> Result<&'a T> {
+    items
+        .iter()
+        .find(|x| get(x) == name)
+        .ok_or_else(|| Error::config(what, format!("the recipe has no {what} `{name}`")))
+}
+
+impl Ctx<'_> {
+    fn subset_classes(&self, s: &SubsetSpec, all: &[String]) -> Vec<String> {
+        match s.random {
+            Some(k) => data::random_classes(all.len(), k, s.seed).into_iter().map(|c| all[c].clone()).collect(),
+            None => s.classes.clone(),
+        }
+    }
+
+    fn data(&self, subset: Option<&str>) -> Result<RunData> {
+        let fraction = self.recipe.train_fraction.unwrap_or(0.8);
+        let names = match subset {
+            None => vec![],
+            Some(name) => {
+                let s = find(&self.recipe.subsets, name, "subset", |s| &s.name)?;
+                if s.random.is_some() {
+                    let all = RunData::load(self.recipe.data.as_deref(), &[], 1.0)?;
+                    let mut names = all.class_names.clone();
+                    names = self.subset_classes(s, &names);
+                    names
+                } else {
+                    s.classes.clone()
+                }
+            }
+        };
+        RunData::load(self.recipe.data.as_deref(), &names, fraction)
+    }
+
+    fn config(&self, schedule: &crate::train::Schedule, epochs: usize, best_from: usize, seed: u64) -> TrainConfig {
+        TrainConfig {
+            epochs,
+            batch_size: self.recipe.batch_size,
+            lr_schedule: schedule.clone(),
+            momentum: self.recipe.momentum,
+            weight_decay: self.hyper.weight_decay,
+            train_fraction: self.recipe.train_fraction.unwrap_or(0.8),
+            best_from_epoch: best_from,
+            max_batches: self.recipe.max_batches,
+            seed,
+            threads: self.recipe.threads,
+            device: self.recipe.device.clone(),
+            ..TrainConfig::default()
+        }
+    }
+
+    fn pretrained(&self) -> Result<Model> {
+        formats::load_model(&self.net.model)
+    }
+
+    /// Scores, plans and prunes `model` at `level`, with local `data` for data-driven criteria.
+    fn prune(&self, model: &mut Model, data: &RunData, level: u32, seed: u64, dir: &Path) -> Result<(Model, f64)> {
+        let t = Instant::now();
+        let criterion: Criterion = self.recipe.criterion.parse()?;
+        let groups = analysis::groups(&model.graph)?;
+        let norm = train::model_normalize(model, &data.stats);
+        let pass = DataPass {
+            dataset: &data.train,
+            norm,
+            batch_size: self.recipe.batch_size,
+            max_batches: Some(self.recipe.criterion_batches.unwrap_or(20)),
+            device: self.device,
+        };
+        let scores = criteria::score(criterion, model, &groups, criterion.needs_data().then_some(&pass), seed)?;
+        let target = planner::Target::Params(level as f64 / 100.0);
+        let scope = self.recipe.scope.parse()?;
+        let mut plan = planner::make_plan(&model.graph, &groups, &scores, &target, scope, &planner::Limits::default())?;
+        plan.made_by["criterion"] = criterion.to_string().into();
+        let pruned = surgery::apply(model, &plan)?;
+        let secs = t.elapsed().as_secs_f64();
+        native::write_atomic(&dir.join("plan.json"), plan.to_json().as_bytes())?;
+        native::save(&pruned, &dir.join("pruned"))?;
+        Ok((pruned, secs))
+    }
+
+    /// Measured costs of running `before` and `after` (train step, inference, data loading);
+    /// sizes only, unless the recipe measures costs.
+    fn costs(&self, before: &Model, after: &Model, data: &RunData, prune_seconds: f64) -> Result<Costs> {
+        let ms = |s: f64| 1e3 * s;
+        let b = self.recipe.batch_size;
+        let step =
+            |m: &Model| -> Result<f64> { Ok(ms(bench::train_step(m, b, 5, 2, self.device)?.step_seconds.median)) };
+        let infer = |m: &Model, n: usize| -> Result<f64> {
+            Ok(ms(bench::infer(m, n, if n == 1 { 30 } else { 5 }, 2, self.device)?.step_seconds.median) / n as f64)
+        };
+        let (cb, ca) = (analysis::cost(&before.graph)?, analysis::cost(&after.graph)?);
+        let sizes = Costs {
+            params_before: cb.params,
+            params_after: ca.params,
+            params_removed_percent: 100.0 * (1.0 - ca.params as f64 / cb.params as f64),
+            gops_before: cb.gops,
+            gops_after: ca.gops,
+            prune_seconds: Some(prune_seconds),
+            ..Costs::default()
+        };
+        if !self.recipe.measure_costs {
+            return Ok(sizes);
+        }
+        // Data time: preparing augmented, normalised batches, with nothing else running.
+        let norm = data.stats;
+        let t = Instant::now();
+        let n = Loader::new(Arc::new(data.train.clone()), b, true, Some(data::Augment::default()), norm, 0, 0)
+            .take(10)
+            .count();
+        let data_ms = ms(t.elapsed().as_secs_f64()) / n.max(1) as f64;
+        Ok(Costs {
+            train_step_ms_before: Some(step(before)?),
+            train_step_ms_after: Some(step(after)?),
+            data_ms_per_batch: Some(data_ms),
+            infer_ms_per_image_b1_before: Some(infer(before, 1)?),
+            infer_ms_per_image_b1_after: Some(infer(after, 1)?),
+            infer_ms_per_image_b128_before: Some(infer(before, 128)?),
+            infer_ms_per_image_b128_after: Some(infer(after, 128)?),
+            ..sizes
+        })
+    }
+
+    fn row(&self, subset: &str, pipeline: Pipeline, level: u32, seed: u64, test: f64, val: Option<f64>) -> Cell {
+        Cell {
+            network: self.net.name.clone(),
+            subset: subset.to_string(),
+            pipeline: pipeline.to_string(),
+            level: level as f64 / 100.0,
+            seed,
+            criterion: self.recipe.criterion.clone(),
+            test_top1: Some(test),
+            val_top1: val,
+            ..Cell::default()
+        }
+    }
+}
+
+fn fill_costs(row: &mut Cell, c: &Costs) {
+    row.params_before = Some(c.params_before as f64);
+    row.params_after = Some(c.params_after as f64);
+    row.params_removed_percent = Some(c.params_removed_percent);
+    row.gops_before = Some(c.gops_before);
+    row.gops_after = Some(c.gops_after);
+    row.train_step_ms_before = c.train_step_ms_before;
+    row.train_step_ms_after = c.train_step_ms_after;
+    row.prune_seconds = c.prune_seconds;
+    row.data_ms_per_batch = c.data_ms_per_batch;
+    row.infer_ms_per_image_b1_before = c.infer_ms_per_image_b1_before;
+    row.infer_ms_per_image_b1_after = c.infer_ms_per_image_b1_after;
+    row.infer_ms_per_image_b128_before = c.infer_ms_per_image_b128_before;
+    row.infer_ms_per_image_b128_after = c.infer_ms_per_image_b128_after;
+}
+
+fn read_metrics(root: &Path, id: &CellId) -> Result<CellMetrics> {
+    let p = cell_dir(root, id).join("metrics.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(&p, e.to_string()))
+}
+
+/// Trains in `dir/run`, resuming a half-done run there.
+fn fit_in(model: Model, data: &RunData, cfg: &TrainConfig, dir: &Path, start: usize) -> Result<train::Summary> {
+    let run = dir.join("run");
+    if run.join("state.json").exists() {
+        train::fit(None, data, cfg, &run, start)
+    } else {
+        train::fit(Some(model), data, cfg, &run, start)
+    }
+}
+
+/// Runs one cell of the recipe (its inputs must be done) and writes its metrics.json.
+pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics> {
+    let t0 = Instant::now();
+    let energy = metrics::energy::Meter::start();
+    let net_name = match id {
+        CellId::Unpruned { net, .. }
+        | CellId::FineTune { net, .. }
+        | CellId::Aware { net, .. }
+        | CellId::AgnosticTrain { net, .. }
+        | CellId::Agnostic { net, .. } => net,
+    };
+    let net = find(&recipe.networks, net_name, "network", |n| &n.name)?;
+    let device: Device = recipe.device.parse()?;
+    crate::engine::set_threads(recipe.threads);
+    let cx = Ctx { recipe, net, hyper: recipe.resolve(net)?, device };
+    let dir = cell_dir(root, id);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let nf = cx.hyper.fine_tune_epochs;
+    let (row, costs) = match id {
+        CellId::Unpruned { subset, .. } => {
+            let data = cx.data(Some(subset))?;
+            let mut model = cx.pretrained()?;
+            let norm = train::model_normalize(&mut model, &data.stats);
+            let net = Network::new(&model, device)?;
+            let test = train::evaluate(&net, &data.test, &norm, 256)?;
+            let val = data.val.as_ref().map(|v| train::evaluate(&net, v, &norm, 256)).transpose()?;
+            let mut row = cx.row(subset, Pipeline::Unpruned, 0, 0, test.top1, val.map(|v| v.top1));
+            let c = analysis::cost(&model.graph)?;
+            let costs = Costs {
+                params_before: c.params,
+                params_after: c.params,
+                gops_before: c.gops,
+                gops_after: c.gops,
+                ..Costs::default()
+            };
+            fill_costs(&mut row, &costs);
+            row.params_removed_percent = Some(0.0);
+            (Some(row), costs)
+        }
+        CellId::FineTune { subset, seed, .. } => {
+            let data = cx.data(Some(subset))?;
+            let cfg = cx.config(&cx.hyper.aware, nf, 0, *seed);
+            fit_in(cx.pretrained()?, &data, &cfg, &dir, 0)?;
+            (None, Costs::default())
+        }
+        CellId::Aware { net, subset, level, seed } => {
+            let ft = CellId::FineTune { net: net.clone(), subset: subset.clone(), seed: *seed };
+            let data = cx.data(Some(subset))?;
+            let mut tuned = formats::load_model(&cell_dir(root, &ft).join("run/last"))?;
+            let (pruned, secs) = cx.prune(&mut tuned, &data, *level, *seed, &dir)?;
+            let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed);
+            let s = fit_in(pruned.clone(), &data, &cfg, &dir, nf)?;
+            let costs = cx.costs(&tuned, &pruned, &data, secs)?;
+            let test = s.test_top1_at_best_val.ok_or_else(|| Error::Data(format!("{id}: no best epoch")))?;
+            let mut row = cx.row(subset, Pipeline::Aware, *level, *seed, test, s.best_val_top1);
+            fill_costs(&mut row, &costs);
+            row.best_epoch = s.best_epoch.map(|e| e as f64);
+            row.epochs = Some(s.epochs as f64);
+            (Some(row), costs)
+        }
+        CellId::AgnosticTrain { level, seed, .. } => {
+            let data = cx.data(None)?;
+            let mut original = cx.pretrained()?;
+            let (pruned, secs) = cx.prune(&mut original, &data, *level, *seed, &dir)?;
+            let cfg = cx.config(&cx.hyper.agnostic, recipe.epochs, 0, *seed);
+            fit_in(pruned.clone(), &data, &cfg, &dir, 0)?;
+            (None, cx.costs(&original, &pruned, &data, secs)?)
+        }
+        CellId::Agnostic { net, subset, level, seed } => {
+            let tr = CellId::AgnosticTrain { net: net.clone(), level: *level, seed: *seed };
+            let trained = read_metrics(root, &tr)?;
+            let data = cx.data(Some(subset))?;
+            let mut model = formats::load_model(&cell_dir(root, &tr).join("run/best"))?;
+            let norm = train::model_normalize(&mut model, &data.stats);
+            let net = Network::new(&model, device)?;
+            let test = train::evaluate(&net, &data.test, &norm, 256)?;
+            let val = data.val.as_ref().map(|v| train::evaluate(&net, v, &norm, 256)).transpose()?;
+            let mut row = cx.row(subset, Pipeline::Agnostic, *level, *seed, test.top1, val.map(|v| v.top1));
+            fill_costs(&mut row, &trained.costs);
+            (Some(row), trained.costs)
+        }
+    };
+    let m = CellMetrics {
+        cell: id.to_string(),
+        row,
+        costs,
+        seconds: t0.elapsed().as_secs_f64(),
+        peak_rss_bytes: metrics::peak_rss_bytes(),
+        energy_joules: energy.joules(),
+    };
+    let mut m = m;
+    if let Some(r) = m.row.as_mut() {
+        r.seconds = Some(m.seconds);
+        r.peak_rss_bytes = m.peak_rss_bytes.map(|b| b as f64);
+        r.energy_joules = m.energy_joules.map_or("unavailable".into(), |j| format!("{j:.1}"));
+    }
+    native::write_atomic(
+        &dir.join("metrics.json"),
+        serde_json::to_string_pretty(&m).expect("serialisable").as_bytes(),
+    )?;
+    Ok(m)
+}

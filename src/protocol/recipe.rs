@@ -1,0 +1,322 @@
+//! An experiment recipe (TOML): networks, subsets, levels, seeds, pipelines, and the training
+//! hyperparameters, with the protocol's per-network defaults. Unknown keys are an error.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::train::Schedule;
+
+/// The three pipelines compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pipeline {
+    /// Fine-tune on the subset, rank, prune, retrain on the subset (on the device).
+    Aware,
+    /// Prune the original at epoch 0, retrain on all classes, test on the subset (baseline).
+    Agnostic,
+    /// The original model tested on the subset.
+    Unpruned,
+}
+
+impl Pipeline {
+    /// The pipeline named `name` (`aware`, `agnostic` or `unpruned`, any case).
+    pub fn parse(name: &str) -> Option<Pipeline> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "aware" => Some(Pipeline::Aware),
+            "agnostic" => Some(Pipeline::Agnostic),
+            "unpruned" => Some(Pipeline::Unpruned),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pipeline::Aware => "aware",
+            Pipeline::Agnostic => "agnostic",
+            Pipeline::Unpruned => "unpruned",
+        })
+    }
+}
+
+/// A pretrained network of the sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Label used in folders and reports.
+    pub name: String,
+    /// The pretrained model folder (trained on all classes).
+    pub model: PathBuf,
+    /// Architecture whose protocol hyperparameters apply (alexnet, resnet20, resnet56,
+    /// mobilenetv2, squeezenet); default: `name`.
+    #[serde(default)]
+    pub arch: Option<String>,
+    #[serde(default)]
+    pub aware_lr_schedule: Option<Schedule>,
+    #[serde(default)]
+    pub agnostic_lr_schedule: Option<Schedule>,
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+}
+
+/// A class subset: explicit class (or CIFAR-100 superclass) names, or a seeded random draw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubsetSpec {
+    pub name: String,
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Draw this many classes at random (with `seed`) instead of naming them.
+    #[serde(default)]
+    pub random: Option<usize>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+fn default_pipelines() -> Vec<Pipeline> {
+    vec![Pipeline::Aware, Pipeline::Agnostic, Pipeline::Unpruned]
+}
+fn default_criterion() -> String {
+    "paper".into()
+}
+fn default_scope() -> String {
+    "global".into()
+}
+fn default_epochs() -> usize {
+    30
+}
+fn default_batch() -> usize {
+    128
+}
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Names the sweep's folder.
+    pub name: String,
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    pub networks: Vec<NetworkSpec>,
+    pub subsets: Vec<SubsetSpec>,
+    /// Pruning levels: percent of parameters removed.
+    pub levels: Vec<f64>,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    #[serde(default = "default_pipelines")]
+    pub pipelines: Vec<Pipeline>,
+    #[serde(default = "default_criterion")]
+    pub criterion: String,
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// Total epoch budget (the protocol: 30). The protocol's schedules and n_f are scaled to it
+    /// unless a network gives its own schedules.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// n_f, the data-aware fine-tuning epochs before pruning; default 5 scaled to `epochs`.
+    #[serde(default)]
+    pub fine_tune_epochs: Option<usize>,
+    /// Cap on batches per epoch (to fit a small machine); unset: whole epochs.
+    #[serde(default)]
+    pub max_batches: Option<usize>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Per class, this share of the training images trains; the rest validates (protocol: 0.8).
+    #[serde(default)]
+    pub train_fraction: Option<f64>,
+    /// Batches of local data the data-driven criteria look at.
+    #[serde(default)]
+    pub criterion_batches: Option<usize>,
+    /// Measure device costs (train step, inference at batch 1 and 128, data time) in the cells
+    /// that prune.
+    #[serde(default = "default_true")]
+    pub measure_costs: bool,
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+/// The protocol's hyperparameters for an architecture (protocol.md, "Training hyperparameters"):
+/// weight decay, data-aware LR steps at epochs 0/5/15/25, data-agnostic at 0/10/20.
+pub fn protocol_defaults(arch: &str) -> Result<(f64, [f64; 4], [f64; 3])> {
+    Ok(match arch {
+        "alexnet" => (5e-4, [1e-4, 1e-3, 1e-4, 1e-5], [1e-3, 1e-4, 1e-5]),
+        "resnet20" | "resnet56" => (1e-4, [1e-3, 1e-2, 1e-3, 1e-4], [1e-2, 1e-3, 1e-4]),
+        "mobilenetv2" => (5e-4, [1e-3, 1e-2, 1e-3, 1e-4], [1e-2, 1e-3, 1e-4]),
+        "squeezenet" => (2e-4, [8e-4, 2e-2, 4e-3, 8e-4], [2e-2, 4e-3, 8e-4]),
+        other => {
+            return Err(Error::config(
+                "arch",
+                format!(
+                    "no protocol hyperparameters for `{other}`; give arch = one of alexnet, resnet20, resnet56, mobilenetv2, squeezenet, or the schedules and weight_decay"
+                ),
+            ));
+        }
+    })
+}
+
+/// An epoch of the 30-epoch protocol scaled to a budget of `epochs`.
+fn scale(e: usize, epochs: usize) -> usize {
+    ((e * epochs) as f64 / 30.0).round() as usize
+}
+
+/// Hyperparameters of one network, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resolved {
+    pub weight_decay: f64,
+    pub aware: Schedule,
+    pub agnostic: Schedule,
+    pub fine_tune_epochs: usize,
+}
+
+fn steps(epochs: &[usize], lrs: &[f64], budget: usize) -> Schedule {
+    let mut out: Vec<(usize, f64)> = Vec::new();
+    for (&e, &lr) in epochs.iter().zip(lrs) {
+        let e = scale(e, budget);
+        match out.last_mut() {
+            Some(last) if last.0 == e => last.1 = lr,
+            _ => out.push((e, lr)),
+        }
+    }
+    Schedule { steps: out }
+}
+
+impl Recipe {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let r: Recipe = toml::from_str(&text).map_err(|e| Error::file(path, e.to_string()))?;
+        r.validate().map_err(|e| e.in_file(path))?;
+        Ok(r)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.networks.is_empty() || self.subsets.is_empty() {
+            return Err(Error::config("recipe", "needs at least one network and one subset"));
+        }
+        for &l in &self.levels {
+            if !(l > 0.0 && l < 100.0) {
+                return Err(Error::config("levels", format!("{l} is not a percentage in (0, 100)")));
+            }
+        }
+        if self.levels.is_empty() && self.pipelines.iter().any(|p| *p != Pipeline::Unpruned) {
+            return Err(Error::config("levels", "the aware and agnostic pipelines need at least one level"));
+        }
+        if self.epochs == 0 || self.batch_size == 0 || self.threads == 0 {
+            return Err(Error::config("recipe", "epochs, batch_size and threads must be at least 1"));
+        }
+        if self.max_batches == Some(0) {
+            return Err(Error::config("max_batches", "must be at least 1"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for s in &self.subsets {
+            if !names.insert(&s.name) {
+                return Err(Error::config("subsets", format!("subset name `{}` is used twice", s.name)));
+            }
+            if s.classes.is_empty() == s.random.is_none() {
+                return Err(Error::config(
+                    format!("subset `{}`", s.name),
+                    "give either classes or random (a class count)",
+                ));
+            }
+        }
+        for n in &self.networks {
+            self.resolve(n)?;
+        }
+        if let Some(nf) = self.fine_tune_epochs
+            && nf >= self.epochs
+        {
+            return Err(Error::config(
+                "fine_tune_epochs",
+                format!("{nf} leaves no retraining epoch of {}", self.epochs),
+            ));
+        }
+        self.criterion.parse::<crate::criteria::Criterion>()?;
+        self.scope.parse::<crate::surgery::planner::Scope>()?;
+        self.device.parse::<crate::engine::Device>()?;
+        Ok(())
+    }
+
+    /// A network's hyperparameters: its own overrides, else the protocol's scaled to `epochs`.
+    pub fn resolve(&self, n: &NetworkSpec) -> Result<Resolved> {
+        let arch = n.arch.as_deref().unwrap_or(&n.name);
+        let defaults = protocol_defaults(arch);
+        let need = n.aware_lr_schedule.is_none() || n.agnostic_lr_schedule.is_none() || n.weight_decay.is_none();
+        let (wd, aware, agnostic) = match (defaults, need) {
+            (Ok(d), _) => d,
+            (Err(e), true) => return Err(e),
+            (Err(_), false) => (0.0, [0.0; 4], [0.0; 3]),
+        };
+        let budget = self.epochs;
+        let nf = self.fine_tune_epochs.unwrap_or_else(|| scale(5, budget).max(1)).min(budget.saturating_sub(1)).max(1);
+        Ok(Resolved {
+            weight_decay: n.weight_decay.unwrap_or(wd),
+            aware: n.aware_lr_schedule.clone().unwrap_or_else(|| steps(&[0, 5, 15, 25], &aware, budget)),
+            agnostic: n.agnostic_lr_schedule.clone().unwrap_or_else(|| steps(&[0, 10, 20], &agnostic, budget)),
+            fine_tune_epochs: nf,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(extra: &str) -> Result<Recipe> {
+        let text = format!(
+            "name = \"t\"\nlevels = [10, 50]\n{extra}\n[[networks]]\nname = \"resnet20\"\nmodel = \"m\"\n[[subsets]]\nname = \"pets\"\nclasses = [\"cat\", \"dog\"]\n"
+        );
+        let r: Recipe = toml::from_str(&text).map_err(|e| Error::config("recipe", e.to_string()))?;
+        r.validate()?;
+        Ok(r)
+    }
+
+    #[test]
+    fn protocol_schedules_scale_to_the_budget() {
+        let r = recipe("").unwrap();
+        let h = r.resolve(&r.networks[0]).unwrap();
+        assert_eq!(h.aware.to_string(), "0 0.001 5 0.01 15 0.001 25 0.0001");
+        assert_eq!(h.agnostic.to_string(), "0 0.01 10 0.001 20 0.0001");
+        assert_eq!((h.fine_tune_epochs, h.weight_decay), (5, 1e-4));
+        let r = recipe("epochs = 6").unwrap();
+        let h = r.resolve(&r.networks[0]).unwrap();
+        assert_eq!(h.aware.to_string(), "0 0.001 1 0.01 3 0.001 5 0.0001");
+        assert_eq!(h.agnostic.to_string(), "0 0.01 2 0.001 4 0.0001");
+        assert_eq!(h.fine_tune_epochs, 1);
+    }
+
+    #[test]
+    fn bad_recipes_are_refused() {
+        for (extra, needle) in [
+            ("levels2 = 3", "levels2"),
+            ("fine_tune_epochs = 30", "fine_tune_epochs"),
+            ("criterion = \"magic\"", "magic"),
+            ("epochs = 0", "epochs"),
+        ] {
+            let e = recipe(extra).unwrap_err().to_string();
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+        let text = "name = \"t\"\nlevels = [120]\n[[networks]]\nname = \"resnet20\"\nmodel = \"m\"\n[[subsets]]\nname = \"s\"\nclasses = [\"cat\"]\n";
+        let r: Recipe = toml::from_str(text).unwrap();
+        assert!(r.validate().unwrap_err().to_string().contains("120"));
+    }
+}

@@ -1,0 +1,97 @@
+//! DaPR: the binary search over pruning levels p in [5, 95] (step 5, starting at 50) for the
+//! largest level whose data-aware retrained accuracy on the subset still reaches the unpruned
+//! model's. Each probe is an ordinary data-aware cell of the sweep, so probes are cached and a
+//! search resumes where it stopped.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::pipeline::{self, CellId};
+use super::recipe::Recipe;
+use super::sweep;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    pub level: f64,
+    pub test_top1: f64,
+    pub reaches_reference: bool,
+    pub epochs: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResult {
+    pub network: String,
+    pub subset: String,
+    pub reference_top1: f64,
+    /// The largest level found that reaches the reference (None: not even 5%).
+    pub level: Option<f64>,
+    pub probes: Vec<Probe>,
+    pub total_epochs: f64,
+    pub total_seconds: f64,
+}
+
+fn top1(root: &Path, id: &CellId) -> Result<(f64, f64, f64)> {
+    let p = pipeline::cell_dir(root, id).join("metrics.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let m: pipeline::CellMetrics = serde_json::from_str(&text).map_err(|e| Error::file(&p, e.to_string()))?;
+    let row = m.row.ok_or_else(|| Error::file(&p, "no result row"))?;
+    let acc = row.test_top1.ok_or_else(|| Error::file(&p, "no test accuracy"))?;
+    Ok((acc, row.epochs.unwrap_or(0.0), m.seconds))
+}
+
+/// Searches for one (network, subset, seed), running the probes not yet done.
+pub fn search(
+    recipe: &Recipe,
+    root: &Path,
+    network: &str,
+    subset: &str,
+    seed: u64,
+    in_process: bool,
+) -> Result<SearchResult> {
+    let run = |id: &CellId| -> Result<()> {
+        let mut cells: Vec<CellId> = pipeline::input_of(id).into_iter().collect();
+        cells.push(id.clone());
+        sweep::run_cells(recipe, root, &cells, in_process)
+    };
+    let (net, sub) = (network.to_string(), subset.to_string());
+    let reference = CellId::Unpruned { net: net.clone(), subset: sub.clone() };
+    run(&reference)?;
+    let (ref_acc, _, _) = top1(root, &reference)?;
+    eprintln!("DaPR {network}/{subset}: unpruned reference {:.2}%", 100.0 * ref_acc);
+    // Levels 5, 10, ..., 95 as indices 1..=19; find the largest index whose probe reaches the
+    // reference, assuming accuracy falls with the level.
+    let (mut lo, mut hi) = (1u32, 19u32);
+    let mut best = None;
+    let mut probes = Vec::new();
+    let mut mid = 10; // 50%
+    while lo <= hi {
+        let level = 5 * mid;
+        let id = CellId::Aware { net: net.clone(), subset: sub.clone(), level: level * 100, seed };
+        run(&id)?;
+        let (acc, epochs, secs) = top1(root, &id)?;
+        let ok = acc >= ref_acc;
+        eprintln!("  probe p = {level}%: {:.2}% -> {}", 100.0 * acc, if ok { "reaches" } else { "falls short" });
+        probes.push(Probe { level: level as f64, test_top1: acc, reaches_reference: ok, epochs, seconds: secs });
+        if ok {
+            best = Some(level as f64);
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+        mid = (lo + hi) / 2;
+    }
+    let total_epochs = probes.iter().map(|p| p.epochs).sum();
+    let total_seconds = probes.iter().map(|p| p.seconds).sum();
+    Ok(SearchResult {
+        network: network.into(),
+        subset: subset.into(),
+        reference_top1: ref_acc,
+        level: best,
+        probes,
+        total_epochs,
+        total_seconds,
+    })
+}

@@ -1,0 +1,110 @@
+//! Runs a recipe's grid: every unfinished cell, each in a child process of its own (so that its
+//! peak memory is its own and a crash loses only that cell), in dependency order, with progress
+//! and an ETA; then gathers every finished cell into `cells.csv` / `cells.json`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use super::pipeline::{self, CellId, CellMetrics};
+use super::recipe::Recipe;
+use super::report::Cell;
+use crate::error::{Error, Result};
+use crate::formats::native;
+
+/// Where a recipe's sweep lives.
+pub fn root_of(recipe: &Recipe, out: Option<&Path>) -> PathBuf {
+    out.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name))
+}
+
+/// Runs the cells not yet finished (those of `only`, if given: ids or id prefixes, with the
+/// shared cells they need). With `in_process`, cells run in this process (tests, debugging).
+pub fn run(recipe: &Recipe, root: &Path, only: &[String], in_process: bool) -> Result<Vec<Cell>> {
+    let all = pipeline::cells(recipe);
+    let wanted = |c: &CellId| only.is_empty() || only.iter().any(|o| c.to_string().starts_with(o.as_str()));
+    let mut selected: Vec<CellId> = all.iter().filter(|c| wanted(c)).cloned().collect();
+    if selected.is_empty() {
+        return Err(Error::config("cell", format!("no cell matches {only:?}; cells look like {}", all[0])));
+    }
+    let needed: Vec<CellId> = selected.iter().filter_map(pipeline::input_of).collect();
+    selected = all.into_iter().filter(|c| selected.contains(c) || needed.contains(c)).collect();
+    run_cells(recipe, root, &selected, in_process)?;
+    gather(recipe, root)
+}
+
+/// Runs the given cells (in the order given) that are not finished yet.
+pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: bool) -> Result<()> {
+    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    let recipe_path = root.join("recipe.toml");
+    native::write_atomic(&recipe_path, toml::to_string(recipe).expect("recipes serialise").as_bytes())?;
+    let todo: Vec<&CellId> = cells.iter().filter(|c| !pipeline::is_done(root, c)).collect();
+    eprintln!(
+        "sweep {}: {} cells, {} finished, {} to run, in {}",
+        recipe.name,
+        cells.len(),
+        cells.len() - todo.len(),
+        todo.len(),
+        root.display()
+    );
+    let t0 = Instant::now();
+    for (k, id) in todo.iter().enumerate() {
+        let t = Instant::now();
+        eprintln!("[{}/{}] {id} ...", k + 1, todo.len());
+        if in_process {
+            pipeline::run_cell(recipe, root, id)?;
+        } else {
+            let exe = std::env::current_exe().map_err(|e| Error::Engine(format!("cannot find my own binary: {e}")))?;
+            let status = Command::new(exe)
+                .args(["cell", "--recipe"])
+                .arg(&recipe_path)
+                .arg("--root")
+                .arg(root)
+                .arg("--cell")
+                .arg(id.to_string())
+                .status()
+                .map_err(|e| Error::Engine(format!("cannot start cell {id}: {e}")))?;
+            if !status.success() {
+                return Err(Error::Engine(format!(
+                    "cell {id} failed ({status}); its folder {} keeps what it had done, rerun to resume",
+                    pipeline::cell_dir(root, id).display()
+                )));
+            }
+        }
+        let done = k + 1;
+        let per = t0.elapsed().as_secs_f64() / done as f64;
+        eprintln!(
+            "[{done}/{}] {id} done in {:.0}s; {} left, ETA {:.0} min",
+            todo.len(),
+            t.elapsed().as_secs_f64(),
+            todo.len() - done,
+            per * (todo.len() - done) as f64 / 60.0
+        );
+        gather(recipe, root)?;
+    }
+    Ok(())
+}
+
+/// Collects the result rows of every finished cell into `cells.csv` and `cells.json`.
+pub fn gather(recipe: &Recipe, root: &Path) -> Result<Vec<Cell>> {
+    let mut rows = Vec::new();
+    for id in pipeline::cells(recipe) {
+        if !pipeline::is_done(root, &id) {
+            continue;
+        }
+        let p = pipeline::cell_dir(root, &id).join("metrics.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        let m: CellMetrics = serde_json::from_str(&text).map_err(|e| Error::file(&p, e.to_string()))?;
+        rows.extend(m.row);
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in &rows {
+        w.serialize(r).map_err(|e| Error::file(root.join("cells.csv"), e.to_string()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| Error::file(root.join("cells.csv"), e.to_string()))?;
+    native::write_atomic(&root.join("cells.csv"), &bytes)?;
+    native::write_atomic(
+        &root.join("cells.json"),
+        serde_json::to_string_pretty(&rows).expect("serialisable").as_bytes(),
+    )?;
+    Ok(rows)
+}

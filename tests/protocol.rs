@@ -1,0 +1,148 @@
+//! The ADaPT sweep end to end on a tiny ImageFolder dataset written by the test: every pipeline,
+//! resuming an interrupted sweep without redoing finished cells, the report, DaPR search, and the
+//! CLI running each cell in its own process.
+
+use std::path::{Path, PathBuf};
+
+use edgeprune::formats::native;
+use edgeprune::ir::Model;
+use edgeprune::protocol::{Recipe, pipeline, report, search, sweep};
+use edgeprune::zoo;
+
+fn write_dataset(root: &Path) {
+    for (split, n) in [("train", 20), ("test", 6)] {
+        for (c, name) in ["red", "green", "blue", "grey"].iter().enumerate() {
+            let dir = root.join(split).join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let img = image::RgbImage::from_fn(16, 16, |x, y| {
+                    let v = ((x * 5 + y * 3 + i * 7) % 40) as u8;
+                    let mut p = [60 + v, 60 + v, 60 + v];
+                    if c < 3 {
+                        p[c] = 200;
+                    }
+                    image::Rgb(p)
+                });
+                img.save(dir.join(format!("{i:03}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+/// A tiny sweep; `measure_costs` adds the device-cost benchmarks to the cells that prune.
+fn setup(measure_costs: bool) -> (tempfile::TempDir, Recipe, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    write_dataset(&data);
+    let model = Model::init(zoo::build("projection_residual", 4).unwrap(), 0).unwrap();
+    native::save(&model, &t.path().join("pretrained")).unwrap();
+    let text = format!(
+        r#"name = "tiny"
+data = "{data}"
+levels = [30, 60]
+epochs = 3
+fine_tune_epochs = 1
+max_batches = 2
+batch_size = 8
+threads = 2
+criterion_batches = 2
+measure_costs = {measure_costs}
+
+[[networks]]
+name = "net"
+model = "{model}"
+arch = "resnet20"
+
+[[subsets]]
+name = "rg"
+classes = ["red", "green"]
+
+[[subsets]]
+name = "rand2"
+random = 2
+seed = 3
+"#,
+        data = data.display(),
+        model = t.path().join("pretrained").display(),
+    );
+    let rp = t.path().join("recipe.toml");
+    std::fs::write(&rp, text).unwrap();
+    let recipe = Recipe::load(&rp).unwrap();
+    let root = t.path().join("sweep");
+    (t, recipe, root)
+}
+
+#[test]
+fn sweep_resume_report_and_search() {
+    let (_t, recipe, root) = setup(false);
+    let rows = sweep::run(&recipe, &root, &[], true).unwrap();
+    // 2 unpruned + 2 subsets x 2 levels x (aware + agnostic).
+    assert_eq!(rows.len(), 2 + 2 * 2 * 2);
+    for r in &rows {
+        let acc = r.test_top1.unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{r:?}");
+        if r.pipeline != "unpruned" {
+            let removed = r.params_removed_percent.unwrap();
+            assert!((removed - r.level).abs() < 8.0, "level {} removed {removed}", r.level);
+            assert!(r.gops_after.unwrap() < r.gops_before.unwrap());
+        }
+    }
+    // The aware cells retrain from epoch n_f + 1 = 2; their logs hold epochs 2 and 3 only.
+    let log = std::fs::read_to_string(root.join("net/rg/aware-p30-s0/run/log.csv")).unwrap();
+    let epochs: Vec<&str> = log.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(epochs, ["2", "3"]);
+
+    // Interrupt: one cell loses its result. Rerunning redoes that cell only.
+    let victim = pipeline::CellId::Aware { net: "net".into(), subset: "rg".into(), level: 6000, seed: 0 };
+    let other = root.join("net/rg/aware-p30-s0/metrics.json");
+    let before = std::fs::metadata(&other).unwrap().modified().unwrap();
+    std::fs::remove_file(pipeline::cell_dir(&root, &victim).join("metrics.json")).unwrap();
+    let rows2 = sweep::run(&recipe, &root, &[], true).unwrap();
+    assert_eq!(rows2.len(), rows.len());
+    assert_eq!(std::fs::metadata(&other).unwrap().modified().unwrap(), before, "finished cells are not rerun");
+
+    let summary = report::write_report(&rows2, &root.join("report")).unwrap();
+    assert_eq!(summary.pairs, 2);
+    assert!(summary.mean_delta_pp.is_some());
+    for f in ["report.md", "deltas.csv", "summary.json", "acc_vs_level_net.svg", "acc_vs_level_net.png"] {
+        assert!(root.join("report").join(f).exists(), "{f}");
+    }
+
+    let r = search::search(&recipe, &root, "net", "rg", 0, true).unwrap();
+    assert!(!r.probes.is_empty() && r.probes.len() <= 5, "{r:?}");
+    assert_eq!(r.probes[0].level, 50.0);
+    if let Some(l) = r.level {
+        assert!(r.probes.iter().any(|p| p.level == l && p.reaches_reference));
+    }
+}
+
+#[test]
+fn the_cli_runs_cells_in_child_processes() {
+    let (t, recipe, root) = setup(true);
+    let rp = t.path().join("recipe.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgeprune"))
+        .args(["experiment", rp.to_str().unwrap(), "-o", root.to_str().unwrap(), "--only", "net/rg"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ETA") && text.contains("mean_delta_pp"), "{text}");
+    let rows = report::read_cells(&root.join("cells.csv")).unwrap();
+    assert_eq!(rows.len(), 1 + 2 * 2);
+    let m: pipeline::CellMetrics =
+        serde_json::from_str(&std::fs::read_to_string(root.join("net/rg/aware-p30-s0/metrics.json")).unwrap()).unwrap();
+    assert!(m.peak_rss_bytes.unwrap() > 0);
+    let c = &m.costs;
+    for v in [
+        c.train_step_ms_before,
+        c.train_step_ms_after,
+        c.infer_ms_per_image_b1_before,
+        c.infer_ms_per_image_b128_after,
+        c.data_ms_per_batch,
+        c.prune_seconds,
+    ] {
+        assert!(v.unwrap() > 0.0, "{c:?}");
+    }
+    assert!(!m.row.unwrap().energy_joules.is_empty(), "a figure or `unavailable`");
+    let _ = recipe;
+}

@@ -3,8 +3,9 @@
 Run from the repository root (the committed outputs are what this printed):
     python3 tests/reference/make_train_step.py
 It reads tests/reference/resnet20_c10/graph.json (the zoo's ResNet-20, written by
-`edgeprune export-zoo resnet20 --classes 10`), initialises it with seed 0, draws a fixed batch, and
-writes tests/reference/resnet20_c10/{weights.safetensors, step.safetensors}.
+`edgeprune init resnet20 --num-classes 10 -o tests/reference/resnet20_c10`), initialises it with
+torch seed 0, draws a fixed batch, and writes tests/reference/resnet20_c10/{weights,step}.safetensors
+(with torch==2.13.0 on CPU).
 """
 import os
 import sys

@@ -146,3 +146,19 @@ fn the_cli_runs_cells_in_child_processes() {
     assert!(!m.row.unwrap().energy_joules.is_empty(), "a figure or `unavailable`");
     let _ = recipe;
 }
+
+#[test]
+fn shipped_recipes_parse() {
+    for f in ["recipes/adapt-cifar10-resnet20.toml", "recipes/adapt-cifar100-paper.toml", "recipes/demo.toml"] {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+        let r = Recipe::load(&p).unwrap_or_else(|e| panic!("{f}: {e}"));
+        for n in &r.networks {
+            r.resolve(n).unwrap();
+        }
+        assert!(!pipeline::cells(&r).is_empty());
+    }
+    let r = Recipe::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/adapt-cifar100-paper.toml")).unwrap();
+    let sq = r.resolve(&r.networks[3]).unwrap();
+    assert_eq!(sq.aware.to_string(), "0 0.0008 5 0.02 15 0.004 25 0.0008");
+    assert_eq!(sq.weight_decay, 2e-4);
+}

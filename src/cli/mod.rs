@@ -20,8 +20,9 @@ use crate::zoo;
     version,
     about = "Prune and retrain a CNN on the device that runs it, with the device's own data",
     long_about = "Prune and retrain a CNN on the device that runs it, with the device's own data.\n\n\
-        MODEL arguments take a model folder (graph.json + weights.safetensors) or, where a fresh \
-        network makes sense, a zoo name: alexnet, resnet20, resnet56, mobilenetv2, squeezenet.\n\
+        MODEL arguments take a model folder (graph.json + weights.safetensors), an ONNX file (.onnx) \
+        or, where a fresh network makes sense, a zoo name: alexnet, resnet20, resnet56, mobilenetv2, \
+        squeezenet.\n\
         Data is looked for in --data, then $EDGEPRUNE_DATA, ./data and ../shared/data: CIFAR-10/100 \
         binary folders, or an ImageFolder layout {train,test}/<class>/*.jpg as a folder or .tar.gz."
 )]
@@ -55,6 +56,10 @@ pub enum Command {
     Cell(CellArgs),
     /// Write a zoo network with freshly initialised weights as a model folder.
     Init(InitArgs),
+    /// Import an ONNX model (opsets 13-18, as torch.onnx.export writes them) as a model folder.
+    Import(ImportArgs),
+    /// Export a model to ONNX (opset 17, dynamic batch), BatchNorm kept or folded.
+    Export(ExportArgs),
     /// Benchmark the engine: a training step or inference on synthetic data.
     Bench(BenchArgs),
 }
@@ -277,6 +282,30 @@ pub struct InitArgs {
 }
 
 #[derive(Args)]
+pub struct ImportArgs {
+    /// The ONNX file.
+    pub onnx: PathBuf,
+    /// Output model folder.
+    #[arg(short, long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Model folder, .onnx file or zoo name.
+    pub model: String,
+    /// Output classes when MODEL is a zoo name.
+    #[arg(long, default_value_t = 10)]
+    pub num_classes: usize,
+    /// Fold each BatchNorm into the convolution before it (inference only).
+    #[arg(long)]
+    pub fold_bn: bool,
+    /// The ONNX file to write.
+    #[arg(short, long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
 pub struct BenchArgs {
     /// train-step or infer.
     pub what: String,
@@ -308,6 +337,30 @@ pub fn run(cli: Cli) -> Result<()> {
             let m = Model::init(zoo::build(&a.network, a.num_classes)?, a.seed)?;
             native::save(&m, &a.out)?;
             println!("wrote {} ({} parameters) to {}", a.network, m.graph.num_parameters(), a.out.display());
+            Ok(())
+        }
+        Command::Import(a) => {
+            let m = formats::onnx::load(&a.onnx)?;
+            native::save(&m, &a.out)?;
+            println!(
+                "imported {} ({} nodes, {} parameters) to {}",
+                a.onnx.display(),
+                m.graph.nodes.len(),
+                m.graph.num_parameters(),
+                a.out.display()
+            );
+            Ok(())
+        }
+        Command::Export(a) => {
+            let m = load_spec(&a.model, a.num_classes)?;
+            formats::export_onnx(&m, &a.out, a.fold_bn)?;
+            println!(
+                "exported {} ({} parameters{}) to {}",
+                a.model,
+                m.graph.num_parameters(),
+                if a.fold_bn { ", BatchNorm folded" } else { "" },
+                a.out.display()
+            );
             Ok(())
         }
         Command::Bench(a) => cmd_bench(a),

@@ -1,0 +1,654 @@
+//! Unit tests: export -> import round trips on every zoo network and structure, the import paths
+//! torch's exports do not exercise (Clip attributes, Dropout, Identity, Constant nodes, Gemm
+//! without transB, Sum), and hostile files (truncated, corrupted, wrong types, huge declared
+//! shapes, cycles, dangling inputs, unknown ops): each a clear error naming the file and node,
+//! never a panic.
+
+use std::path::Path;
+
+use prost::Message;
+
+use super::proto::*;
+use super::*;
+use crate::ir::{Graph, HostTensor, Node, Normalize, Op};
+use crate::zoo;
+
+const FILE: &str = "hostile.onnx";
+
+/// A zoo network with fresh weights and non-trivial BatchNorm parameters and statistics.
+fn model(name: &str) -> Model {
+    let mut m = Model::init(zoo::build(name, 10).unwrap(), 5).unwrap();
+    let mut k = 0u32;
+    for (key, t) in m.weights.tensors.iter_mut() {
+        let bn_vector = t.shape.len() == 1 && !key.ends_with(".bias") || key.contains("running");
+        if let (true, Some(v)) = (bn_vector, t.as_f32_mut()) {
+            for x in v.iter_mut() {
+                k = k.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                *x = 0.5 + (k >> 16) as f32 / 65_536.0;
+            }
+        }
+    }
+    m
+}
+
+fn import(m: &ModelProto) -> Result<Model> {
+    from_bytes(&m.encode_to_vec(), Path::new(FILE))
+}
+
+fn err(m: &ModelProto) -> String {
+    match import(m) {
+        Ok(_) => panic!("the import should fail"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_err(m: &ModelProto, needles: &[&str]) {
+    let e = err(m);
+    assert!(e.contains(FILE), "the error must name the file: {e}");
+    for n in needles {
+        assert!(e.contains(n), "expected `{n}` in: {e}");
+    }
+}
+
+/// The exported flatten_2x2 structure (conv, BN, ReLU, max pool, flatten, linear, dropout).
+fn base() -> ModelProto {
+    to_proto(&model("flatten_2x2"), ExportOptions::default()).unwrap()
+}
+
+fn graph(m: &mut ModelProto) -> &mut GraphProto {
+    m.graph.as_mut().unwrap()
+}
+
+fn node<'a>(m: &'a mut ModelProto, name: &str) -> &'a mut NodeProto {
+    graph(m).node.iter_mut().find(|n| n.name() == name).unwrap_or_else(|| panic!("no node {name}"))
+}
+
+fn init<'a>(m: &'a mut ModelProto, name: &str) -> &'a mut TensorProto {
+    graph(m).initializer.iter_mut().find(|t| t.name() == name).unwrap_or_else(|| panic!("no initializer {name}"))
+}
+
+fn attr<'a>(n: &'a mut NodeProto, name: &str) -> &'a mut AttributeProto {
+    n.attribute.iter_mut().find(|a| a.name() == name).unwrap()
+}
+
+fn onnx_node(op: &str, name: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn f32_init(name: &str, dims: &[i64], data: Vec<f32>) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(data_type::FLOAT),
+        float_data: data,
+        ..Default::default()
+    }
+}
+
+fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_type::INTS),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn float_attr(name: &str, v: f32) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(attribute_type::FLOAT), f: Some(v), ..Default::default() }
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(attribute_type::INT), i: Some(v), ..Default::default() }
+}
+
+#[test]
+fn every_zoo_network_and_structure_round_trips() {
+    for name in zoo::NETWORKS.iter().chain(zoo::structures::STRUCTURES) {
+        let mut m = model(name);
+        m.graph.normalize = Some(Normalize { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.3] });
+        let bytes = to_bytes(&m, ExportOptions::default()).unwrap();
+        let back = from_bytes(&bytes, Path::new("x.onnx")).unwrap();
+        assert_eq!(back.graph, m.graph, "{name}");
+        assert_eq!(back.weights, m.weights, "{name}");
+    }
+}
+
+#[test]
+fn identity_sum_and_dropout_round_trip() {
+    let mut b = zoo::Builder::new([3, 8, 8]);
+    let a = b.conv("a", "input", 4, 3, 1, 1, 1, true);
+    let c = b.conv("c", "input", 4, 1, 1, 0, 1, false);
+    let i = b.add("same", Op::Identity, &[&a]);
+    let s = b.add("sum3", Op::Add, &[&a, &c, &i]);
+    let r = b.add("r6", Op::ReLU6, &[&s]);
+    let r2 = b.add("r6b", Op::ReLU6, &[&r]);
+    let p = b.add(
+        "avg",
+        Op::AvgPool2d {
+            kernel_size: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+            ceil_mode: true,
+            count_include_pad: false,
+        },
+        &[&r2],
+    );
+    let f = b.add("flat", Op::Flatten, &[&p]);
+    let d = b.add("drop", Op::Dropout { p: 0.25 }, &[&f]);
+    b.linear("out", &d, 3);
+    let m = Model::init(b.finish("odd"), 1).unwrap();
+    let proto = to_proto(&m, ExportOptions::default()).unwrap();
+    let ops: Vec<&str> = proto.graph.as_ref().unwrap().node.iter().map(|n| n.op_type()).collect();
+    assert!(ops.contains(&"Sum") && ops.contains(&"Identity") && ops.contains(&"Dropout"), "{ops:?}");
+    // ReLU6's bounds are shared constants.
+    assert_eq!(ops.iter().filter(|o| **o == "Constant").count(), 3, "{ops:?}");
+    assert_eq!(import(&proto).unwrap(), m);
+}
+
+#[test]
+fn fold_bn_folds_only_convs_feeding_only_a_batch_norm() {
+    let m = model("resnet20");
+    let folded = from_bytes(&to_bytes(&m, ExportOptions { fold_bn: true }).unwrap(), Path::new("f.onnx")).unwrap();
+    assert!(!folded.graph.nodes.iter().any(|n| matches!(n.op, Op::BatchNorm2d { .. })));
+    let bns = m.graph.nodes.iter().filter(|n| matches!(n.op, Op::BatchNorm2d { .. })).count();
+    assert_eq!(folded.graph.nodes.len(), m.graph.nodes.len() - bns);
+    // conv1 -> bn1: w' = w * g / sqrt(v + eps), b' = beta - m * g / sqrt(v + eps).
+    let w = m.weights.get_f32("conv1.weight").unwrap();
+    let (g, beta) = (m.weights.get_f32("bn1.weight").unwrap(), m.weights.get_f32("bn1.bias").unwrap());
+    let (mean, var) = (m.weights.get_f32("bn1.running_mean").unwrap(), m.weights.get_f32("bn1.running_var").unwrap());
+    let s: Vec<f64> = (0..16).map(|o| g[o] as f64 / (var[o] as f64 + 1e-5).sqrt()).collect();
+    let fw = folded.weights.get_f32("conv1.weight").unwrap();
+    let fb = folded.weights.get_f32("conv1.bias").unwrap();
+    for (k, (&a, &b)) in w.iter().zip(fw).enumerate() {
+        assert!(((a as f64 * s[k / 27]) - b as f64).abs() < 1e-6);
+    }
+    for o in 0..16 {
+        assert!((beta[o] as f64 - mean[o] as f64 * s[o] - fb[o] as f64).abs() < 1e-6);
+    }
+    // The node after the folded BN reads the folded conv.
+    assert_eq!(folded.graph.node("relu").unwrap().inputs, vec!["conv1".to_string()]);
+
+    // A conv whose output is also read elsewhere keeps its BatchNorm.
+    let mut b = zoo::Builder::new([3, 8, 8]);
+    let c = b.conv("c", "input", 4, 3, 1, 1, 1, false);
+    let n = b.bn("n", &c);
+    b.add("sum", Op::Add, &[&c, &n]);
+    let m = Model::init(b.finish("shared"), 0).unwrap();
+    let back = import(&to_proto(&m, ExportOptions { fold_bn: true }).unwrap()).unwrap();
+    assert_eq!(back, m);
+}
+
+/// A graph in the forms torch does not write: Clip bounds as attributes, Identity of a constant
+/// and of a feature map, Dropout with a ratio, Reshape by a Constant node, Gemm without transB.
+#[test]
+fn imports_the_less_common_forms() {
+    let mut m = base();
+    let g = graph(&mut m);
+    let c = 12 * 4 * 4;
+    g.node = vec![
+        onnx_node("Identity", "alias", &["w0"], "conv.weight", vec![]),
+        onnx_node(
+            "Conv",
+            "/features/conv/Conv",
+            &["input", "conv.weight"],
+            "t1",
+            vec![ints_attr("kernel_shape", &[4, 4]), ints_attr("strides", &[4, 4]), int_attr("group", 1)],
+        ),
+        onnx_node("Clip", "/features/act/Clip", &["t1"], "t2", vec![float_attr("min", 0.0), float_attr("max", 6.0)]),
+        onnx_node("Identity", "/features/Identity", &["t2"], "t3", vec![]),
+        onnx_node("Constant", "ratio", &[], "ratio", vec![float_attr("value_float", 0.125)]),
+        onnx_node("Dropout", "/drop/Dropout", &["t3", "ratio"], "t4", vec![]),
+        onnx_node("Constant", "shape", &[], "shape", vec![ints_attr("value_ints", &[0, -1])]),
+        onnx_node("Reshape", "/Reshape", &["t4", "shape"], "t5", vec![]),
+        onnx_node("Gemm", "/head/Gemm", &["t5", "head.weight"], "logits", vec![int_attr("transB", 0)]),
+        onnx_node("Relu", "/dead/Relu", &["t5"], "unused", vec![]),
+        onnx_node("LSTM", "/dead/LSTM", &["unused"], "unused2", vec![]),
+    ];
+    let w: Vec<f32> = (0..12 * 3 * 16).map(|i| i as f32 * 0.01).collect();
+    let h: Vec<f32> = (0..c * 5).map(|i| i as f32).collect();
+    g.initializer = vec![f32_init("w0", &[12, 3, 4, 4], w.clone()), f32_init("head.weight", &[c as i64, 5], h.clone())];
+    g.output[0].name = Some("logits".into());
+    let got = import(&m).unwrap();
+    let names: Vec<(&str, &str)> = got.graph.nodes.iter().map(|n| (n.name.as_str(), n.op.type_name())).collect();
+    assert_eq!(
+        names,
+        [
+            ("input", "input"),
+            ("conv", "conv2d"),
+            ("features.act", "relu6"),
+            ("features.identity", "identity"),
+            ("drop", "dropout"),
+            ("reshape", "flatten"),
+            ("head", "linear"),
+        ]
+    );
+    assert_eq!(got.graph.node("drop").unwrap().op, Op::Dropout { p: 0.125 });
+    assert_eq!(got.weights.get_f32("conv.weight").unwrap(), w.as_slice());
+    // Gemm without transB holds [in, out]: the IR's weight is its transpose.
+    let hw = got.weights.get_f32("head.weight").unwrap();
+    assert_eq!(got.weights.get("head.weight").unwrap().shape, vec![5, c]);
+    assert_eq!(hw[1], h[5]);
+    assert_eq!(hw[c], h[1]);
+    assert_eq!(got.graph.output, "head");
+}
+
+#[test]
+fn matmul_add_becomes_a_linear_only_when_the_add_is_its_sole_reader() {
+    let mut m = base();
+    let g = graph(&mut m);
+    g.node.retain(|n| !["fc1", "fc1.relu", "drop", "fc2"].contains(&n.name()));
+    g.node.push(onnx_node("MatMul", "/MatMul", &["flatten", "onnx::MatMul_9"], "mm", vec![]));
+    g.node.push(onnx_node("Add", "/Add", &["mm", "fc.bias"], "logits", vec![]));
+    g.initializer.retain(|t| !t.name().starts_with("fc"));
+    g.initializer.push(f32_init("onnx::MatMul_9", &[48, 10], vec![0.5; 480]));
+    g.initializer.push(f32_init("fc.bias", &[10], vec![1.0; 10]));
+    g.output[0].name = Some("logits".into());
+    let got = import(&m).unwrap();
+    assert_eq!(got.graph.output, "fc");
+    assert_eq!(got.graph.node("fc").unwrap().op, Op::Linear { in_features: 48, out_features: 10, bias: true });
+    assert_eq!(got.weights.get_f32("fc.bias").unwrap(), &[1.0; 10]);
+
+    // The MatMul's output also read by another node: the Add cannot become its bias.
+    let g = graph(&mut m);
+    g.node.push(onnx_node("Add", "/Add_1", &["mm", "logits"], "logits2", vec![]));
+    g.output[0].name = Some("logits2".into());
+    assert_err(&m, &["/Add", "fc.bias", "bias of a MatMul"]);
+}
+
+#[test]
+fn rejects_empty_garbage_and_truncated_files() {
+    let bytes = base().encode_to_vec();
+    let e = from_bytes(&[], Path::new(FILE)).unwrap_err().to_string();
+    assert!(e.contains(FILE) && e.contains("empty"), "{e}");
+    let e = from_bytes(b"hello, not a protobuf", Path::new(FILE)).unwrap_err().to_string();
+    assert!(e.contains(FILE), "{e}");
+    // Cut anywhere before the end of the graph (the metadata follows it), the file is invalid.
+    let mut no_meta = base();
+    no_meta.metadata_props.clear();
+    let graph_end = no_meta.encode_to_vec().len();
+    for cut in (0..graph_end).step_by(7).chain([graph_end - 1]) {
+        let e = from_bytes(&bytes[..cut], Path::new(FILE)).err().unwrap_or_else(|| panic!("cut at {cut} imports"));
+        assert!(e.to_string().contains(FILE));
+    }
+}
+
+#[test]
+fn corrupted_files_never_panic() {
+    let bytes = base().encode_to_vec();
+    let mut k: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        k ^= k << 13;
+        k ^= k >> 7;
+        k ^= k << 17;
+        k
+    };
+    let mut failed = 0;
+    for _ in 0..600 {
+        let mut b = bytes.clone();
+        for _ in 0..1 + next() % 4 {
+            let i = (next() % b.len() as u64) as usize;
+            b[i] = next() as u8;
+        }
+        if from_bytes(&b, Path::new(FILE)).is_err() {
+            failed += 1;
+        }
+    }
+    assert!(failed > 50, "only {failed} corrupted files were rejected");
+}
+
+#[test]
+fn rejects_huge_declared_shapes_before_allocating() {
+    // 2^80 elements: overflows.
+    let mut m = base();
+    init(&mut m, "fc2.weight").dims = vec![1 << 40, 1 << 40];
+    assert_err(&m, &["fc2.weight", "too large"]);
+    // 2^30 floats (4 GiB) declared, 1600 bytes present: rejected before any allocation.
+    let mut m = base();
+    init(&mut m, "fc2.weight").dims = vec![1 << 20, 1 << 10];
+    assert_err(&m, &["fc2.weight", "declares shape [1048576, 1024]", "holds 800 bytes"]);
+    let mut m = base();
+    init(&mut m, "fc2.weight").dims = vec![-4, 5];
+    assert_err(&m, &["fc2.weight", "negative"]);
+    // Typed data instead of raw bytes.
+    let mut m = base();
+    let t = init(&mut m, "c1.bn.weight");
+    t.raw_data = None;
+    t.float_data = vec![1.0; 3];
+    assert_err(&m, &["c1.bn.weight", "holds 3 float_data values"]);
+    // A Constant node declaring a huge tensor.
+    let mut m = base();
+    let big = TensorProto { dims: vec![1 << 30], data_type: Some(data_type::FLOAT), ..Default::default() };
+    let n = node(&mut m, "drop.ratio");
+    n.attribute = vec![AttributeProto {
+        name: Some("value".into()),
+        r#type: Some(attribute_type::TENSOR),
+        t: Some(big),
+        ..Default::default()
+    }];
+    assert_err(&m, &["drop.ratio", "Constant", "holds 0 float_data values"]);
+    // A huge graph input.
+    let mut m = base();
+    let input = &mut graph(&mut m).input[0];
+    let Some(TypeProtoValue::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() else { panic!() };
+    t.shape.as_mut().unwrap().dim[2].value = Some(DimensionValue::DimValue(1 << 40));
+    assert_err(&m, &["graph input `input`", "dimension 2"]);
+    let mut m = base();
+    let input = &mut graph(&mut m).input[0];
+    let Some(TypeProtoValue::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() else { panic!() };
+    for d in 1..4 {
+        t.shape.as_mut().unwrap().dim[d].value = Some(DimensionValue::DimValue(1 << 20));
+    }
+    assert!(err(&m).contains(FILE));
+    // Kernel attributes out of range.
+    let mut m = base();
+    attr(node(&mut m, "pool1"), "strides").ints = vec![1 << 40, 2];
+    assert_err(&m, &["pool1", "MaxPool", "strides"]);
+}
+
+#[test]
+fn rejects_wrong_types() {
+    let mut m = base();
+    let t = init(&mut m, "c1.conv.weight");
+    let n = t.raw_data.as_ref().unwrap().len() / 4;
+    t.data_type = Some(data_type::INT64);
+    t.raw_data = Some(vec![0; n * 8]);
+    assert_err(&m, &["c1.conv", "Conv", "opset 17", "float32"]);
+
+    let mut m = base();
+    init(&mut m, "c1.bn.weight").data_type = Some(data_type::FLOAT16);
+    assert_err(&m, &["c1.bn", "BatchNormalization", "FLOAT16"]);
+
+    let mut m = base();
+    let a = attr(node(&mut m, "c1.conv"), "kernel_shape");
+    a.r#type = Some(attribute_type::FLOATS);
+    a.floats = vec![3.0, 3.0];
+    assert_err(&m, &["c1.conv", "kernel_shape", "must be INTS, got FLOATS"]);
+
+    let mut m = base();
+    node(&mut m, "c1.conv").attribute.push(int_attr("bogus", 1));
+    assert_err(&m, &["c1.conv", "unexpected attribute `bogus`"]);
+
+    let mut m = base();
+    let input = &mut graph(&mut m).input[0];
+    let Some(TypeProtoValue::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() else { panic!() };
+    t.elem_type = Some(data_type::INT64);
+    assert_err(&m, &["graph input `input`", "INT64"]);
+
+    // A constant where a feature map is needed, and the reverse.
+    let mut m = base();
+    node(&mut m, "c1.relu").input = vec!["c1.bn.weight".into()];
+    assert_err(&m, &["c1.relu", "Relu", "constant"]);
+    let mut m = base();
+    node(&mut m, "c1.conv").input[1] = "input".into();
+    assert_err(&m, &["c1.conv", "must be a constant"]);
+}
+
+#[test]
+fn rejects_cycles_dangling_inputs_and_duplicates() {
+    let mut m = base();
+    node(&mut m, "c1.conv").input[0] = "c1.relu".into();
+    assert_err(&m, &["cycle", "`c1.conv` -> `c1.bn` -> `c1.relu` -> `c1.conv`"]);
+    let mut m = base();
+    node(&mut m, "fc1.relu").input[0] = "fc1.relu".into();
+    assert_err(&m, &["cycle", "`fc1.relu` -> `fc1.relu`"]);
+
+    let mut m = base();
+    node(&mut m, "c2.bn").input[0] = "nowhere".into();
+    assert_err(&m, &["c2.bn", "BatchNormalization", "`nowhere` is dangling"]);
+    let mut m = base();
+    graph(&mut m).output[0].name = Some("nowhere".into());
+    assert_err(&m, &["graph output `nowhere`"]);
+
+    let mut m = base();
+    node(&mut m, "c2.bn").output[0] = "c1.bn".into();
+    assert_err(&m, &["c2.bn", "`c1.bn` is already produced by node `c1.bn`"]);
+    let mut m = base();
+    node(&mut m, "c2.bn").output[0] = "fc1.bias".into();
+    assert_err(&m, &["c2.bn", "already defined by an initializer"]);
+    let mut m = base();
+    let dup = init(&mut m, "fc1.bias").clone();
+    graph(&mut m).initializer.push(dup);
+    assert_err(&m, &["initializer `fc1.bias` is defined twice"]);
+}
+
+#[test]
+fn rejects_unknown_ops_and_opsets_naming_the_node() {
+    let mut m = base();
+    node(&mut m, "c1.relu").op_type = Some("LeakyRelu".into());
+    assert_err(&m, &["node `c1.relu` (LeakyRelu, opset 17)", "unsupported op", "Conv, BatchNormalization, Relu"]);
+    let mut m = base();
+    node(&mut m, "c1.relu").domain = Some("com.microsoft".into());
+    assert_err(&m, &["com.microsoft::Relu", "unsupported op"]);
+
+    for v in [12, 19] {
+        let mut m = base();
+        m.opset_import[0].version = Some(v);
+        assert_err(&m, &[&format!("opset {v} is not supported"), "13 to 18"]);
+    }
+    let mut m = base();
+    m.opset_import[0].domain = Some("ai.onnx.ml".into());
+    assert_err(&m, &["no opset of the default ONNX domain"]);
+    let mut m = base();
+    m.graph = None;
+    assert_err(&m, &["no graph"]);
+}
+
+#[test]
+fn rejects_unsupported_forms_of_supported_ops() {
+    type Mutation = Box<dyn Fn(&mut ModelProto)>;
+    let cases: Vec<(Mutation, &[&str])> = vec![
+        (Box::new(|m| attr(node(m, "c1.conv"), "pads").ints = vec![1, 1, 0, 0]), &["c1.conv", "asymmetric padding"]),
+        (
+            Box::new(|m| {
+                let n = node(m, "c1.conv");
+                n.attribute.retain(|a| a.name() != "pads");
+                n.attribute.push(AttributeProto {
+                    name: Some("auto_pad".into()),
+                    r#type: Some(attribute_type::STRING),
+                    s: Some(b"SAME_UPPER".to_vec()),
+                    ..Default::default()
+                });
+            }),
+            &["c1.conv", "auto_pad SAME_UPPER"],
+        ),
+        (Box::new(|m| node(m, "c1.bn").attribute.push(int_attr("training_mode", 1))), &["c1.bn", "training_mode"]),
+        (Box::new(|m| attr(node(m, "flatten"), "axis").i = Some(2)), &["flatten", "axis 2"]),
+        (Box::new(|m| node(m, "fc2").attribute.push(float_attr("alpha", 2.0))), &["fc2", "Gemm", "alpha 2"]),
+        (
+            Box::new(|m| {
+                let n = node(m, "fc1.relu");
+                n.op_type = Some("Clip".into());
+                n.attribute = vec![float_attr("min", 0.0), float_attr("max", 5.0)];
+            }),
+            &["fc1.relu", "Clip", "ReLU6"],
+        ),
+        (
+            Box::new(|m| {
+                let t = init(m, "c2.conv.weight");
+                t.data_location = Some(DATA_LOCATION_EXTERNAL);
+            }),
+            &["c2.conv", "external file"],
+        ),
+        (
+            Box::new(|m| {
+                let g = graph(m);
+                let mut extra = g.input[0].clone();
+                extra.name = Some("second".into());
+                g.input.push(extra);
+            }),
+            &["2 inputs", "second"],
+        ),
+        (
+            Box::new(|m| {
+                let g = graph(m);
+                let mut extra = g.output[0].clone();
+                extra.name = Some("c1.relu".into());
+                g.output.push(extra);
+            }),
+            &["2 outputs"],
+        ),
+        (
+            Box::new(|m| {
+                let g = graph(m);
+                g.node.push(onnx_node("Constant", "shape", &[], "shape", vec![ints_attr("value_ints", &[0, 12, -1])]));
+                let f = g.node.iter_mut().find(|n| n.name() == "flatten").unwrap();
+                f.op_type = Some("Reshape".into());
+                f.attribute.clear();
+                f.input.push("shape".into());
+                let k = g.node.len() - 1;
+                g.node.swap(0, k);
+            }),
+            &["flatten", "Reshape to [0, 12, -1]"],
+        ),
+        (
+            Box::new(|m| {
+                let g = graph(m);
+                g.node.push(onnx_node("Constant", "shape", &[], "shape", vec![ints_attr("value_ints", &[0, 47])]));
+                let f = g.node.iter_mut().find(|n| n.name() == "flatten").unwrap();
+                f.op_type = Some("Reshape".into());
+                f.attribute.clear();
+                f.input.push("shape".into());
+                let k = g.node.len() - 1;
+                g.node.swap(0, k);
+            }),
+            &["flatten", "Reshape to [N, 47] but the input holds 48"],
+        ),
+    ];
+    for (mutate, needles) in cases {
+        let mut m = base();
+        mutate(&mut m);
+        assert_err(&m, needles);
+    }
+}
+
+/// `x.view(x.size(0), -1)`: Shape -> Gather -> Unsqueeze -> Concat -> Reshape.
+fn view_chain(m: &mut ModelProto, gather_from: &str, tail: &[i64]) {
+    let g = graph(m);
+    let i64s = |name: &str, dims: &[i64], v: &[i64]| TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(data_type::INT64),
+        int64_data: v.to_vec(),
+        ..Default::default()
+    };
+    g.initializer.extend([i64s("zero", &[], &[0]), i64s("axes", &[1], &[0]), i64s("tail", &[tail.len() as i64], tail)]);
+    let k = g.node.iter().position(|n| n.name() == "flatten").unwrap();
+    g.node[k] = onnx_node("Reshape", "/Reshape", &["c2.relu", "/Concat_output_0"], "flatten", vec![]);
+    g.node.splice(
+        k..k,
+        [
+            onnx_node("Shape", "/Shape", &["c2.relu"], "/Shape_output_0", vec![]),
+            onnx_node("Gather", "/Gather", &[gather_from, "zero"], "/Gather_output_0", vec![int_attr("axis", 0)]),
+            onnx_node("Unsqueeze", "/Unsqueeze", &["/Gather_output_0", "axes"], "/Unsqueeze_output_0", vec![]),
+            onnx_node(
+                "Concat",
+                "/Concat",
+                &["/Unsqueeze_output_0", "tail"],
+                "/Concat_output_0",
+                vec![int_attr("axis", 0)],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn imports_the_shape_arithmetic_of_view() {
+    let mut m = base();
+    view_chain(&mut m, "/Shape_output_0", &[-1]);
+    let got = import(&m).unwrap();
+    assert_eq!(got.graph.node("reshape").unwrap().op, Op::Flatten);
+    assert_eq!(got.graph.nodes.len(), model("flatten_2x2").graph.nodes.len());
+    let mut m = base();
+    view_chain(&mut m, "/Shape_output_0", &[48]);
+    import(&m).unwrap();
+
+    let mut m = base();
+    view_chain(&mut m, "/Shape_output_0", &[12, -1]);
+    assert_err(&m, &["/Reshape", "Reshape to [N, 12, -1]"]);
+    let mut m = base();
+    view_chain(&mut m, "/Shape_output_0", &[47]);
+    assert_err(&m, &["/Reshape", "[N, 47] but the input holds 48"]);
+    let mut m = base();
+    view_chain(&mut m, "c2.relu", &[-1]);
+    assert_err(&m, &["/Gather", "supported only on shapes"]);
+    let mut m = base();
+    node(&mut m, "c2.conv").input[0] = "/Shape_output_0".into();
+    view_chain(&mut m, "/Shape_output_0", &[-1]);
+    node(&mut m, "/Shape").input[0] = "c1.relu".into();
+    assert_err(&m, &["c2.conv", "is a shape"]);
+}
+
+#[test]
+fn shape_errors_name_the_onnx_node() {
+    // A conv weight that does not fit its input: reported by the IR checks, named as in the file.
+    let mut m = base();
+    let t = init(&mut m, "c2.conv.weight");
+    t.dims[1] = 4;
+    t.raw_data = Some(vec![0; 12 * 4 * 9 * 4]);
+    assert_err(&m, &["node `c2.conv` (Conv)", "imported as `c2.conv`", "in_channels"]);
+}
+
+#[test]
+fn torch_names_become_module_paths() {
+    let mut m = base();
+    for n in graph(&mut m).node.iter_mut() {
+        let name = match n.name() {
+            "c1.relu" => "/layer1/layer1.0/relu/Relu",
+            // A module with a submodule: its own ops are named inside it.
+            "pool1" => "/layer1/layer1.0/MaxPool",
+            "fc1.relu" => "/head/Relu",
+            "flatten" => "/head/Flatten",
+            _ => continue,
+        };
+        n.name = Some(name.into());
+    }
+    let got = import(&m).unwrap();
+    for want in ["layer1.0.relu", "layer1.0.maxpool", "head.relu", "head.flatten"] {
+        assert!(got.graph.node(want).is_some(), "no node {want} in {:?}", got.graph.nodes);
+    }
+    // The rest keep their exported names, which are the IR's.
+    let orig = model("flatten_2x2");
+    for n in ["c1.conv", "c1.bn", "c2.conv", "fc1", "drop", "fc2"] {
+        assert_eq!(got.graph.node(n).map(|x| &x.op), orig.graph.node(n).map(|x| &x.op), "{n}");
+    }
+}
+
+#[test]
+fn export_rejects_names_onnx_cannot_hold() {
+    let g = Graph {
+        name: "clash".into(),
+        nodes: vec![
+            Node { name: "input".into(), op: Op::Input { shape: vec![1, 4, 4] }, inputs: vec![] },
+            Node {
+                name: "c".into(),
+                op: Op::Conv2d {
+                    in_channels: 1,
+                    out_channels: 1,
+                    kernel_size: [1, 1],
+                    stride: [1, 1],
+                    padding: [0, 0],
+                    dilation: [1, 1],
+                    groups: 1,
+                    bias: false,
+                },
+                inputs: vec!["input".into()],
+            },
+            Node { name: "c.weight".into(), op: Op::ReLU, inputs: vec!["c".into()] },
+        ],
+        output: "c.weight".into(),
+        normalize: None,
+    };
+    let mut w = crate::ir::Weights::default();
+    w.insert("c.weight", HostTensor::f32(vec![1, 1, 1, 1], vec![1.0]));
+    let m = Model::new(g, w).unwrap();
+    let e = to_bytes(&m, ExportOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("c.weight") && e.contains("distinct"), "{e}");
+}

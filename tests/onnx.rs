@@ -1,0 +1,282 @@
+//! ONNX import and export against onnxruntime.
+//!
+//! The reference files in tests/reference/onnx/ were exported by PyTorch (TorchScript exporter,
+//! opsets 13 to 18, BatchNorm kept and folded) and run by onnxruntime; see make_onnx.py there.
+//! (a) edgeprune's outputs on every imported model match onnxruntime's committed outputs within
+//! 1e-4 (absolute, and relative to the largest output);
+//! (b) each imported model pruned at 50% of its parameters, exported (BatchNorm kept and folded)
+//! and run in onnxruntime gives edgeprune's pruned outputs within 1e-4, with fewer parameters;
+//! the zoo networks built here are exported and run the same way. This needs a Python with
+//! onnxruntime, from `$EDGEPRUNE_PYTHON` or ~/.cache/edgeprune/pyref/bin/python; without one the
+//! test prints a notice and skips (with `$EDGEPRUNE_PYTHON` set, a failing Python is an error);
+//! (c) import -> export -> import gives the same graph and weights; exporting with BatchNorm
+//! folded gives the same outputs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use edgeprune::analysis;
+use edgeprune::criteria::{Criterion, score};
+use edgeprune::engine::{Device, Layout, Network};
+use edgeprune::formats::{self, native, onnx};
+use edgeprune::ir::{HostTensor, Model, Op, Weights};
+use edgeprune::surgery::{
+    self,
+    planner::{Limits, Scope, Target, make_plan},
+};
+use edgeprune::zoo;
+
+const TOL: f64 = 1e-4;
+
+fn reference_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/onnx")
+}
+
+/// The committed cases (file stems), sorted.
+fn cases() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(reference_dir())
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            (p.extension()? == "onnx").then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
+        })
+        .collect();
+    v.sort();
+    assert!(v.len() >= 20, "reference files missing: {v:?}");
+    v
+}
+
+fn tensors(path: &Path) -> Weights {
+    native::weights_from_safetensors(&std::fs::read(path).unwrap(), path).unwrap()
+}
+
+/// The case's input (x, its batch size) and onnxruntime's output.
+fn io(case: &str) -> (Vec<f32>, usize, Vec<f32>) {
+    let t = tensors(&reference_dir().join(format!("{case}.safetensors")));
+    let x = t.get("x").unwrap();
+    (x.as_f32().unwrap().to_vec(), x.shape[0], t.get_f32("y").unwrap().to_vec())
+}
+
+fn predict(m: &Model, x: &[f32], n: usize) -> Vec<f32> {
+    edgeprune::engine::set_threads(2);
+    Network::with_layout(m, Device::Cpu, Layout::Contiguous).unwrap().predict(x, n).unwrap()
+}
+
+/// (max |a - b|, that relative to max |b|) for `n` images' outputs. Panics when the reference
+/// outputs hardly depend on the image (their spread over the batch, the largest standard
+/// deviation of an output, is under 1% of their magnitude): the comparison would check little
+/// more than the last layer's bias.
+fn errors(a: &[f32], b: &[f32], n: usize) -> (f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let abs = a.iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
+    let scale = b.iter().fold(0f64, |m, &y| m.max((y as f64).abs()));
+    let k = b.len() / n;
+    let spread = (0..k)
+        .map(|j| {
+            let v: Vec<f64> = (0..n).map(|i| b[i * k + j] as f64).collect();
+            let mean = v.iter().sum::<f64>() / n as f64;
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt()
+        })
+        .fold(0f64, f64::max);
+    assert!(
+        scale.is_finite() && spread > 0.01 * scale,
+        "degenerate outputs: max |y| {scale:.3e}, spread over the images {spread:.3e}"
+    );
+    (abs, abs / scale)
+}
+
+fn load(case: &str) -> Model {
+    // Through the generic loader, as every command does.
+    formats::load_model(&reference_dir().join(format!("{case}.onnx"))).unwrap_or_else(|e| panic!("{case}: {e}"))
+}
+
+#[test]
+fn a_imported_models_match_onnxruntime() {
+    let mut worst = (0f64, 0f64);
+    for case in cases() {
+        let m = load(&case);
+        let (x, n, y) = io(&case);
+        let (abs, rel) = errors(&predict(&m, &x, n), &y, n);
+        eprintln!("(a) {case:<28} {:>7} params  max abs {abs:.2e}  rel {rel:.2e}", m.graph.num_parameters());
+        assert!(abs <= TOL && rel <= TOL, "{case}: max abs {abs:.2e}, rel {rel:.2e}");
+        worst = (worst.0.max(abs), worst.1.max(rel));
+    }
+    eprintln!("(a) worst: max abs {:.2e}, rel {:.2e}", worst.0, worst.1);
+}
+
+#[test]
+fn a_torch_names_are_kept() {
+    let kept = load("resnet20.kept");
+    let zoo = zoo::build("resnet20", 10).unwrap();
+    // Every parameterised node of the zoo network is found under its PyTorch name.
+    let keys: Vec<String> = zoo.tensor_specs().into_iter().map(|(k, _)| k).collect();
+    let got: Vec<String> = kept.graph.tensor_specs().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(got, keys);
+    // With BatchNorm folded, the unfolded layers keep their names too.
+    let folded = load("resnet20.folded");
+    assert!(folded.weights.tensors.contains_key("linear.weight"));
+    assert!(folded.graph.node("linear").is_some());
+}
+
+#[test]
+fn c_import_export_import_is_the_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    for case in cases() {
+        let m = load(&case);
+        let path = dir.path().join(format!("{case}.onnx"));
+        formats::export_onnx(&m, &path, false).unwrap();
+        let back = formats::load_model(&path).unwrap();
+        assert_eq!(back.graph, m.graph, "{case}");
+        assert_eq!(back.weights, m.weights, "{case}");
+        // A second export is byte for byte the first.
+        let again = onnx::to_bytes(&back, onnx::ExportOptions::default()).unwrap();
+        assert_eq!(again, std::fs::read(&path).unwrap(), "{case}");
+    }
+}
+
+#[test]
+fn c_folded_export_gives_the_same_outputs() {
+    for case in cases().into_iter().filter(|c| c.ends_with(".kept")) {
+        let m = load(&case);
+        let bytes = onnx::to_bytes(&m, onnx::ExportOptions { fold_bn: true }).unwrap();
+        let folded = onnx::from_bytes(&bytes, Path::new("folded.onnx")).unwrap();
+        assert!(folded.graph.nodes.len() < m.graph.nodes.len(), "{case}: nothing folded");
+        let (x, n, _) = io(&case);
+        let (abs, rel) = errors(&predict(&folded, &x, n), &predict(&m, &x, n), n);
+        assert!(abs <= TOL && rel <= TOL, "{case}: folded vs kept max abs {abs:.2e}, rel {rel:.2e}");
+    }
+}
+
+/// A Python that runs scripts/onnx_run.py, or None (with the reason) when there is none.
+fn python() -> Result<Option<String>, String> {
+    let (py, explicit) = match std::env::var("EDGEPRUNE_PYTHON") {
+        Ok(p) if !p.is_empty() => (p, true),
+        _ => match std::env::var("HOME") {
+            Ok(h) => (format!("{h}/.cache/edgeprune/pyref/bin/python"), false),
+            Err(_) => return Ok(None),
+        },
+    };
+    let ok = Command::new(&py)
+        .args(["-c", "import onnxruntime, numpy, safetensors.numpy"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    match (ok, explicit) {
+        (true, _) => Ok(Some(py)),
+        (false, true) => Err(format!("EDGEPRUNE_PYTHON={py} cannot import onnxruntime, numpy and safetensors")),
+        (false, false) => Ok(None),
+    }
+}
+
+/// A zoo network with He-scaled weights (PyTorch's default initialisation, which the IR's follows,
+/// shrinks the signal layer by layer), random BatchNorm parameters and statistics, and the
+/// classifier (the last conv or linear layer; what follows it in the zoo is linear) scaled so that
+/// the largest logit on `x` is 5, as the references are (see make_onnx.py).
+fn zoo_model(name: &str, seed: u64, x: &[f32], n: usize) -> Model {
+    let mut m = Model::init(zoo::build(name, 10).unwrap(), seed).unwrap();
+    let mut k = seed as u32 ^ 0x2545_f491;
+    let mut next = move || {
+        k = k.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (k >> 8) as f32 / (1u32 << 24) as f32
+    };
+    for (key, t) in m.weights.tensors.iter_mut() {
+        let rank = t.shape.len();
+        let Some(v) = t.as_f32_mut() else { continue };
+        if rank >= 2 {
+            // uniform(+-1/sqrt(fan_in)) * sqrt(6) has He's variance 2 / fan_in.
+            v.iter_mut().for_each(|x| *x *= 6f32.sqrt());
+        } else if key.ends_with("running_var") || (rank == 1 && key.ends_with(".weight")) {
+            v.iter_mut().for_each(|x| *x = 0.5 + next());
+        } else if key.ends_with("running_mean") || key.ends_with(".bias") {
+            v.iter_mut().for_each(|x| *x = 0.2 * next() - 0.1);
+        }
+    }
+    let scale = 5.0 / predict(&m, x, n).iter().fold(0f32, |a, y| a.max(y.abs()));
+    let last = m.graph.nodes.iter().rev().find(|n| matches!(n.op, Op::Conv2d { .. } | Op::Linear { .. })).unwrap();
+    for key in [format!("{}.weight", last.name), format!("{}.bias", last.name)] {
+        if let Some(v) = m.weights.tensors.get_mut(&key).and_then(|t| t.as_f32_mut()) {
+            v.iter_mut().for_each(|w| *w *= scale);
+        }
+    }
+    m
+}
+
+/// Fixed pseudo-random images for models the references do not cover.
+fn images(shape: &[usize], n: usize, seed: u32) -> Vec<f32> {
+    let mut k = seed;
+    (0..n * shape.iter().product::<usize>())
+        .map(|_| {
+            k = k.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (k >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect()
+}
+
+fn prune_half(m: &Model) -> Model {
+    let groups = analysis::groups(&m.graph).unwrap();
+    let scores = score(Criterion::Paper, m, &groups, None, 0).unwrap();
+    let plan = make_plan(&m.graph, &groups, &scores, &Target::Params(50.0), Scope::Global, &Limits::default()).unwrap();
+    surgery::apply(m, &plan).unwrap()
+}
+
+#[test]
+fn b_pruned_exports_run_in_onnxruntime() {
+    let py = match python() {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            eprintln!(
+                "SKIPPED b_pruned_exports_run_in_onnxruntime: no Python with onnxruntime (set EDGEPRUNE_PYTHON, or \
+                 install torch/onnxruntime in ~/.cache/edgeprune/pyref)"
+            );
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // (label, model, input, batch, params before pruning or 0)
+    let mut jobs: Vec<(String, Model, Vec<f32>, usize, usize)> = Vec::new();
+    for case in cases() {
+        let m = load(&case);
+        let (x, n, _) = io(&case);
+        let pruned = prune_half(&m);
+        let (before, after) = (m.graph.num_parameters(), pruned.graph.num_parameters());
+        assert!(after < before, "{case}: {after} parameters after pruning, {before} before");
+        jobs.push((format!("{case}.pruned"), pruned, x, n, before));
+    }
+    for (i, name) in zoo::NETWORKS.iter().enumerate() {
+        let x = images(&[3, 32, 32], 2, i as u32);
+        let m = zoo_model(name, i as u64, &x, 2);
+        jobs.push((format!("zoo.{name}"), m, x, 2, 0));
+    }
+    let mut args: Vec<PathBuf> = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onnx_run.py")];
+    let mut expected = Vec::new();
+    for (label, m, x, n, before) in &jobs {
+        let input = dir.path().join(format!("{label}.x.safetensors"));
+        let mut w = Weights::default();
+        let mut shape = vec![*n];
+        shape.extend(m.graph.input_shape().unwrap());
+        w.insert("x", HostTensor::f32(shape, x.clone()));
+        std::fs::write(&input, native::weights_to_safetensors(&w)).unwrap();
+        let ours = predict(m, x, *n);
+        for fold in [false, true] {
+            let tag = format!("{label}{}", if fold { ".folded" } else { "" });
+            let model = dir.path().join(format!("{tag}.onnx"));
+            formats::export_onnx(m, &model, fold).unwrap();
+            let out = dir.path().join(format!("{tag}.y.safetensors"));
+            args.extend([model, input.clone(), out.clone()]);
+            expected.push((tag, out, ours.clone(), *n, m.graph.num_parameters(), *before));
+        }
+    }
+    let run = Command::new(&py).args(&args).output().unwrap();
+    assert!(run.status.success(), "onnxruntime failed:\n{}", String::from_utf8_lossy(&run.stderr));
+    let mut worst = (0f64, 0f64);
+    for (tag, out, ours, n, params, before) in expected {
+        let (abs, rel) = errors(tensors(&out).get_f32("y").unwrap(), &ours, n);
+        let counts =
+            if before > 0 { format!("{before:>7} -> {params:>7} params") } else { format!("{params:>18} params") };
+        eprintln!("(b) {tag:<38} {counts}  max abs {abs:.2e}  rel {rel:.2e}");
+        assert!(abs <= TOL && rel <= TOL, "{tag}: onnxruntime vs edgeprune max abs {abs:.2e}, rel {rel:.2e}");
+        worst = (worst.0.max(abs), worst.1.max(rel));
+    }
+    eprintln!("(b) worst: max abs {:.2e}, rel {:.2e}", worst.0, worst.1);
+}

@@ -12,7 +12,7 @@ threads=${4:-2}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=$repo/target/release/edgeprune
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-median_ms() { "$bin" bench infer --model "$1" --batch "$batch" --steps 15 --warmup 3 --threads "$threads" --json \
+median_ms() { "$bin" bench infer --model "$1" --batch "$batch" --steps 10 --warmup 2 --threads "$threads" --json \
     | python3 -c 'import json,sys; print(1e3*json.load(sys.stdin)["step_seconds"]["median"])'; }
 echo "Inference, batch $batch, $threads threads, $(uname -m), $(date -u +%Y-%m-%d). Command: benches/prune_speedup.sh \"$nets\" \"$levels\" $batch $threads"
 echo

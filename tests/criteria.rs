@@ -235,3 +235,27 @@ fn bad_data_is_an_error() {
     // Weight criteria ignore the data.
     assert!(score(Criterion::L1, &m, &g, Some(&pass(&big, 2)), 0).is_ok());
 }
+
+/// Issue 3, check (b): with the paper criterion the achieved level is within 2 points of the
+/// target at 10..90% on every zoo network, and the pruned model has the predicted size.
+#[test]
+fn paper_criterion_reaches_its_levels() {
+    use edgeprune::surgery::planner::{Limits, Scope, Target, make_plan};
+    for name in edgeprune::zoo::NETWORKS {
+        let model = edgeprune::ir::Model::init(edgeprune::zoo::build(name, 100).unwrap(), 0).unwrap();
+        let groups = edgeprune::analysis::groups(&model.graph).unwrap();
+        let scores =
+            edgeprune::criteria::score(edgeprune::criteria::Criterion::Paper, &model, &groups, None, 0).unwrap();
+        for level in [10.0, 30.0, 50.0, 70.0, 90.0] {
+            let plan =
+                make_plan(&model.graph, &groups, &scores, &Target::Params(level), Scope::Global, &Limits::default())
+                    .unwrap();
+            let pruned = edgeprune::surgery::apply(&model, &plan).unwrap();
+            let before = model.graph.num_parameters() as f64;
+            let after = pruned.graph.num_parameters() as f64;
+            assert_eq!(plan.predicted["params_after"], pruned.graph.num_parameters() as u64);
+            let achieved = 100.0 * (1.0 - after / before);
+            assert!((achieved - level).abs() <= 2.0, "{name} at {level}%: {achieved:.2}%");
+        }
+    }
+}

@@ -144,31 +144,15 @@ pub fn is_done(root: &Path, id: &CellId) -> bool {
     cell_dir(root, id).join("metrics.json").exists()
 }
 
-/// Costs measured around a pruning step, for the cells that prune.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Costs {
-    pub params_before: usize,
-    pub params_after: usize,
-    pub params_removed_percent: f64,
-    pub gops_before: f64,
-    pub gops_after: f64,
-    pub train_step_ms_before: Option<f64>,
-    pub train_step_ms_after: Option<f64>,
-    pub prune_seconds: Option<f64>,
-    pub data_ms_per_batch: Option<f64>,
-    pub infer_ms_per_image_b1_before: Option<f64>,
-    pub infer_ms_per_image_b1_after: Option<f64>,
-    pub infer_ms_per_image_b128_before: Option<f64>,
-    pub infer_ms_per_image_b128_after: Option<f64>,
-}
-
 /// What a cell writes when it finishes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CellMetrics {
     pub cell: String,
     /// The result row (for unpruned, aware and agnostic cells; none for shared work).
     pub row: Option<Cell>,
-    pub costs: Costs,
+    /// Sizes and device costs of the pruning step (the cost columns of a result row; for a
+    /// shared cell, what the rows built on it carry).
+    pub costs: Cell,
     pub seconds: f64,
     pub peak_rss_bytes: Option<u64>,
     pub energy_joules: Option<f64>,
@@ -263,7 +247,7 @@ impl Ctx<'_> {
 
     /// Measured costs of running `before` and `after` (train step, inference, data loading);
     /// sizes only, unless the recipe measures costs.
-    fn costs(&self, before: &Model, after: &Model, data: &RunData, prune_seconds: f64) -> Result<Costs> {
+    fn costs(&self, before: &Model, after: &Model, data: &RunData, prune_seconds: f64) -> Result<Cell> {
         let ms = |s: f64| 1e3 * s;
         let b = self.recipe.batch_size;
         let step =
@@ -272,15 +256,7 @@ impl Ctx<'_> {
             Ok(ms(bench::infer(m, n, if n == 1 { 30 } else { 5 }, 2, self.device)?.step_seconds.median) / n as f64)
         };
         let (cb, ca) = (analysis::cost(&before.graph)?, analysis::cost(&after.graph)?);
-        let sizes = Costs {
-            params_before: cb.params,
-            params_after: ca.params,
-            params_removed_percent: 100.0 * (1.0 - ca.params as f64 / cb.params as f64),
-            gops_before: cb.gops,
-            gops_after: ca.gops,
-            prune_seconds: Some(prune_seconds),
-            ..Costs::default()
-        };
+        let sizes = Cell { prune_seconds: Some(prune_seconds), ..sizes(&cb, &ca) };
         if !self.recipe.measure_costs {
             return Ok(sizes);
         }
@@ -291,7 +267,7 @@ impl Ctx<'_> {
             .take(10)
             .count();
         let data_ms = ms(t.elapsed().as_secs_f64()) / n.max(1) as f64;
-        Ok(Costs {
+        Ok(Cell {
             train_step_ms_before: Some(step(before)?),
             train_step_ms_after: Some(step(after)?),
             data_ms_per_batch: Some(data_ms),
@@ -303,7 +279,18 @@ impl Ctx<'_> {
         })
     }
 
-    fn row(&self, subset: &str, pipeline: Pipeline, level: u32, seed: u64, test: f64, val: Option<f64>) -> Cell {
+    /// A result row: the cell's identity and accuracy, with the cost columns of `costs`.
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        &self,
+        subset: &str,
+        pipeline: Pipeline,
+        level: u32,
+        seed: u64,
+        test: f64,
+        val: Option<f64>,
+        costs: &Cell,
+    ) -> Cell {
         Cell {
             network: self.net.name.clone(),
             subset: subset.to_string(),
@@ -313,25 +300,21 @@ impl Ctx<'_> {
             criterion: self.recipe.criterion.clone(),
             test_top1: Some(test),
             val_top1: val,
-            ..Cell::default()
+            ..costs.clone()
         }
     }
 }
 
-fn fill_costs(row: &mut Cell, c: &Costs) {
-    row.params_before = Some(c.params_before as f64);
-    row.params_after = Some(c.params_after as f64);
-    row.params_removed_percent = Some(c.params_removed_percent);
-    row.gops_before = Some(c.gops_before);
-    row.gops_after = Some(c.gops_after);
-    row.train_step_ms_before = c.train_step_ms_before;
-    row.train_step_ms_after = c.train_step_ms_after;
-    row.prune_seconds = c.prune_seconds;
-    row.data_ms_per_batch = c.data_ms_per_batch;
-    row.infer_ms_per_image_b1_before = c.infer_ms_per_image_b1_before;
-    row.infer_ms_per_image_b1_after = c.infer_ms_per_image_b1_after;
-    row.infer_ms_per_image_b128_before = c.infer_ms_per_image_b128_before;
-    row.infer_ms_per_image_b128_after = c.infer_ms_per_image_b128_after;
+/// The size columns of a row: parameters and GOps before and after.
+fn sizes(before: &analysis::Cost, after: &analysis::Cost) -> Cell {
+    Cell {
+        params_before: Some(before.params as f64),
+        params_after: Some(after.params as f64),
+        params_removed_percent: Some(100.0 * (1.0 - after.params as f64 / before.params as f64)),
+        gops_before: Some(before.gops),
+        gops_after: Some(after.gops),
+        ..Cell::default()
+    }
 }
 
 fn read_metrics(root: &Path, id: &CellId) -> Result<CellMetrics> {
@@ -376,24 +359,15 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let net = Network::new(&model, device)?;
             let test = train::evaluate(&net, &data.test, &norm, 256)?;
             let val = data.val.as_ref().map(|v| train::evaluate(&net, v, &norm, 256)).transpose()?;
-            let mut row = cx.row(subset, Pipeline::Unpruned, 0, 0, test.top1, val.map(|v| v.top1));
             let c = analysis::cost(&model.graph)?;
-            let costs = Costs {
-                params_before: c.params,
-                params_after: c.params,
-                gops_before: c.gops,
-                gops_after: c.gops,
-                ..Costs::default()
-            };
-            fill_costs(&mut row, &costs);
-            row.params_removed_percent = Some(0.0);
-            (Some(row), costs)
+            let costs = sizes(&c, &c);
+            (Some(cx.row(subset, Pipeline::Unpruned, 0, 0, test.top1, val.map(|v| v.top1), &costs)), costs)
         }
         CellId::FineTune { subset, seed, .. } => {
             let data = cx.data(Some(subset))?;
             let cfg = cx.config(&cx.hyper.aware, nf, 0, *seed);
             fit_in(cx.pretrained()?, &data, &cfg, &dir, 0)?;
-            (None, Costs::default())
+            (None, Cell::default())
         }
         CellId::Aware { net, subset, level, seed } => {
             let ft = CellId::FineTune { net: net.clone(), subset: subset.clone(), seed: *seed };
@@ -404,8 +378,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let s = fit_in(pruned.clone(), &data, &cfg, &dir, nf)?;
             let costs = cx.costs(&tuned, &pruned, &data, secs)?;
             let test = s.test_top1_at_best_val.ok_or_else(|| Error::Data(format!("{id}: no best epoch")))?;
-            let mut row = cx.row(subset, Pipeline::Aware, *level, *seed, test, s.best_val_top1);
-            fill_costs(&mut row, &costs);
+            let mut row = cx.row(subset, Pipeline::Aware, *level, *seed, test, s.best_val_top1, &costs);
             row.best_epoch = s.best_epoch.map(|e| e as f64);
             row.epochs = Some(s.epochs as f64);
             (Some(row), costs)
@@ -427,8 +400,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let net = Network::new(&model, device)?;
             let test = train::evaluate(&net, &data.test, &norm, 256)?;
             let val = data.val.as_ref().map(|v| train::evaluate(&net, v, &norm, 256)).transpose()?;
-            let mut row = cx.row(subset, Pipeline::Agnostic, *level, *seed, test.top1, val.map(|v| v.top1));
-            fill_costs(&mut row, &trained.costs);
+            let row = cx.row(subset, Pipeline::Agnostic, *level, *seed, test.top1, val.map(|v| v.top1), &trained.costs);
             (Some(row), trained.costs)
         }
     };

@@ -149,6 +149,10 @@ fn errors_are_clear() {
     assert!(e.contains("no/such/model"), "{e}");
     let e = fails(&["train", "--data", "/nonexistent/data", "-o", "x"], cwd);
     assert!(e.contains("/nonexistent/data"), "{e}");
+    let e = fails(&["eval", "x", "--batch-size", "0"], cwd);
+    assert!(e.contains("--batch-size"), "{e}");
+    let e = fails(&["bench", "infer", "--batch", "0"], cwd);
+    assert!(e.contains("--batch"), "{e}");
     let e = fails(&["inspect", "vgg"], cwd);
     assert!(e.contains("vgg"), "{e}");
     // No data anywhere: the message says where it looked and how to get CIFAR.

@@ -483,6 +483,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
+    anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
     let device = a.engine.apply()?;
     let mut model = formats::load_model(&a.model)?;
     let data = RunData::load(a.data.as_deref(), &a.subset, 0.8)?;
@@ -682,6 +683,7 @@ fn cmd_prune(a: PruneArgs) -> Result<()> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
+    anyhow::ensure!(a.batch > 0 && a.steps > 0, "--batch and --steps must be at least 1");
     let device = a.engine.apply()?;
     let m = load_spec(&a.model, a.num_classes)?;
     let r = match a.what.as_str() {

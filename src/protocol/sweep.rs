@@ -53,7 +53,7 @@ pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: boo
         if in_process {
             pipeline::run_cell(recipe, root, id)?;
         } else {
-            let exe = std::env::current_exe().map_err(|e| Error::Engine(format!("cannot find my own binary: {e}")))?;
+            let exe = own_binary()?;
             let status = Command::new(exe)
                 .args(["cell", "--recipe"])
                 .arg(&recipe_path)
@@ -82,6 +82,19 @@ pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: boo
         gather(recipe, root)?;
     }
     Ok(())
+}
+
+/// This program's path, for the cells' child processes. If the binary was rebuilt while the
+/// sweep runs, Linux reports the old file as "<path> (deleted)": the new file at <path> is used.
+fn own_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(|e| Error::Engine(format!("cannot find my own binary: {e}")))?;
+    if exe.exists() {
+        return Ok(exe);
+    }
+    match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")).map(PathBuf::from) {
+        Some(p) if p.exists() => Ok(p),
+        _ => Err(Error::Engine(format!("my own binary {} is gone", exe.display()))),
+    }
 }
 
 /// Collects the result rows of every finished cell into `cells.csv` and `cells.json`.

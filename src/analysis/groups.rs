@@ -258,7 +258,8 @@ pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
             channels,
         });
     }
-    out.sort_by_key(|g| graph.index()[g.name.as_str()]);
+    let index = graph.index();
+    out.sort_by_key(|g| index[g.name.as_str()]);
     // Names must be unique for plans; two groups starting at one node (a concat split) get a suffix.
     let mut seen: HashMap<String, usize> = HashMap::new();
     for g in &mut out {

@@ -188,9 +188,7 @@ impl Ctx<'_> {
                 let s = find(&self.recipe.subsets, name, "subset", |s| &s.name)?;
                 if s.random.is_some() {
                     let all = RunData::load(self.recipe.data.as_deref(), &[], 1.0)?;
-                    let mut names = all.class_names.clone();
-                    names = self.subset_classes(s, &names);
-                    names
+                    self.subset_classes(s, &all.class_names)
                 } else {
                     s.classes.clone()
                 }

@@ -165,15 +165,46 @@ pub(super) fn load_cifar10(dir: &Path, split: Split) -> Result<Dataset> {
         Split::Train => (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).collect(),
         Split::Test => vec![dir.join("test_batch.bin")],
     };
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let mut ds = empty(classes, None);
     for file in &files {
         let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
-        for (i, record) in records(file, &bytes, 1)?.enumerate() {
-            labels.push(check_label(file, i, "label", record[0], classes.len())?);
-            images.extend_from_slice(&record[1..]);
-        }
+        append_cifar10(&mut ds, &bytes, file)?;
     }
-    Ok(Dataset { images, labels, coarse_labels: None, classes, coarse_classes: None, shape: SHAPE })
+    Ok(ds)
+}
+
+/// Parses the bytes of one CIFAR-10 binary batch file (with the built-in class names); `file`
+/// names it in errors.
+pub fn cifar10_from_bytes(bytes: &[u8], file: &Path) -> Result<Dataset> {
+    let mut ds = empty(CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(), None);
+    append_cifar10(&mut ds, bytes, file)?;
+    Ok(ds)
+}
+
+/// Parses the bytes of a CIFAR-100 binary file (`train.bin` or `test.bin`, with the built-in class
+/// names); `file` names it in errors.
+pub fn cifar100_from_bytes(bytes: &[u8], file: &Path) -> Result<Dataset> {
+    let classes = CIFAR100_CLASSES.iter().map(|s| s.to_string()).collect();
+    let coarse_classes = CIFAR100_COARSE_CLASSES.iter().map(|s| s.to_string()).collect();
+    let mut ds = empty(classes, Some(coarse_classes));
+    append_cifar100(&mut ds, bytes, file)?;
+    Ok(ds)
+}
+
+fn empty(classes: Vec<String>, coarse_classes: Option<Vec<String>>) -> Dataset {
+    let coarse_labels = coarse_classes.as_ref().map(|_| Vec::new());
+    Dataset { images: Vec::new(), labels: Vec::new(), coarse_labels, classes, coarse_classes, shape: SHAPE }
+}
+
+/// Appends the records of one CIFAR-10 batch file to `ds`.
+fn append_cifar10(ds: &mut Dataset, bytes: &[u8], file: &Path) -> Result<()> {
+    let records = records(file, bytes, 1)?;
+    ds.images.reserve(records.len() * IMAGE_BYTES);
+    for (i, record) in records.enumerate() {
+        ds.labels.push(check_label(file, i, "label", record[0], ds.classes.len())?);
+        ds.images.extend_from_slice(&record[1..]);
+    }
+    Ok(())
 }
 
 /// Reads a split of CIFAR-100 (fine and coarse labels) from the `cifar-100-binary` folder `dir`.
@@ -182,41 +213,48 @@ pub(super) fn load_cifar100(dir: &Path, split: Split) -> Result<Dataset> {
     let coarse_classes = read_names(&dir.join("coarse_label_names.txt"), &CIFAR100_COARSE_CLASSES)?;
     let file = dir.join(format!("{split}.bin"));
     let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
-    let (mut images, mut labels, mut coarse_labels) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, record) in records(&file, &bytes, 2)?.enumerate() {
-        let coarse = check_label(&file, i, "coarse label", record[0], coarse_classes.len())?;
-        let fine = check_label(&file, i, "fine label", record[1], classes.len())?;
+    let mut ds = empty(classes, Some(coarse_classes));
+    append_cifar100(&mut ds, &bytes, &file)?;
+    Ok(ds)
+}
+
+/// Appends the records of a CIFAR-100 binary file to `ds` (which has coarse classes).
+fn append_cifar100(ds: &mut Dataset, bytes: &[u8], file: &Path) -> Result<()> {
+    let records = records(file, bytes, 2)?;
+    let n_coarse = ds.coarse_classes.as_ref().map_or(0, Vec::len);
+    let mut coarse_labels = ds.coarse_labels.take().unwrap_or_default();
+    ds.images.reserve(records.len() * IMAGE_BYTES);
+    for (i, record) in records.enumerate() {
+        let coarse = check_label(file, i, "coarse label", record[0], n_coarse)?;
+        let fine = check_label(file, i, "fine label", record[1], ds.classes.len())?;
         let expected = CIFAR100_FINE_TO_COARSE[fine as usize];
         if coarse != u16::from(expected) {
             return Err(Error::file(
-                &file,
+                file,
                 format!(
                     "record {i}: coarse label {coarse} does not match fine label {fine} (whose superclass is {expected})"
                 ),
             ));
         }
-        labels.push(fine);
+        ds.labels.push(fine);
         coarse_labels.push(coarse);
-        images.extend_from_slice(&record[2..]);
+        ds.images.extend_from_slice(&record[2..]);
     }
-    Ok(Dataset {
-        images,
-        labels,
-        coarse_labels: Some(coarse_labels),
-        classes,
-        coarse_classes: Some(coarse_classes),
-        shape: SHAPE,
-    })
+    ds.coarse_labels = Some(coarse_labels);
+    Ok(())
 }
 
 /// The records of a binary file: `label_bytes` label bytes then the image, each.
 fn records<'a>(file: &Path, bytes: &'a [u8], label_bytes: usize) -> Result<std::slice::ChunksExact<'a, u8>> {
     let size = label_bytes + IMAGE_BYTES;
-    if bytes.is_empty() || !bytes.len().is_multiple_of(size) {
+    if bytes.is_empty() {
+        return Err(Error::file(file, format!("is empty: no images (a record is {size} bytes)")));
+    }
+    if !bytes.len().is_multiple_of(size) {
         return Err(Error::file(
             file,
             format!(
-                "length {} is not a positive multiple of the record size {size} (truncated after record {}?)",
+                "length {} is not a multiple of the record size {size} (truncated after record {}?)",
                 bytes.len(),
                 bytes.len() / size
             ),

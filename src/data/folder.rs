@@ -55,7 +55,8 @@ pub(super) fn is_image_folder(dir: &Path) -> bool {
 /// each split is seen.
 pub(super) fn check_archive(path: &Path) -> Result<()> {
     let mut seen = [false; 2];
-    scan_archive(path, |member, _| {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    scan_archive(BufReader::new(file), path, |member, _| {
         seen[member.split as usize] = true;
         Ok(!(seen[0] && seen[1]))
     })?;
@@ -110,37 +111,56 @@ pub(super) fn load_archive(path: &Path, split: Split, cache_dir: Option<&Path>) 
     key.write_u64(mtime_nanos(&meta));
     let stem = format!("{}-{split}", file_stem(path));
     cache::cached(cache_dir, &stem, key.finish(), || {
-        // Per class, by file name: (member name, bytes).
-        let mut images: BTreeMap<String, BTreeMap<String, Encoded>> = BTreeMap::new();
-        let mut other_classes = BTreeSet::new();
-        scan_archive(path, |member, entry| {
-            if member.split != split {
-                other_classes.insert(member.class.to_string());
-                return Ok(true);
-            }
-            if member.size > MAX_FILE_BYTES {
-                return Err(Error::file(path, format!("member `{}`: {} bytes is too large", member.name, member.size)));
-            }
-            let mut bytes = Vec::with_capacity(member.size as usize);
-            entry.read_to_end(&mut bytes).map_err(|e| Error::file(path, format!("member `{}`: {e}", member.name)))?;
-            let class = images.entry(member.class.to_string()).or_default();
-            class.insert(member.file.to_string(), Encoded { name: member.name.to_string(), bytes });
-            Ok(true)
-        })?;
-        let classes: Vec<String> = images.keys().cloned().collect();
-        if classes.is_empty() {
-            return Err(Error::file(path, format!("no `{split}/<class>/<image>` members")));
-        }
-        check_class_count(path, classes.len())?;
-        check_same_classes(path, &classes, &other_classes.into_iter().collect::<Vec<_>>())?;
-        let mut encoded = Vec::new();
-        let mut labels = Vec::new();
-        for (label, files) in images.into_values().enumerate() {
-            labels.extend(std::iter::repeat_n(label as u16, files.len()));
-            encoded.extend(files.into_values());
-        }
-        decode_all(encoded, labels, classes, split, Origin::Archive(path))
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        read_archive(BufReader::new(file), path, split)
     })
+}
+
+/// Reads a split of an ImageFolder `.tar.gz` held in memory (no cache); `path` names it in errors.
+pub fn archive_from_bytes(bytes: &[u8], path: &Path, split: Split) -> Result<Dataset> {
+    read_archive(bytes, path, split)
+}
+
+/// Decodes one encoded image (PNG or JPEG) to a one-image dataset of class `image`; `name`
+/// names it in errors.
+pub fn image_from_bytes(bytes: &[u8], name: &str) -> Result<Dataset> {
+    let encoded = vec![Encoded { name: name.to_string(), bytes: bytes.to_vec() }];
+    decode_all(encoded, vec![0], vec!["image".into()], Split::Test, Origin::Files)
+}
+
+/// Reads a split of the gzipped ImageFolder tar `reader`; `path` names it in errors.
+fn read_archive(reader: impl Read, path: &Path, split: Split) -> Result<Dataset> {
+    // Per class, by file name: (member name, bytes).
+    let mut images: BTreeMap<String, BTreeMap<String, Encoded>> = BTreeMap::new();
+    let mut other_classes = BTreeSet::new();
+    scan_archive(reader, path, |member, entry| {
+        if member.split != split {
+            other_classes.insert(member.class.to_string());
+            return Ok(true);
+        }
+        if member.size > MAX_FILE_BYTES {
+            return Err(Error::file(path, format!("member `{}`: {} bytes is too large", member.name, member.size)));
+        }
+        // The size is what the header claims: reserve no more than a little of it up front.
+        let mut bytes = Vec::with_capacity(member.size.min(1 << 20) as usize);
+        entry.read_to_end(&mut bytes).map_err(|e| Error::file(path, format!("member `{}`: {e}", member.name)))?;
+        let class = images.entry(member.class.to_string()).or_default();
+        class.insert(member.file.to_string(), Encoded { name: member.name.to_string(), bytes });
+        Ok(true)
+    })?;
+    let classes: Vec<String> = images.keys().cloned().collect();
+    if classes.is_empty() {
+        return Err(Error::file(path, format!("no `{split}/<class>/<image>` members: the {split} split has no images")));
+    }
+    check_class_count(path, classes.len())?;
+    check_same_classes(path, &classes, &other_classes.into_iter().collect::<Vec<_>>())?;
+    let mut encoded = Vec::new();
+    let mut labels = Vec::new();
+    for (label, files) in images.into_values().enumerate() {
+        labels.extend(std::iter::repeat_n(label as u16, files.len()));
+        encoded.extend(files.into_values());
+    }
+    decode_all(encoded, labels, classes, split, Origin::Archive(path))
 }
 
 /// The image files of a split folder.
@@ -243,12 +263,15 @@ struct Member<'a> {
     size: u64,
 }
 
-/// Calls `visit` on each image member `[<root>/]<split>/<class>/<file>` of the archive at `path`,
-/// in archive order, until it returns false. Other members are skipped; images under two
-/// different roots are an error.
-fn scan_archive(path: &Path, mut visit: impl FnMut(&Member, &mut dyn Read) -> Result<bool>) -> Result<()> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut archive = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
+/// Calls `visit` on each image member `[<root>/]<split>/<class>/<file>` of the gzipped tar
+/// `reader` (the archive at `path`), in archive order, until it returns false. Other members are
+/// skipped; images under two different roots are an error.
+fn scan_archive(
+    reader: impl Read,
+    path: &Path,
+    mut visit: impl FnMut(&Member, &mut dyn Read) -> Result<bool>,
+) -> Result<()> {
+    let mut archive = tar::Archive::new(GzDecoder::new(reader));
     let mut root: Option<String> = None;
     for entry in archive.entries().map_err(|e| Error::io(path, e))? {
         let mut entry = entry.map_err(|e| Error::io(path, e))?;
@@ -287,8 +310,14 @@ fn scan_archive(path: &Path, mut visit: impl FnMut(&Member, &mut dyn Read) -> Re
     Ok(())
 }
 
+/// Decoded bytes a batch of images may add at once: the buffer grows by what is about to be
+/// decoded, not by what the headers of every image claim.
+const BATCH_BYTES: usize = 64 << 20;
+
 /// Decodes the images (in order, with their labels) to one dataset on all cores. All images must
-/// have the size of the first.
+/// have the size of the first. The buffer grows one batch at a time, so a file of many small
+/// images that claim to be large fails on the first that does not decode, before memory for the
+/// others is taken.
 fn decode_all(
     encoded: Vec<Encoded>,
     labels: Vec<u16>,
@@ -296,49 +325,58 @@ fn decode_all(
     split: Split,
     origin: Origin,
 ) -> Result<Dataset> {
-    let first = encoded.first().ok_or_else(|| Error::Data("no images to decode".into()))?;
+    let first = encoded.first().ok_or_else(|| Error::Data(format!("the {split} split has no images")))?;
     let (w, h) = decode(&first.bytes).map_err(|e| origin.error(&first.name, e))?.dimensions();
     let shape = [3, h as usize, w as usize];
     let size = 3 * h as usize * w as usize;
-    let total = encoded.len().checked_mul(size).ok_or_else(|| Error::Data("dataset too large".into()))?;
-    let mut images = Vec::new();
-    images.try_reserve_exact(total).map_err(|e| Error::Data(format!("{} images of {w}x{h}: {e}", encoded.len())))?;
-    images.resize(total, 0);
+    encoded.len().checked_mul(size).ok_or_else(|| Error::Data("dataset too large".into()))?;
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(encoded.len());
-    let per_thread = encoded.len().div_ceil(threads);
+    let batch = (BATCH_BYTES / size.max(1)).max(threads);
     let bar = ProgressBar::new(encoded.len() as u64)
         .with_style(
             ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed}<{eta}]").expect("valid template"),
         )
         .with_message(format!("decoding {split} images"));
-    let failed = AtomicBool::new(false);
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let workers: Vec<_> = encoded
-            .chunks(per_thread)
-            .zip(images.chunks_mut(per_thread * size))
-            .map(|(items, out)| {
-                let (bar, failed, first) = (&bar, &failed, &first.name);
-                s.spawn(move || {
-                    for (item, out) in items.iter().zip(out.chunks_exact_mut(size)) {
-                        if failed.load(Ordering::Relaxed) {
-                            break;
+    let mut images: Vec<u8> = Vec::new();
+    for items in encoded.chunks(batch) {
+        let start = images.len();
+        images.try_reserve(items.len() * size).map_err(|e| {
+            Error::Data(format!("{} images of {w}x{h}: {e}", encoded.len()))
+        })?;
+        images.resize(start + items.len() * size, 0);
+        let per_thread = items.len().div_ceil(threads);
+        let failed = AtomicBool::new(false);
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let workers: Vec<_> = items
+                .chunks(per_thread)
+                .zip(images[start..].chunks_mut(per_thread * size))
+                .map(|(items, out)| {
+                    let (bar, failed, first) = (&bar, &failed, &first.name);
+                    s.spawn(move || {
+                        for (item, out) in items.iter().zip(out.chunks_exact_mut(size)) {
+                            if failed.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            let result = decode_into(item, out, shape, first, origin);
+                            if result.is_err() {
+                                failed.store(true, Ordering::Relaxed);
+                                return result;
+                            }
+                            bar.inc(1);
                         }
-                        let result = decode_into(item, out, shape, first, origin);
-                        if result.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                            return result;
-                        }
-                        bar.inc(1);
-                    }
-                    Ok(())
+                        Ok(())
+                    })
                 })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    });
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        if let Err(e) = results.into_iter().collect::<Result<()>>() {
+            bar.abandon();
+            return Err(e);
+        }
+    }
     bar.finish();
-    results.into_iter().collect::<Result<()>>()?;
     Ok(Dataset { images, labels, coarse_labels: None, classes, coarse_classes: None, shape })
 }
 

@@ -12,7 +12,11 @@ mod subset;
 
 use std::fmt;
 
-pub use cifar::{CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR100_FINE_TO_COARSE};
+pub use cifar::{
+    CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR100_FINE_TO_COARSE, cifar10_from_bytes,
+    cifar100_from_bytes,
+};
+pub use folder::{archive_from_bytes, image_from_bytes};
 pub use loader::{Augment, Batch, Loader, Normalize};
 pub use source::{Source, Split, cache_dir, locate};
 pub use subset::{random_classes, resolve_subset, train_val_split};

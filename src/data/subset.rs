@@ -36,16 +36,21 @@ pub fn resolve_subset(ds: &Dataset, names: &[String]) -> Result<Vec<usize>> {
 }
 
 fn unknown_class(ds: &Dataset, name: &str) -> Error {
-    let mut known: Vec<&str> = ds.classes.iter().take(8).map(String::as_str).collect();
+    /// Up to this many classes are all listed; more are abbreviated to the first few.
+    const LIST_ALL: usize = 20;
+    let list = |names: &[String], few: usize| {
+        let shown = if names.len() <= LIST_ALL { names.len() } else { few };
+        let mut out = names[..shown].join(", ");
+        if shown < names.len() {
+            out.push_str(&format!(", ... ({} in all)", names.len()));
+        }
+        out
+    };
+    let mut msg = format!("unknown class `{name}`; the classes are {}", list(&ds.classes, 8));
     if let Some(coarse) = &ds.coarse_classes {
-        known.extend(coarse.iter().take(4).map(String::as_str));
+        msg.push_str(&format!("; the superclasses are {}", list(coarse, 4)));
     }
-    Error::Data(format!(
-        "unknown class `{name}`; known names include {} ({} classes{})",
-        known.join(", "),
-        ds.classes.len(),
-        ds.coarse_classes.as_ref().map_or(String::new(), |c| format!(", {} superclasses", c.len()))
-    ))
+    Error::Data(msg)
 }
 
 impl Dataset {

@@ -23,7 +23,11 @@ pub type Keep = Vec<Vec<usize>>;
 pub fn keep_sets(graph: &Graph, groups: &[Group], plan: &Plan) -> Result<Keep> {
     let shapes = graph.infer_shapes()?;
     let mut removed: HashSet<(usize, usize)> = HashSet::new();
+    let mut listed: HashSet<&str> = HashSet::new();
     for gp in &plan.groups {
+        if !listed.insert(&gp.name) {
+            return Err(Error::config(format!("plan group `{}`", gp.name), "is listed twice"));
+        }
         let g = groups
             .iter()
             .find(|g| g.name == gp.name)
@@ -33,7 +37,10 @@ pub fn keep_sets(graph: &Graph, groups: &[Group], plan: &Plan) -> Result<Keep> {
             return Err(Error::config(key(), format!("the plan says {} channels, the model has {}", gp.size, g.size)));
         }
         if gp.keep.is_empty() {
-            return Err(Error::config(key(), "keeps no channel: a group must keep at least one"));
+            return Err(Error::config(
+                key(),
+                format!("keeps no channel of its {}: a group must keep at least one", g.size),
+            ));
         }
         let mut prev = None;
         for &k in &gp.keep {

@@ -10,6 +10,8 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod formats;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ir;
 pub mod metrics;
 pub mod protocol;

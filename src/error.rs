@@ -18,7 +18,7 @@ pub enum Error {
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
+        // Not marked #[source]: the message already says it, and error chains would repeat it.
         source: std::io::Error,
     },
     /// A configuration value (CLI flag or recipe key) is invalid.

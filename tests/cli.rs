@@ -73,7 +73,7 @@ fn train_eval_resume_and_inspect() {
     let text = ok(&["train", "--config", "recipe.toml", "--data", d, "--subset", "circle,stripe", "-o", "run"], cwd);
     assert!(text.contains("done: 1 epochs"), "{text}");
     let run = cwd.join("run");
-    for f in ["config.toml", "log.csv", "state.json", "summary.json", "best/graph.json", "last/optimizer.safetensors"] {
+    for f in ["config.toml", "log.csv", "summary.json", "best/graph.json", "best/best.json", "checkpoints/e0001-b000000/optimizer.safetensors", "checkpoints/e0001-b000000/state.json"] {
         assert!(run.join(f).exists(), "{f} missing");
     }
     // Extend the finished run by one epoch: the log gains exactly one row.

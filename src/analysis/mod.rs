@@ -4,5 +4,6 @@ pub mod cost;
 
 pub use cost::{Cost, NodeCost, cost};
 pub mod groups;
+pub mod memory;
 
 pub use groups::{Coupled, Group, Member, groups};

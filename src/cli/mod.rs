@@ -126,13 +126,23 @@ pub struct TrainArgs {
     pub threads: Option<usize>,
     #[arg(long)]
     pub device: Option<String>,
+    /// Checkpoint after every N epochs (and always after the last and the best).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_epochs: Option<usize>,
+    /// Also checkpoint every M minutes, between batches if need be.
+    #[arg(long, value_name = "M")]
+    pub checkpoint_minutes: Option<f64>,
+    /// Refuse to start if the estimated peak memory exceeds this many bytes (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory: Option<String>,
     /// Run folder to write.
     #[arg(short, long, default_value = "runs/train")]
     pub out: PathBuf,
-    /// Continue the run in --out from its last finished epoch (its config.toml is used; only
-    /// --epochs may change, to extend the run).
-    #[arg(long)]
-    pub resume: bool,
+    /// Continue an interrupted run from its newest checkpoint: the folder given, else --out.
+    /// Its config.toml is used; only --epochs (to extend the run), --data (moved), --threads,
+    /// the checkpoint frequency and --max-memory may change.
+    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
 }
 
 #[derive(Args)]
@@ -433,10 +443,26 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
-    let mut cfg = if a.resume {
-        let mut cfg = TrainConfig::from_toml_file(&a.out.join("config.toml"))?;
-        if let Some(e) = a.epochs {
-            cfg.epochs = e; // extending a finished run is allowed; nothing else may change
+    let resume = a.resume.is_some();
+    let out = a.resume.clone().flatten().unwrap_or_else(|| a.out.clone());
+    let mut cfg = if resume {
+        let cfg = TrainConfig::from_toml_file(&out.join("config.toml"))?;
+        for (given, flag) in [
+            (a.config.is_some(), "--config"),
+            (a.model.is_some(), "--model"),
+            (a.subset.is_some(), "--subset"),
+            (a.batch_size.is_some(), "--batch-size"),
+            (a.lr_schedule.is_some(), "--lr-schedule"),
+            (a.seed.is_some(), "--seed"),
+            (a.max_batches.is_some(), "--max-batches"),
+            (a.momentum.is_some(), "--momentum"),
+            (a.weight_decay.is_some(), "--weight-decay"),
+            (a.train_fraction.is_some(), "--train-fraction"),
+            (a.num_classes.is_some(), "--num-classes"),
+            (a.no_augment, "--no-augment"),
+            (a.device.is_some(), "--device"),
+        ] {
+            anyhow::ensure!(!given, "{flag} cannot change when resuming: the run keeps its config.toml");
         }
         cfg
     } else if let Some(p) = &a.config {
@@ -444,14 +470,29 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     } else {
         TrainConfig::default()
     };
-    if !a.resume {
+    if let Some(e) = a.epochs {
+        cfg.epochs = e; // extending a finished run is allowed
+    }
+    if a.data.is_some() {
+        cfg.data = a.data.clone(); // the same data may have moved
+    }
+    if let Some(t) = a.threads {
+        cfg.threads = t;
+    }
+    if let Some(n) = a.checkpoint_epochs {
+        cfg.checkpoint_epochs = n;
+    }
+    if a.checkpoint_minutes.is_some() {
+        cfg.checkpoint_minutes = a.checkpoint_minutes;
+    }
+    if let Some(m) = &a.max_memory {
+        cfg.max_memory = Some(crate::analysis::memory::parse_bytes(m)?);
+    }
+    if !resume {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { cfg.$f = v.into(); } )* };
         }
-        set!(model, epochs, batch_size, momentum, weight_decay, train_fraction, seed, threads, device);
-        if a.data.is_some() {
-            cfg.data = a.data.clone();
-        }
+        set!(model, batch_size, momentum, weight_decay, train_fraction, seed, device);
         if let Some(s) = &a.subset {
             cfg.subset = s.clone();
         }
@@ -468,7 +509,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             cfg.augment = false;
         }
     }
-    let s = train::train(&cfg, &a.out, a.resume)?;
+    let s = train::train(&cfg, &out, resume)?;
     println!(
         "done: {} epochs in {:.0}s; best epoch {} (val top-1 {}), test top-1 at best val {}, final test top-1 {:.2}%",
         s.epochs,
@@ -478,7 +519,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         s.test_top1_at_best_val.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v)),
         100.0 * s.final_test.top1
     );
-    println!("run folder: {} (best model in {})", a.out.display(), train::best_model_dir(&a.out).display());
+    println!("run folder: {} (best model in {})", out.display(), train::best_model_dir(&out).display());
     Ok(())
 }
 

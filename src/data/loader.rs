@@ -75,9 +75,27 @@ impl Loader {
         seed: u64,
         epoch: u64,
     ) -> Loader {
+        Self::starting_at(ds, batch_size, shuffle, augment, norm, seed, epoch, 0)
+    }
+
+    /// The same epoch as [`Loader::new`], from batch `first` on: the batches before it are
+    /// skipped without being prepared, their random draws replayed, so that the rest are exactly
+    /// those of the whole epoch (resuming an epoch that a checkpoint cut).
+    #[allow(clippy::too_many_arguments)]
+    pub fn starting_at(
+        ds: Arc<Dataset>,
+        batch_size: usize,
+        shuffle: bool,
+        augment: Option<Augment>,
+        norm: Normalize,
+        seed: u64,
+        epoch: u64,
+        first: usize,
+    ) -> Loader {
         assert!(batch_size > 0, "batch size must be positive");
         assert_eq!(ds.shape[0], 3, "the loader needs 3-channel images");
         let batches = ds.len().div_ceil(batch_size);
+        let first = first.min(batches);
         let (tx, rx) = sync_channel(PREFETCH);
         let worker = std::thread::spawn(move || {
             let mut rng = epoch_rng(seed, epoch);
@@ -85,9 +103,15 @@ impl Loader {
             if shuffle {
                 order.shuffle(&mut rng);
             }
-            produce(&ds, &order, batch_size, augment, &lookup(&norm), &mut rng, &tx);
+            let skipped = (first * batch_size).min(order.len());
+            for _ in &order[..skipped] {
+                if let Some(a) = augment {
+                    draw_view(a, &mut rng);
+                }
+            }
+            produce(&ds, &order[skipped..], batch_size, augment, &lookup(&norm), &mut rng, &tx);
         });
-        Loader { rx: Some(rx), worker: Some(worker), batches, remaining: batches }
+        Loader { rx: Some(rx), worker: Some(worker), batches, remaining: batches - first }
     }
 
     /// The number of batches in the epoch.
@@ -163,12 +187,7 @@ fn produce(
         let mut images = vec![0f32; chunk.len() * size];
         for (&i, out) in chunk.iter().zip(images.chunks_exact_mut(size)) {
             let view = match augment {
-                Some(a) => View {
-                    pad: a.crop_padding,
-                    dy: rng.random_range(0..=2 * a.crop_padding),
-                    dx: rng.random_range(0..=2 * a.crop_padding),
-                    flip: a.hflip && rng.random_bool(0.5),
-                },
+                Some(a) => draw_view(a, rng),
                 None => View { pad: 0, dy: 0, dx: 0, flip: false },
             };
             transform(ds.image(i), ds.shape, view, lut, out);
@@ -177,6 +196,16 @@ fn produce(
         if tx.send(Batch { images, labels }).is_err() {
             return;
         }
+    }
+}
+
+/// The random crop and flip of one image.
+fn draw_view(a: Augment, rng: &mut ChaCha8Rng) -> View {
+    View {
+        pad: a.crop_padding,
+        dy: rng.random_range(0..=2 * a.crop_padding),
+        dx: rng.random_range(0..=2 * a.crop_padding),
+        flip: a.hflip && rng.random_bool(0.5),
     }
 }
 
@@ -238,6 +267,18 @@ mod tests {
 
     fn index_of(image: &[f32]) -> usize {
         (image[0] * 255.0).round() as usize + 256 * (image[1] * 255.0).round() as usize
+    }
+
+    #[test]
+    fn starting_at_a_batch_gives_the_rest_of_the_same_epoch() {
+        let ds = numbered(300);
+        let aug = Some(Augment::default());
+        let whole: Vec<Batch> = Loader::new(ds.clone(), 64, true, aug, IDENTITY, 3, 2).collect();
+        for first in [0, 1, 4, 5, 9] {
+            let rest = Loader::starting_at(ds.clone(), 64, true, aug, IDENTITY, 3, 2, first);
+            assert_eq!(rest.len(), whole.len().saturating_sub(first));
+            assert_eq!(rest.collect::<Vec<_>>(), whole[first.min(whole.len())..], "from batch {first}");
+        }
     }
 
     #[test]

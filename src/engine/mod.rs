@@ -460,7 +460,9 @@ impl Network {
         let loss_v = loss.double_value(&[]);
         let correct = logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]) as usize;
         if !loss_v.is_finite() {
-            return Err(Error::Engine(format!("loss is {loss_v}: training diverged")));
+            // No update: the caller sees the loss and decides (the weights stay as they were).
+            self.grads = grads;
+            return Ok(StepStats { loss: loss_v, correct, count: n });
         }
         let (cfg, bufs) = self.sgd.as_mut().ok_or_else(|| Error::Engine("no optimizer set".into()))?;
         let cfg = *cfg;
@@ -486,6 +488,32 @@ impl Network {
         });
         self.grads = grads;
         Ok(StepStats { loss: loss_v, correct, count: n })
+    }
+
+    /// The first parameter or buffer (by key) holding a NaN or an infinity, if any: one pass over
+    /// the weights on the device, read back as one small vector.
+    pub fn first_non_finite_parameter(&self) -> Result<Option<String>> {
+        let keys: Vec<&String> = self.tensors.keys().collect();
+        let sums: Vec<Tensor> = tch::no_grad(|| {
+            keys.iter().map(|k| self.tensors[*k].f_sum(Kind::Double)).collect::<Result<_, _>>().map_err(tch_err)
+        })?;
+        let finite = Tensor::f_stack(&sums, 0).and_then(|t| t.f_isfinite()).map_err(tch_err)?;
+        let finite = Vec::<bool>::try_from(&finite.to_device(tch::Device::Cpu)).map_err(tch_err)?;
+        Ok(finite.iter().position(|f| !f).map(|i| keys[i].clone()))
+    }
+
+    /// Writes a NaN into the first floating-point parameter, as a numerical fault would: used by
+    /// the tests of divergence handling.
+    pub fn corrupt_for_test(&mut self) -> Result<()> {
+        let key = self.params.first().ok_or_else(|| Error::Engine("the network has no parameters".into()))?;
+        tch::no_grad(|| {
+            let mut first = self.tensors[key].shallow_clone();
+            while first.dim() > 0 {
+                first = first.f_get(0)?;
+            }
+            first.f_fill_(f64::NAN).map(|_| ())
+        })
+        .map_err(tch_err)
     }
 
     /// The current weights and buffers, copied to the host.

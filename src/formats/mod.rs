@@ -1,5 +1,6 @@
 //! Model files: the native format (JSON graph + safetensors) and ONNX (import and export).
 
+pub mod atomic;
 pub mod native;
 pub mod onnx;
 

@@ -321,13 +321,20 @@ fn read_metrics(root: &Path, id: &CellId) -> Result<CellMetrics> {
     serde_json::from_str(&text).map_err(|e| Error::file(&p, e.to_string()))
 }
 
-/// Trains in `dir/run`, resuming a half-done run there.
+/// Trains in `dir/run`, resuming a half-done run there; the plan the cell applied (its
+/// plan.json) goes with the run's checkpoints.
 fn fit_in(model: Model, data: &RunData, cfg: &TrainConfig, dir: &Path, start: usize) -> Result<train::Summary> {
     let run = dir.join("run");
-    if run.join("state.json").exists() {
-        train::fit(None, data, cfg, &run, start)
+    if train::can_resume(&run)? {
+        train::fit(None, data, cfg, &run)
     } else {
-        train::fit(Some(model), data, cfg, &run, start)
+        let plan_path = dir.join("plan.json");
+        let plan = if plan_path.exists() {
+            Some(std::fs::read_to_string(&plan_path).map_err(|e| Error::io(&plan_path, e))?)
+        } else {
+            None
+        };
+        train::fit(Some(train::Start { model, plan, epoch: start }), data, cfg, &run)
     }
 }
 
@@ -370,7 +377,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         CellId::Aware { net, subset, level, seed } => {
             let ft = CellId::FineTune { net: net.clone(), subset: subset.clone(), seed: *seed };
             let data = cx.data(Some(subset))?;
-            let mut tuned = formats::load_model(&cell_dir(root, &ft).join("run/last"))?;
+            let mut tuned = formats::load_model(&train::last_model_dir(&cell_dir(root, &ft).join("run"))?)?;
             let (pruned, secs) = cx.prune(&mut tuned, &data, *level, *seed, &dir)?;
             let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed);
             let s = fit_in(pruned.clone(), &data, &cfg, &dir, nf)?;

@@ -39,6 +39,21 @@ pub struct TrainConfig {
     pub seed: u64,
     pub threads: usize,
     pub device: String,
+    /// Checkpoint after every this many epochs (and always after the last and the best).
+    pub checkpoint_epochs: usize,
+    /// Also checkpoint when this many minutes have passed since the last checkpoint, between
+    /// batches if need be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_minutes: Option<f64>,
+    /// Checkpoints kept on disk (the newest ones).
+    pub keep_checkpoints: usize,
+    /// Roll-backs allowed after a non-finite loss or weight before the run stops.
+    pub nan_retries: usize,
+    /// Factor on the learning rate after each roll-back.
+    pub nan_lr_factor: f64,
+    /// Refuse to start when the estimated peak memory (bytes) exceeds this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<u64>,
 }
 
 impl Default for TrainConfig {
@@ -61,6 +76,12 @@ impl Default for TrainConfig {
             seed: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             device: "cpu".into(),
+            checkpoint_epochs: 1,
+            checkpoint_minutes: None,
+            keep_checkpoints: 2,
+            nan_retries: 3,
+            nan_lr_factor: 0.5,
+            max_memory: None,
         }
     }
 }
@@ -105,6 +126,23 @@ impl TrainConfig {
         }
         if self.max_batches == Some(0) {
             return bad("max_batches", "must be at least 1".into());
+        }
+        if self.checkpoint_epochs == 0 {
+            return bad("checkpoint_epochs", "must be at least 1".into());
+        }
+        if let Some(m) = self.checkpoint_minutes
+            && !(m > 0.0 && m.is_finite())
+        {
+            return bad("checkpoint_minutes", format!("{m} must be a positive number of minutes"));
+        }
+        if self.keep_checkpoints == 0 {
+            return bad("keep_checkpoints", "must be at least 1".into());
+        }
+        if !(self.nan_lr_factor > 0.0 && self.nan_lr_factor < 1.0) {
+            return bad("nan_lr_factor", format!("{} is not in (0, 1)", self.nan_lr_factor));
+        }
+        if self.max_memory == Some(0) {
+            return bad("max_memory", "must be a positive number of bytes".into());
         }
         self.device.parse::<crate::engine::Device>()?;
         Ok(())

@@ -2,11 +2,14 @@
 //! evaluation, the best-validation checkpoint, a per-epoch CSV log and resumable run folders.
 //! The engine does the arithmetic; this module decides what to run and records what happened.
 
+pub mod checkpoint;
 mod config;
 mod schedule;
 
 pub use config::TrainConfig;
 pub use schedule::Schedule;
+
+use checkpoint::{Checkpoint, Partial, RngPosition, RunState};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::{self, Augment, Dataset, Loader, Normalize, Split};
 use crate::engine::{Device, Network, SgdConfig};
 use crate::error::{Error, Result};
+use crate::formats::atomic::StagedDir;
 use crate::formats::{self, native};
-use crate::ir::{self, Model};
+use crate::ir::{self, Model, Weights};
 
 /// Accuracy and loss of a model on a dataset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -131,7 +135,7 @@ pub fn load_or_build(spec: &str, num_classes: usize, seed: u64) -> Result<Model>
 }
 
 /// One row of the per-epoch log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochLog {
     pub epoch: usize,
     pub lr: f64,
@@ -144,16 +148,6 @@ pub struct EpochLog {
     pub test_top5: f64,
     pub seconds: f64,
     pub images_per_second: f64,
-}
-
-/// Where a run stands, saved after every epoch so that `--resume` continues it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunState {
-    pub epochs_done: usize,
-    pub best_epoch: Option<usize>,
-    pub best_val_top1: Option<f64>,
-    pub best_test_top1: Option<f64>,
-    pub seconds: f64,
 }
 
 /// What a finished run reports (written as summary.json).
@@ -179,70 +173,96 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 }
 
 /// Trains as `cfg` says, writing everything into `out`. With `resume`, continues the run that
-/// `out` holds from its last finished epoch.
+/// `out` holds from its newest checkpoint.
 pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
     cfg.validate()?;
     let data = RunData::load(cfg.data.as_deref(), &cfg.subset, cfg.train_fraction)?;
-    let model = if resume {
+    let start = if resume {
         None
     } else {
-        Some(load_or_build(&cfg.model, cfg.num_classes.unwrap_or(data.num_dataset_classes), cfg.seed)?)
+        let model = load_or_build(&cfg.model, cfg.num_classes.unwrap_or(data.num_dataset_classes), cfg.seed)?;
+        // A pruned model folder carries the plan that made it; the run keeps it.
+        let plan_path = Path::new(&cfg.model).join("plan.json");
+        let plan = if plan_path.is_file() {
+            Some(std::fs::read_to_string(&plan_path).map_err(|e| Error::io(&plan_path, e))?)
+        } else {
+            None
+        };
+        Some(Start { model, plan, epoch: 0 })
     };
-    fit(model, &data, cfg, out, 0)
+    fit(start, &data, cfg, out)
 }
 
-/// Trains `model` on `data` for epochs `start_epoch + 1 ..= cfg.epochs` (the learning rate of
-/// epoch e is `cfg.lr_schedule.lr_at(e - 1)`), with a fresh optimizer, writing the run folder
-/// `out`. With `model` None, resumes the run in `out` from its last finished epoch, with its
-/// optimizer state. `cfg.model`, `cfg.data` and `cfg.subset` are not read: the caller chose them.
-pub fn fit(model: Option<Model>, data: &RunData, cfg: &TrainConfig, out: &Path, start_epoch: usize) -> Result<Summary> {
+/// How a fresh run begins.
+pub struct Start {
+    pub model: Model,
+    /// The pruning plan (JSON) already applied to `model`, kept with every checkpoint.
+    pub plan: Option<String>,
+    /// Epochs already done before this run: training covers epochs `epoch + 1 ..= cfg.epochs`.
+    pub epoch: usize,
+}
+
+/// Whether the run folder `out` holds a checkpoint that [`fit`] can resume.
+pub fn can_resume(out: &Path) -> Result<bool> {
+    Ok(checkpoint::latest(out)?.is_some())
+}
+
+/// The newest checkpoint of a run folder, itself a model folder (the last weights of the run).
+pub fn last_model_dir(out: &Path) -> Result<PathBuf> {
+    checkpoint::latest(out)?.ok_or_else(|| Error::file(out, "no checkpoint in this run folder"))
+}
+
+/// Trains on `data` for epochs `start.epoch + 1 ..= cfg.epochs` (the learning rate of epoch e is
+/// `cfg.lr_schedule.lr_at(e - 1)`), with a fresh optimizer, writing the run folder `out` (any
+/// earlier run there is replaced). With `start` None, resumes the run in `out` from its newest
+/// checkpoint, optimizer state and random position included, so that the result is the one the
+/// uninterrupted run would have given. A non-finite loss or weight rolls the run back to its
+/// newest checkpoint and retries with the learning rate scaled by `cfg.nan_lr_factor`, at most
+/// `cfg.nan_retries` times. `cfg.model`, `cfg.data` and `cfg.subset` are not read: the caller
+/// chose them.
+pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) -> Result<Summary> {
     cfg.validate()?;
     let device: Device = cfg.device.parse()?;
     crate::engine::set_threads(cfg.threads);
-    crate::engine::manual_seed(cfg.seed);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let last_dir = out.join("last");
-    let state_path = out.join("state.json");
-    let log_path = out.join("log.csv");
 
-    native::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
-    let resume = model.is_none();
-    let (mut model, mut state) = match model {
-        None => {
-            let state: RunState = read_json(&state_path)?;
-            (formats::load_model(&last_dir)?, state)
+    let ck = match start {
+        Some(start) => {
+            for old in [checkpoint::DIR, "best", "last"] {
+                let p = out.join(old);
+                if p.exists() {
+                    std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+                }
+            }
+            for old in ["log.csv", "summary.json", "state.json"] {
+                let _ = std::fs::remove_file(out.join(old));
+            }
+            let mut model = start.model;
+            model_normalize(&mut model, &data.stats);
+            check_memory(cfg, &model, data)?;
+            let state = RunState::start(cfg.seed, start.epoch);
+            let dir = checkpoint::save(out, &model, &Weights::default(), &state, start.plan.as_deref(), cfg.keep_checkpoints)?;
+            Checkpoint { dir, model, optimizer: Weights::default(), state, plan: start.plan }
         }
-        Some(model) => {
-            let _ = std::fs::remove_file(&log_path);
-            let state = RunState {
-                epochs_done: start_epoch,
-                best_epoch: None,
-                best_val_top1: None,
-                best_test_top1: None,
-                seconds: 0.0,
-            };
-            (model, state)
+        None => {
+            let dir = checkpoint::latest(out)?
+                .ok_or_else(|| Error::file(out, "nothing to resume: this run folder holds no checkpoint"))?;
+            let ck = checkpoint::load(&dir)?;
+            check_memory(cfg, &ck.model, data)?;
+            eprintln!("resuming from {} (epoch {}, batch {})", dir.display(), ck.state.epochs_done, ck.state.batch);
+            ck
         }
     };
-    let norm = model_normalize(&mut model, &data.stats);
-    let mut net = Network::new(&model, device)?;
-    net.set_optimizer(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov });
-    if resume && last_dir.join("optimizer.safetensors").exists() {
-        let p = last_dir.join("optimizer.safetensors");
-        let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-        net.load_optimizer_state(&native::weights_from_safetensors(&bytes, &p)?)?;
-    }
-    let n_out = net.num_outputs()?;
-    if let Some(&c) = data.classes.iter().max()
+    native::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let n_out = ck.model.graph.infer_shapes().ok().and_then(|s| s.last().map(|s| s.iter().product::<usize>()));
+    if let (Some(&c), Some(n_out)) = (data.classes.iter().max(), n_out)
         && c >= n_out
     {
         return Err(Error::Data(format!("class index {c} does not fit the model's {n_out} outputs")));
     }
-
-    let train = Arc::new(data.train.clone());
     eprintln!(
         "training {} on {} ({} train / {} val / {} test images, {} classes) for {} epochs on {device}, {} threads",
-        model.graph.name,
+        ck.model.graph.name,
         data.class_names.join(","),
         data.train.len(),
         data.val.as_ref().map_or(0, |v| v.len()),
@@ -251,87 +271,32 @@ pub fn fit(model: Option<Model>, data: &RunData, cfg: &TrainConfig, out: &Path, 
         cfg.epochs,
         crate::engine::threads()
     );
-    let mut log = csv_log(&log_path, resume)?;
-    for epoch in state.epochs_done..cfg.epochs {
-        let lr = cfg.lr_schedule.lr_at(epoch);
-        let aug = cfg.augment.then_some(Augment { crop_padding: 4, hflip: true });
-        let loader = Loader::new(train.clone(), cfg.batch_size, true, aug, norm, cfg.seed, epoch as u64);
-        let n_batches = cfg.max_batches.map_or(loader.len_batches(), |m| m.min(loader.len_batches()));
-        let pb = progress(n_batches as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs));
-        let t0 = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
-        for batch in loader.take(n_batches) {
-            let s = net.train_step(&batch.images, &batch.labels, lr)?;
-            loss_sum += s.loss * s.count as f64;
-            correct += s.correct;
-            seen += s.count;
-            pb.inc(1);
-            let ips = seen as f64 / t0.elapsed().as_secs_f64();
-            let msg = format!(
-                "loss {:.3} acc {:.1}% {ips:.0} img/s",
-                loss_sum / seen as f64,
-                100.0 * correct as f64 / seen as f64
-            );
-            // Without a terminal the bar is hidden: report every tenth of the epoch instead.
-            let done = pb.position() as usize;
-            if pb.is_hidden() && (done * 10 / n_batches) != ((done - 1) * 10 / n_batches) {
-                eprintln!("epoch {}/{}: {done}/{n_batches} batches, {msg}", epoch + 1, cfg.epochs);
-            }
-            pb.set_message(msg);
-        }
-        device.synchronize();
-        let train_secs = t0.elapsed().as_secs_f64();
-        pb.finish_and_clear();
-        let val = data.val.as_ref().map(|v| evaluate(&net, v, &norm, 256)).transpose()?;
-        let test = evaluate(&net, &data.test, &norm, 256)?;
-        let row = EpochLog {
-            epoch: epoch + 1,
-            lr,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_top1: correct as f64 / seen.max(1) as f64,
-            val_loss: val.map(|v| v.loss),
-            val_top1: val.map(|v| v.top1),
-            test_loss: test.loss,
-            test_top1: test.top1,
-            test_top5: test.top5,
-            seconds: t0.elapsed().as_secs_f64(),
-            images_per_second: seen as f64 / train_secs,
-        };
-        eprintln!(
-            "epoch {:>3} lr {:<8} train loss {:.4} acc {:.2}% | val {} | test acc {:.2}% top5 {:.2}% | {:.0}s, {:.0} img/s",
-            row.epoch,
-            lr,
-            row.train_loss,
-            100.0 * row.train_top1,
-            row.val_top1.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v)),
-            100.0 * test.top1,
-            100.0 * test.top5,
-            row.seconds,
-            row.images_per_second
-        );
-        log.serialize(&row).map_err(|e| Error::file(&log_path, e.to_string()))?;
-        log.flush().map_err(|e| Error::io(&log_path, e))?;
 
-        // Best checkpoint: by validation accuracy from `best_from_epoch` on (by test accuracy
-        // only when no validation split is held out).
-        let score = val.map_or(test.top1, |v| v.top1);
-        let improved = epoch + 1 > cfg.best_from_epoch && state.best_val_top1.is_none_or(|b| score > b);
-        let current = net.model()?;
-        if improved {
-            native::save(&current, &out.join("best"))?;
-            state.best_epoch = Some(epoch + 1);
-            state.best_val_top1 = Some(score);
-            state.best_test_top1 = Some(test.top1);
+    let mut run = Run { cfg, data, out, device, train: Arc::new(data.train.clone()), plan: ck.plan.clone(), poison: test_poison() };
+    let (mut net, mut state) = run.restore(ck)?;
+    loop {
+        match run.epochs(&mut net, &mut state)? {
+            None => break,
+            Some(why) => {
+                let dir = checkpoint::latest(out)?.ok_or_else(|| Error::file(out, "no checkpoint to roll back to"))?;
+                if state.divergences >= cfg.nan_retries {
+                    return Err(Error::Engine(format!(
+                        "training diverged ({why}) and {} roll-backs with a smaller learning rate did not help \
+                         (lr scale now {}); the last good checkpoint is {}",
+                        state.divergences,
+                        state.lr_scale,
+                        dir.display()
+                    )));
+                }
+                let (divergences, scale) = (state.divergences + 1, state.lr_scale * cfg.nan_lr_factor);
+                eprintln!("{why}: rolling back to {} with the learning rate scaled by {scale}", dir.display());
+                (net, state) = run.restore(checkpoint::load(&dir)?)?;
+                state.divergences = divergences;
+                state.lr_scale = scale;
+            }
         }
-        native::save(&current, &last_dir)?;
-        native::write_atomic(
-            &last_dir.join("optimizer.safetensors"),
-            &native::weights_to_safetensors(&net.optimizer_state()?),
-        )?;
-        state.epochs_done = epoch + 1;
-        state.seconds += t0.elapsed().as_secs_f64();
-        write_json(&state_path, &state)?;
     }
+    let norm = run.norm(&net)?;
     let final_test = evaluate(&net, &data.test, &norm, 256)?;
     let summary = Summary {
         epochs: state.epochs_done,
@@ -346,16 +311,263 @@ pub fn fit(model: Option<Model>, data: &RunData, cfg: &TrainConfig, out: &Path, 
     Ok(summary)
 }
 
-fn csv_log(path: &Path, append: bool) -> Result<csv::Writer<std::fs::File>> {
-    let exists = append && path.exists();
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(exists)
-        .write(true)
-        .truncate(!exists)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    Ok(csv::WriterBuilder::new().has_headers(!exists).from_writer(f))
+/// Refuses a run whose estimated peak memory exceeds `cfg.max_memory`.
+fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData) -> Result<()> {
+    let Some(limit) = cfg.max_memory else { return Ok(()) };
+    let data_bytes = [Some(&data.train), data.val.as_ref(), Some(&data.test)]
+        .into_iter()
+        .flatten()
+        .map(|d| d.images.len() as u64 + 2 * d.labels.len() as u64)
+        .sum();
+    let est = crate::analysis::memory::training(&model.graph, cfg.batch_size, data_bytes)?;
+    if est.total() > limit {
+        return Err(Error::config(
+            "max_memory",
+            format!(
+                "training {} at batch size {} needs about {} ({}), more than the limit of {}; \
+                 lower the batch size (at most {} fits) or raise the limit",
+                model.graph.name,
+                cfg.batch_size,
+                crate::analysis::memory::human(est.total()),
+                est.breakdown(),
+                crate::analysis::memory::human(limit),
+                est.largest_batch_within(limit).map_or("none".to_string(), |b| b.to_string()),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What every epoch of a fit needs.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    data: &'a RunData,
+    out: &'a Path,
+    device: Device,
+    train: Arc<Dataset>,
+    plan: Option<String>,
+    poison: Option<(usize, usize)>,
+}
+
+/// The seed of libtorch's generator before the step at (`epoch`, `batch`).
+fn step_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    // SplitMix64 finaliser over the three numbers: neighbouring steps get unrelated seeds.
+    let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (batch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Run<'_> {
+    /// A network and state from a checkpoint; the log and the best model are made to agree with it.
+    fn restore(&self, ck: Checkpoint) -> Result<(Network, RunState)> {
+        let mut net = Network::new(&ck.model, self.device)?;
+        let cfg = self.cfg;
+        net.set_optimizer(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov });
+        net.load_optimizer_state(&ck.optimizer)?;
+        write_log(&self.out.join("log.csv"), &ck.state.history)?;
+        // The best model is written right after the checkpoint of its epoch; a crash in between
+        // leaves it behind its record, and that checkpoint is the best model.
+        let best = self.out.join("best");
+        let marker: Option<BestMarker> = read_json(&best.join(BEST_FILE)).ok();
+        if ck.state.best_epoch.is_some()
+            && marker.map(|m| m.epoch) != ck.state.best_epoch
+            && ck.state.best_epoch == Some(ck.state.epochs_done)
+            && ck.state.batch == 0
+        {
+            save_best(&best, &ck.model, &ck.state)?;
+        }
+        Ok((net, ck.state))
+    }
+
+    /// The input normalisation the network records (set from the data when the run began).
+    fn norm(&self, net: &Network) -> Result<Normalize> {
+        let mut m = Model { graph: net.graph().clone(), weights: Weights::default() };
+        Ok(model_normalize(&mut m, &self.data.stats))
+    }
+
+    /// Trains until the last epoch (None) or until a loss or weight stops being finite (Some(why)).
+    fn epochs(&mut self, net: &mut Network, st: &mut RunState) -> Result<Option<String>> {
+        let (cfg, data) = (self.cfg, self.data);
+        let norm = self.norm(net)?;
+        let mut last_checkpoint = Instant::now();
+        while st.epochs_done < cfg.epochs {
+            let epoch = st.epochs_done;
+            let lr = cfg.lr_schedule.lr_at(epoch) * st.lr_scale;
+            let aug = cfg.augment.then_some(Augment { crop_padding: 4, hflip: true });
+            let loader = Loader::starting_at(self.train.clone(), cfg.batch_size, true, aug, norm, cfg.seed, epoch as u64, st.batch);
+            let n_batches = cfg.max_batches.map_or(loader.len_batches(), |m| m.min(loader.len_batches()));
+            let pb = progress(n_batches as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs));
+            pb.set_position(st.batch as u64);
+            let t0 = Instant::now();
+            let base = st.partial;
+            let mut p = st.partial;
+            for batch in loader.take(n_batches.saturating_sub(st.batch)) {
+                crate::engine::manual_seed(step_seed(cfg.seed, epoch, st.batch));
+                if self.poison.take_if(|&mut (e, b)| (e, b) == (epoch, st.batch)).is_some() {
+                    net.corrupt_for_test()?;
+                }
+                let s = net.train_step(&batch.images, &batch.labels, lr)?;
+                if !s.loss.is_finite() {
+                    return Ok(Some(format!("loss is {} at epoch {} batch {}", s.loss, epoch + 1, st.batch + 1)));
+                }
+                if let Some(key) = net.first_non_finite_parameter()? {
+                    return Ok(Some(format!("parameter `{key}` is not finite after epoch {} batch {}", epoch + 1, st.batch + 1)));
+                }
+                p.loss_sum += s.loss * s.count as f64;
+                p.correct += s.correct;
+                p.seen += s.count;
+                st.batch += 1;
+                pb.inc(1);
+                let ips = (p.seen - base.seen) as f64 / t0.elapsed().as_secs_f64();
+                let msg = format!(
+                    "loss {:.3} acc {:.1}% {ips:.0} img/s",
+                    p.loss_sum / p.seen as f64,
+                    100.0 * p.correct as f64 / p.seen as f64
+                );
+                // Without a terminal the bar is hidden: report every tenth of the epoch instead.
+                let done = st.batch;
+                if pb.is_hidden() && (done * 10 / n_batches) != ((done - 1) * 10 / n_batches) {
+                    eprintln!("epoch {}/{}: {done}/{n_batches} batches, {msg}", epoch + 1, cfg.epochs);
+                }
+                pb.set_message(msg);
+                if cfg.checkpoint_minutes.is_some_and(|m| last_checkpoint.elapsed().as_secs_f64() >= 60.0 * m)
+                    && st.batch < n_batches
+                {
+                    let secs = t0.elapsed().as_secs_f64();
+                    st.partial = Partial { seconds: base.seconds + secs, train_seconds: base.train_seconds + secs, ..p };
+                    st.rng = RngPosition { seed: cfg.seed, epoch, batch: st.batch };
+                    self.checkpoint(net, st)?;
+                    last_checkpoint = Instant::now();
+                }
+            }
+            self.device.synchronize();
+            let train_secs = base.train_seconds + t0.elapsed().as_secs_f64();
+            pb.finish_and_clear();
+            let val = data.val.as_ref().map(|v| evaluate(net, v, &norm, 256)).transpose()?;
+            let test = evaluate(net, &data.test, &norm, 256)?;
+            let row = EpochLog {
+                epoch: epoch + 1,
+                lr,
+                train_loss: p.loss_sum / p.seen.max(1) as f64,
+                train_top1: p.correct as f64 / p.seen.max(1) as f64,
+                val_loss: val.map(|v| v.loss),
+                val_top1: val.map(|v| v.top1),
+                test_loss: test.loss,
+                test_top1: test.top1,
+                test_top5: test.top5,
+                seconds: base.seconds + t0.elapsed().as_secs_f64(),
+                images_per_second: p.seen as f64 / train_secs,
+            };
+            eprintln!(
+                "epoch {:>3} lr {:<8} train loss {:.4} acc {:.2}% | val {} | test acc {:.2}% top5 {:.2}% | {:.0}s, {:.0} img/s",
+                row.epoch,
+                lr,
+                row.train_loss,
+                100.0 * row.train_top1,
+                row.val_top1.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v)),
+                100.0 * test.top1,
+                100.0 * test.top5,
+                row.seconds,
+                row.images_per_second
+            );
+            // Best: by validation accuracy after `best_from_epoch` (by test accuracy only when
+            // no validation split is held out).
+            let score = val.map_or(test.top1, |v| v.top1);
+            let improved = epoch + 1 > cfg.best_from_epoch && st.best_val_top1.is_none_or(|b| score > b);
+            if improved {
+                st.best_epoch = Some(epoch + 1);
+                st.best_val_top1 = Some(score);
+                st.best_test_top1 = Some(test.top1);
+            }
+            st.seconds += row.seconds;
+            st.history.push(row);
+            st.epochs_done = epoch + 1;
+            st.batch = 0;
+            st.partial = Partial::default();
+            st.rng = RngPosition { seed: cfg.seed, epoch: epoch + 1, batch: 0 };
+            write_log(&self.out.join("log.csv"), &st.history)?;
+            let due = st.epochs_done.is_multiple_of(cfg.checkpoint_epochs.max(1))
+                || st.epochs_done == cfg.epochs
+                || improved
+                || cfg.checkpoint_minutes.is_some_and(|m| last_checkpoint.elapsed().as_secs_f64() >= 60.0 * m);
+            if due {
+                let model = self.checkpoint(net, st)?;
+                last_checkpoint = Instant::now();
+                if improved {
+                    save_best(&self.out.join("best"), &model, st)?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn checkpoint(&self, net: &Network, st: &RunState) -> Result<Model> {
+        let model = net.model()?;
+        checkpoint::save(self.out, &model, &net.optimizer_state()?, st, self.plan.as_deref(), self.cfg.keep_checkpoints)?;
+        Ok(model)
+    }
+}
+
+const BEST_FILE: &str = "best.json";
+
+/// Which epoch the best model folder holds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct BestMarker {
+    epoch: usize,
+    val_top1: Option<f64>,
+    test_top1: Option<f64>,
+}
+
+fn save_best(dir: &Path, model: &Model, st: &RunState) -> Result<()> {
+    if let Some(key) = checkpoint::first_non_finite(&model.weights) {
+        return Err(Error::tensor(key, "non-finite weight: refusing to save it as the best model"));
+    }
+    let marker = BestMarker {
+        epoch: st.best_epoch.unwrap_or(st.epochs_done),
+        val_top1: st.best_val_top1,
+        test_top1: st.best_test_top1,
+    };
+    let stage = StagedDir::new(dir)?;
+    stage.write(native::WEIGHTS_FILE, &native::weights_to_safetensors(&model.weights))?;
+    stage.write(native::GRAPH_FILE, native::graph_to_json(&model.graph).as_bytes())?;
+    stage.write(BEST_FILE, serde_json::to_string_pretty(&marker).expect("serialisable").as_bytes())?;
+    stage.commit()
+}
+
+/// Rewrites the per-epoch CSV log whole (a reader never sees a half-written row).
+fn write_log(path: &Path, rows: &[EpochLog]) -> Result<()> {
+    let mut w = csv::WriterBuilder::new().has_headers(true).from_writer(vec![]);
+    if rows.is_empty() {
+        w.write_record(LOG_HEADER).map_err(|e| Error::file(path, e.to_string()))?;
+    }
+    for r in rows {
+        w.serialize(r).map_err(|e| Error::file(path, e.to_string()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| Error::file(path, e.to_string()))?;
+    native::write_atomic(path, &bytes)
+}
+
+const LOG_HEADER: [&str; 11] = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_top1",
+    "val_loss",
+    "val_top1",
+    "test_loss",
+    "test_top1",
+    "test_top5",
+    "seconds",
+    "images_per_second",
+];
+
+/// A fault injected by the crash tests (`EDGEPRUNE_TEST_POISON=EPOCH:BATCH`, zero-based): a NaN
+/// written into the weights before that step, once per process.
+fn test_poison() -> Option<(usize, usize)> {
+    let v = std::env::var("EDGEPRUNE_TEST_POISON").ok()?;
+    let (e, b) = v.split_once(':')?;
+    Some((e.parse().ok()?, b.parse().ok()?))
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

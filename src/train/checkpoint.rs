@@ -1,0 +1,248 @@
+//! Checkpoints of a training run. Each is a folder `checkpoints/eEEEE-bBBBBBB` (epochs finished,
+//! batches done in the next epoch) holding everything needed to continue exactly:
+//!
+//! - `graph.json`, `weights.safetensors`: the model (a model folder: any command loads it);
+//! - `optimizer.safetensors`: the SGD momentum buffers;
+//! - `state.json`: the epoch and batch, the learning-rate scale after divergence roll-backs, the
+//!   best-validation record, the per-epoch log so far, and the random-number position;
+//! - `plan.json`: the pruning plan applied to the model before this training, when there was one.
+//!
+//! Every random draw of training is a pure function of (seed, epoch, batch): the data order and
+//! augmentation come from ChaCha8(seed, epoch), skipped ahead by the batches already done, and
+//! libtorch's generator (dropout) is reseeded from (seed, epoch, batch) before every step. So the
+//! position *is* the random state, and resuming replays the same draws.
+//!
+//! A checkpoint is written through a [`StagedDir`]: it appears whole or not at all, and the
+//! previous ones are removed only after the new one is in place. Non-finite weights are refused,
+//! so no checkpoint (and no "best" model) ever holds a NaN.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::EpochLog;
+use crate::error::{Error, Result};
+use crate::formats::atomic::{self, StagedDir};
+use crate::formats::native;
+use crate::ir::{Model, Weights};
+
+pub const DIR: &str = "checkpoints";
+const STATE_FILE: &str = "state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const PLAN_FILE: &str = "plan.json";
+const STATE_VERSION: u32 = 2;
+
+/// Sums over the batches done so far in an unfinished epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub seen: usize,
+    pub seconds: f64,
+    pub train_seconds: f64,
+}
+
+/// The random-number position: every draw of the run is derived from these three numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RngPosition {
+    pub seed: u64,
+    pub epoch: usize,
+    pub batch: usize,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub version: u32,
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Batches done in epoch `epochs_done` (0 at an epoch boundary).
+    pub batch: usize,
+    pub partial: Partial,
+    pub rng: RngPosition,
+    pub best_epoch: Option<usize>,
+    pub best_val_top1: Option<f64>,
+    pub best_test_top1: Option<f64>,
+    /// Training seconds so far, over every process that worked on the run.
+    pub seconds: f64,
+    /// Factor on the schedule's learning rate (below 1 after divergence roll-backs).
+    pub lr_scale: f64,
+    /// Roll-backs after a non-finite loss or weight so far.
+    pub divergences: usize,
+    /// The per-epoch log of the finished epochs.
+    pub history: Vec<EpochLog>,
+}
+
+impl RunState {
+    pub fn start(seed: u64, start_epoch: usize) -> Self {
+        RunState {
+            version: STATE_VERSION,
+            epochs_done: start_epoch,
+            batch: 0,
+            partial: Partial::default(),
+            rng: RngPosition { seed, epoch: start_epoch, batch: 0 },
+            best_epoch: None,
+            best_val_top1: None,
+            best_test_top1: None,
+            seconds: 0.0,
+            lr_scale: 1.0,
+            divergences: 0,
+            history: vec![],
+        }
+    }
+
+    /// The checkpoint folder name of this position.
+    pub fn name(&self) -> String {
+        format!("e{:04}-b{:06}", self.epochs_done, self.batch)
+    }
+}
+
+/// A checkpoint read back.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub model: Model,
+    pub optimizer: Weights,
+    pub state: RunState,
+    pub plan: Option<String>,
+}
+
+/// The checkpoints of run folder `out`, oldest first (stages of killed writes are skipped).
+pub fn list(out: &Path) -> Result<Vec<PathBuf>> {
+    let dir = out.join(DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(vec![]) };
+    let mut found = vec![];
+    for e in entries {
+        let e = e.map_err(|e| Error::io(&dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if parse_name(&name).is_some() {
+            found.push(e.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn parse_name(name: &str) -> Option<(usize, usize)> {
+    let (e, b) = name.strip_prefix('e')?.split_once("-b")?;
+    (e.len() == 4 && b.len() == 6).then_some(())?;
+    Some((e.parse().ok()?, b.parse().ok()?))
+}
+
+/// The newest checkpoint of `out`, if any.
+pub fn latest(out: &Path) -> Result<Option<PathBuf>> {
+    Ok(list(out)?.pop())
+}
+
+/// Writes a checkpoint of `out` and keeps only the newest `keep` of them (at least 1).
+pub fn save(
+    out: &Path,
+    model: &Model,
+    optimizer: &Weights,
+    state: &RunState,
+    plan: Option<&str>,
+    keep: usize,
+) -> Result<PathBuf> {
+    let root = out.join(DIR);
+    let dest = root.join(state.name());
+    for (what, w) in [("weight", &model.weights), ("momentum", optimizer)] {
+        if let Some(key) = first_non_finite(w) {
+            return Err(Error::tensor(key, format!("non-finite {what}: refusing to checkpoint {}", dest.display())));
+        }
+    }
+    atomic::remove_stale_stages(&root);
+    let stage = StagedDir::new(&dest)?;
+    let delay = test_delay();
+    stage.write(native::WEIGHTS_FILE, &native::weights_to_safetensors(&model.weights))?;
+    std::thread::sleep(delay);
+    stage.write(OPTIMIZER_FILE, &native::weights_to_safetensors(optimizer))?;
+    std::thread::sleep(delay);
+    if let Some(p) = plan {
+        stage.write(PLAN_FILE, p.as_bytes())?;
+    }
+    stage.write(STATE_FILE, serde_json::to_string_pretty(state).expect("serialisable").as_bytes())?;
+    std::thread::sleep(delay);
+    stage.write(native::GRAPH_FILE, native::graph_to_json(&model.graph).as_bytes())?;
+    stage.commit()?;
+    let all = list(out)?;
+    for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        if old != &dest {
+            let _ = std::fs::remove_dir_all(old);
+        }
+    }
+    Ok(dest)
+}
+
+/// Reads the checkpoint folder `dir`.
+pub fn load(dir: &Path) -> Result<Checkpoint> {
+    let model = native::load(dir)?;
+    let p = dir.join(OPTIMIZER_FILE);
+    let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+    let optimizer = native::weights_from_safetensors(&bytes, &p)?;
+    let p = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let state: RunState = serde_json::from_str(&text).map_err(|e| Error::file(&p, e.to_string()))?;
+    if state.version != STATE_VERSION {
+        return Err(Error::file(&p, format!("state version {} (this build reads {STATE_VERSION})", state.version)));
+    }
+    let p = dir.join(PLAN_FILE);
+    let plan = if p.exists() { Some(std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?) } else { None };
+    Ok(Checkpoint { dir: dir.to_path_buf(), model, optimizer, state, plan })
+}
+
+/// The first tensor holding a NaN or an infinity.
+pub fn first_non_finite(w: &Weights) -> Option<&str> {
+    w.tensors.iter().find(|(_, t)| t.as_f32().is_some_and(|v| v.iter().any(|x| !x.is_finite()))).map(|(k, _)| k.as_str())
+}
+
+/// A pause between the files of a checkpoint, set only by the crash tests
+/// (`EDGEPRUNE_TEST_CHECKPOINT_DELAY_MS`) to widen the window in which they kill a write.
+fn test_delay() -> std::time::Duration {
+    let ms = std::env::var("EDGEPRUNE_TEST_CHECKPOINT_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    std::time::Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::HostTensor;
+
+    fn tiny() -> Model {
+        Model::init(crate::zoo::structures::build("flatten_2x2", 3).unwrap(), 0).unwrap()
+    }
+
+    #[test]
+    fn names_sort_by_position_and_old_ones_are_pruned() {
+        let out = tempfile::tempdir().unwrap();
+        let m = tiny();
+        let mut st = RunState::start(1, 0);
+        for (e, b) in [(0, 0), (0, 7), (1, 0), (10, 0)] {
+            st.epochs_done = e;
+            st.batch = b;
+            save(out.path(), &m, &Weights::default(), &st, Some("{}"), 2).unwrap();
+        }
+        let names: Vec<String> =
+            list(out.path()).unwrap().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["e0001-b000000", "e0010-b000000"]);
+        let ck = load(&latest(out.path()).unwrap().unwrap()).unwrap();
+        assert_eq!(ck.state, st);
+        assert_eq!(ck.model, m);
+        assert_eq!(ck.plan.as_deref(), Some("{}"));
+        assert_eq!(parse_name("e0001-b00000"), None);
+        assert_eq!(parse_name(".stage-e0001-b000000.12"), None);
+    }
+
+    #[test]
+    fn non_finite_weights_are_never_checkpointed() {
+        let out = tempfile::tempdir().unwrap();
+        let mut m = tiny();
+        let key = m.weights.tensors.keys().find(|k| k.ends_with("weight")).unwrap().clone();
+        let t = m.weights.tensors.get_mut(&key).unwrap();
+        t.as_f32_mut().unwrap()[0] = f32::NAN;
+        let e = save(out.path(), &m, &Weights::default(), &RunState::start(0, 0), None, 2).unwrap_err().to_string();
+        assert!(e.contains(&key) && e.contains("non-finite"), "{e}");
+        assert!(list(out.path()).unwrap().is_empty());
+        let mut opt = Weights::default();
+        opt.insert("x", HostTensor::f32(vec![1], vec![f32::INFINITY]));
+        assert!(save(out.path(), &tiny(), &opt, &RunState::start(0, 0), None, 2).is_err());
+    }
+}

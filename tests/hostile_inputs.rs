@@ -149,3 +149,13 @@ fn an_empty_dataset_is_an_error_naming_the_file() {
     let e = err_of(data::archive_from_bytes(b"", Path::new("images.tar.gz"), Split::Train));
     assert!(e.contains("images.tar.gz"), "{e}");
 }
+
+#[test]
+fn a_graph_too_wide_to_analyse_is_an_error_not_an_allocation() {
+    let text = r#"{"format": "edgeprune-graph", "version": 1, "name": "g", "output": "r", "nodes": [
+        {"name": "input", "op": {"type": "input", "shape": [2147483647, 1, 1]}},
+        {"name": "r", "op": {"type": "relu"}, "inputs": ["input"]}]}"#;
+    let g = edgeprune::formats::native::graph_from_json(text, Path::new("graph.json")).unwrap();
+    let e = err_of(analysis::groups(&g));
+    assert!(e.contains("`input`") && e.contains("too many"), "{e}");
+}

@@ -43,7 +43,8 @@ pub fn cost(graph: &Graph) -> Result<Cost> {
             act += shape.iter().product::<usize>() * 4;
         }
         params += p;
-        macs += m;
+        // Shape inference bounds every tensor and activation, not their sum over many nodes.
+        macs = macs.saturating_add(m);
         nodes.push(NodeCost {
             name: node.name.clone(),
             op: node.op.type_name().to_string(),

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ir::{Graph, Op};
 
 /// One coupled channel: the elements `(node index, channel index)` that must go together.
@@ -103,6 +103,10 @@ fn is_depthwise(groups: usize, in_channels: usize, out_channels: usize) -> bool 
     groups > 1 && groups == in_channels && groups == out_channels
 }
 
+/// Most channels, summed over every node's output, that [`groups`] analyses (the zoo's largest
+/// network has a few tens of thousands).
+pub const MAX_CHANNELS: usize = 1 << 24;
+
 /// Computes the pruning groups of a graph.
 pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
     let shapes = graph.infer_shapes()?;
@@ -114,6 +118,12 @@ pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
     for i in 0..shapes.len() {
         base.push(total);
         total += width(i);
+        if total > MAX_CHANNELS {
+            return Err(Error::node(
+                &graph.nodes[i].name,
+                format!("the graph has more than {MAX_CHANNELS} channels over all nodes up to here, too many to analyse"),
+            ));
+        }
     }
     let el = |node: usize, ch: usize| base[node] + ch;
     let mut uf = UnionFind { parent: (0..total).collect() };

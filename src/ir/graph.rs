@@ -145,6 +145,12 @@ impl Graph {
                 Some(e) if e > 0 && e <= MAX_ELEMENTS => {}
                 _ => return Err(err(format!("output shape {shape:?} is empty or too large"))),
             }
+            for spec in node.op.tensors() {
+                let elems = spec.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                if !elems.is_some_and(|e| e <= MAX_ELEMENTS) {
+                    return Err(err(format!("tensor `{}` of shape {:?} is too large", spec.suffix, spec.shape)));
+                }
+            }
             shapes.push(shape);
         }
         if !seen.contains_key(self.output.as_str()) {
@@ -181,8 +187,9 @@ fn conv_out(len: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) -> R
     if s == 0 || k == 0 || d == 0 {
         return Err("kernel, stride and dilation must be positive".into());
     }
-    let span = d * (k - 1) + 1;
-    let padded = len + 2 * p;
+    let too_large = || format!("kernel {k}, dilation {d} or padding {p} is too large");
+    let span = d.checked_mul(k - 1).and_then(|s| s.checked_add(1)).ok_or_else(too_large)?;
+    let padded = p.checked_mul(2).and_then(|p2| p2.checked_add(len)).ok_or_else(too_large)?;
     if padded < span {
         return Err(format!("input size {len} (padding {p}) is smaller than the kernel span {span}"));
     }
@@ -244,7 +251,7 @@ fn infer_one(op: &Op, ins: &[&Shape]) -> Result<Shape, String> {
         &Op::MaxPool2d { kernel_size, stride, padding, ceil_mode }
         | &Op::AvgPool2d { kernel_size, stride, padding, ceil_mode, .. } => {
             let (c, h, w) = spatial(ins[0], op.type_name())?;
-            if padding[0] * 2 > kernel_size[0] || padding[1] * 2 > kernel_size[1] {
+            if padding[0] > kernel_size[0] / 2 || padding[1] > kernel_size[1] / 2 {
                 return Err(format!("padding {padding:?} must be at most half of the kernel {kernel_size:?}"));
             }
             let oh = conv_out(h, kernel_size[0], stride[0], padding[0], 1, ceil_mode)?;
@@ -320,5 +327,19 @@ mod tests {
         // starts at 6 >= 5+1, so 3.
         assert_eq!(conv_out(5, 2, 2, 1, 1, true).unwrap(), 3);
         assert!(conv_out(2, 5, 1, 0, 1, false).is_err());
+    }
+
+    #[test]
+    fn huge_attributes_are_errors_not_overflows() {
+        assert!(conv_out(4, 3, 1, 1 << 63, 1, false).unwrap_err().contains("too large"));
+        assert!(conv_out(4, 1 << 62, 1, 0, 8, false).unwrap_err().contains("too large"));
+        let text = r#"{"name": "g", "output": "c", "nodes": [
+            {"name": "input", "op": {"type": "input", "shape": [3, 1, 1]}},
+            {"name": "c", "op": {"type": "conv2d", "in_channels": 3, "out_channels": 4,
+             "kernel_size": [1099511627776, 1099511627776], "padding": [549755813888, 549755813888]},
+             "inputs": ["input"]}]}"#;
+        let g: Graph = serde_json::from_str(text).unwrap();
+        let e = g.infer_shapes().unwrap_err().to_string();
+        assert!(e.contains("`c`") && e.contains("tensor `weight`") && e.contains("too large"), "{e}");
     }
 }

@@ -195,9 +195,9 @@ impl Op {
         match *self {
             Op::Conv2d { in_channels, kernel_size, groups, .. } => {
                 let per_out = (in_channels / groups.max(1)) * kernel_size[0] * kernel_size[1];
-                out_shape.iter().product::<usize>() as u64 * per_out as u64
+                (out_shape.iter().product::<usize>() as u64).saturating_mul(per_out as u64)
             }
-            Op::Linear { in_features, out_features, .. } => (in_features * out_features) as u64,
+            Op::Linear { in_features, out_features, .. } => (in_features as u64).saturating_mul(out_features as u64),
             _ => 0,
         }
     }

@@ -137,7 +137,8 @@ fn write_seed_corpus() {
     put("image", "rgba.png", &encode(image::DynamicImage::ImageRgb8(rgb).to_rgba8().into(), image::ImageFormat::Png));
 
     // An ImageFolder archive: two classes, train and test.
-    let members = [("train/cat/a.png", &png), ("train/dog/b.jpg", &jpeg), ("test/cat/c.png", &png), ("test/dog/d.png", &png)];
+    let members =
+        [("train/cat/a.png", &png), ("train/dog/b.jpg", &jpeg), ("test/cat/c.png", &png), ("test/dog/d.png", &png)];
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     let mut tar = tar::Builder::new(gz);
     for (name, bytes) in members {

@@ -62,7 +62,10 @@ fn a_subset_naming_an_unknown_class_lists_the_known_ones() {
     let bytes = [vec![data::CIFAR100_FINE_TO_COARSE[7], 7], vec![0; 3072]].concat();
     let ds = data::cifar100_from_bytes(&bytes, Path::new("test.bin")).unwrap();
     let e = err_of(data::resolve_subset(&ds, &["kitten".into()]));
-    assert!(e.contains("kitten") && e.contains("apple") && e.contains("100 in all") && e.contains("superclasses"), "{e}");
+    assert!(
+        e.contains("kitten") && e.contains("apple") && e.contains("100 in all") && e.contains("superclasses"),
+        "{e}"
+    );
     // A train config's subset goes through the same resolution; the config itself parses.
     let cfg = edgeprune::train::TrainConfig::from_toml("subset = [\"cat\", \"wolf\"]\n").unwrap();
     let e = err_of(data::resolve_subset(&cifar10(&[3]), &cfg.subset));

@@ -121,7 +121,9 @@ pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
         if total > MAX_CHANNELS {
             return Err(Error::node(
                 &graph.nodes[i].name,
-                format!("the graph has more than {MAX_CHANNELS} channels over all nodes up to here, too many to analyse"),
+                format!(
+                    "the graph has more than {MAX_CHANNELS} channels over all nodes up to here, too many to analyse"
+                ),
             ));
         }
     }

@@ -150,7 +150,10 @@ fn read_archive(reader: impl Read, path: &Path, split: Split) -> Result<Dataset>
     })?;
     let classes: Vec<String> = images.keys().cloned().collect();
     if classes.is_empty() {
-        return Err(Error::file(path, format!("no `{split}/<class>/<image>` members: the {split} split has no images")));
+        return Err(Error::file(
+            path,
+            format!("no `{split}/<class>/<image>` members: the {split} split has no images"),
+        ));
     }
     check_class_count(path, classes.len())?;
     check_same_classes(path, &classes, &other_classes.into_iter().collect::<Vec<_>>())?;
@@ -341,9 +344,9 @@ fn decode_all(
     let mut images: Vec<u8> = Vec::new();
     for items in encoded.chunks(batch) {
         let start = images.len();
-        images.try_reserve(items.len() * size).map_err(|e| {
-            Error::Data(format!("{} images of {w}x{h}: {e}", encoded.len()))
-        })?;
+        images
+            .try_reserve(items.len() * size)
+            .map_err(|e| Error::Data(format!("{} images of {w}x{h}: {e}", encoded.len())))?;
         images.resize(start + items.len() * size, 0);
         let per_thread = items.len().div_ceil(threads);
         let failed = AtomicBool::new(false);

@@ -147,7 +147,7 @@ impl Graph {
             }
             for spec in node.op.tensors() {
                 let elems = spec.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-                if !elems.is_some_and(|e| e <= MAX_ELEMENTS) {
+                if elems.is_none_or(|e| e > MAX_ELEMENTS) {
                     return Err(err(format!("tensor `{}` of shape {:?} is too large", spec.suffix, spec.shape)));
                 }
             }

@@ -162,3 +162,17 @@ fn a_graph_too_wide_to_analyse_is_an_error_not_an_allocation() {
     let e = err_of(analysis::groups(&g));
     assert!(e.contains("`input`") && e.contains("too many"), "{e}");
 }
+
+#[test]
+fn a_recipe_with_a_huge_epoch_budget_scales_without_overflow() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/toml_config/recipe-huge-epochs.toml"),
+    )
+    .unwrap();
+    let r: Recipe = toml::from_str(&text).unwrap();
+    r.validate().unwrap();
+    let h = r.resolve(&r.networks[0]).unwrap();
+    // n_f = 5/30 of the budget, as for any budget (it wrapped around before).
+    let expected = i64::MAX as f64 * 5.0 / 30.0;
+    assert!((h.fine_tune_epochs as f64 / expected - 1.0).abs() < 1e-9, "{}", h.fine_tune_epochs);
+}

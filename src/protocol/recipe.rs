@@ -177,7 +177,8 @@ pub fn protocol_defaults(arch: &str) -> Result<(f64, [f64; 4], [f64; 3])> {
 
 /// An epoch of the 30-epoch protocol scaled to a budget of `epochs`.
 fn scale(e: usize, epochs: usize) -> usize {
-    ((e * epochs) as f64 / 30.0).round() as usize
+    // In f64: `e * epochs` overflows for a recipe's huge `epochs` (exact alike below 2^53).
+    (e as f64 * epochs as f64 / 30.0).round() as usize
 }
 
 /// Hyperparameters of one network, resolved.

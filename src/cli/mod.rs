@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::analysis;
+use crate::analysis::{self, memory};
 use crate::engine::{self, Device, Network};
 use crate::formats::{self, native};
 use crate::ir::Model;
@@ -332,6 +332,9 @@ pub struct BenchArgs {
     pub warmup: usize,
     #[arg(long)]
     pub json: bool,
+    /// Refuse to run if the estimated peak memory exceeds this many bytes (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -486,7 +489,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         cfg.checkpoint_minutes = a.checkpoint_minutes;
     }
     if let Some(m) = &a.max_memory {
-        cfg.max_memory = Some(crate::analysis::memory::parse_bytes(m)?);
+        cfg.max_memory = Some(memory::parse_bytes(m)?);
     }
     if !resume {
         macro_rules! set {
@@ -727,16 +730,36 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(a.batch > 0 && a.steps > 0, "--batch and --steps must be at least 1");
     let device = a.engine.apply()?;
     let m = load_spec(&a.model, a.num_classes)?;
+    let est = match a.what.as_str() {
+        "train-step" => memory::training(&m.graph, a.batch, 0)?,
+        _ => memory::inference(&m.graph, a.batch, 0)?,
+    };
+    if let Some(limit) = &a.max_memory {
+        let limit = memory::parse_bytes(limit)?;
+        anyhow::ensure!(
+            est.total() <= limit,
+            "max_memory: {} of {} at batch {} needs about {} ({}), more than {}; at most batch {} fits",
+            a.what,
+            m.graph.name,
+            a.batch,
+            memory::human(est.total()),
+            est.breakdown(),
+            memory::human(limit),
+            est.largest_batch_within(limit).map_or("none".into(), |b| b.to_string())
+        );
+    }
     let r = match a.what.as_str() {
         "train-step" => bench::train_step(&m, a.batch, a.steps, a.warmup, device)?,
         "infer" => bench::infer(&m, a.batch, a.steps, a.warmup, device)?,
         other => anyhow::bail!("unknown benchmark `{other}`: use train-step or infer"),
     };
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        v["estimated_peak_bytes"] = est.total().into();
+        println!("{v}");
     } else {
         println!(
-            "{} {} batch {} on {} ({} threads): median {:.2} ms (min {:.2}, p90 {:.2}, {} steps), {:.0} img/s, peak RSS {}",
+            "{} {} batch {} on {} ({} threads): median {:.2} ms (min {:.2}, p90 {:.2}, {} steps), {:.0} img/s, peak RSS {} (estimated {})",
             r.what,
             r.model,
             r.batch,
@@ -747,7 +770,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             1e3 * r.step_seconds.p90,
             r.step_seconds.count,
             r.images_per_second,
-            r.peak_rss_bytes.map_or("unknown".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+            r.peak_rss_bytes.map_or("unknown".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64)),
+            memory::human(est.total())
         );
     }
     Ok(())

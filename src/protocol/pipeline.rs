@@ -197,8 +197,8 @@ impl Ctx<'_> {
         RunData::load(self.recipe.data.as_deref(), &names, fraction)
     }
 
-    fn config(&self, schedule: &crate::train::Schedule, epochs: usize, best_from: usize, seed: u64) -> TrainConfig {
-        TrainConfig {
+    fn config(&self, schedule: &crate::train::Schedule, epochs: usize, best_from: usize, seed: u64) -> Result<TrainConfig> {
+        Ok(TrainConfig {
             epochs,
             batch_size: self.recipe.batch_size,
             lr_schedule: schedule.clone(),
@@ -210,8 +210,10 @@ impl Ctx<'_> {
             seed,
             threads: self.recipe.threads,
             device: self.recipe.device.clone(),
+            checkpoint_minutes: self.recipe.checkpoint_minutes,
+            max_memory: self.recipe.max_memory.as_deref().map(crate::analysis::memory::parse_bytes).transpose()?,
             ..TrainConfig::default()
-        }
+        })
     }
 
     fn pretrained(&self) -> Result<Model> {
@@ -370,7 +372,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         }
         CellId::FineTune { subset, seed, .. } => {
             let data = cx.data(Some(subset))?;
-            let cfg = cx.config(&cx.hyper.aware, nf, 0, *seed);
+            let cfg = cx.config(&cx.hyper.aware, nf, 0, *seed)?;
             fit_in(cx.pretrained()?, &data, &cfg, &dir, 0)?;
             (None, Cell::default())
         }
@@ -379,7 +381,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let data = cx.data(Some(subset))?;
             let mut tuned = formats::load_model(&train::last_model_dir(&cell_dir(root, &ft).join("run"))?)?;
             let (pruned, secs) = cx.prune(&mut tuned, &data, *level, *seed, &dir)?;
-            let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed);
+            let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed)?;
             let s = fit_in(pruned.clone(), &data, &cfg, &dir, nf)?;
             let costs = cx.costs(&tuned, &pruned, &data, secs)?;
             let test = s.test_top1_at_best_val.ok_or_else(|| Error::Data(format!("{id}: no best epoch")))?;
@@ -392,7 +394,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let data = cx.data(None)?;
             let mut original = cx.pretrained()?;
             let (pruned, secs) = cx.prune(&mut original, &data, *level, *seed, &dir)?;
-            let cfg = cx.config(&cx.hyper.agnostic, recipe.epochs, 0, *seed);
+            let cfg = cx.config(&cx.hyper.agnostic, recipe.epochs, 0, *seed)?;
             fit_in(pruned.clone(), &data, &cfg, &dir, 0)?;
             (None, cx.costs(&original, &pruned, &data, secs)?)
         }

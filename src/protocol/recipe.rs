@@ -154,6 +154,13 @@ pub struct Recipe {
     pub threads: usize,
     #[serde(default = "default_device")]
     pub device: String,
+    /// Each training also checkpoints every this many minutes (between batches if need be), on
+    /// top of every epoch.
+    #[serde(default)]
+    pub checkpoint_minutes: Option<f64>,
+    /// Refuse a cell whose estimated peak memory (bytes, or with a K/M/G suffix) exceeds this.
+    #[serde(default)]
+    pub max_memory: Option<String>,
 }
 
 /// The protocol's hyperparameters for an architecture (protocol.md, "Training hyperparameters"):
@@ -211,6 +218,14 @@ impl Recipe {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if let Some(m) = &self.max_memory {
+            crate::analysis::memory::parse_bytes(m)?;
+        }
+        if let Some(m) = self.checkpoint_minutes
+            && !(m > 0.0 && m.is_finite())
+        {
+            return Err(Error::config("checkpoint_minutes", format!("{m} must be a positive number of minutes")));
+        }
         if self.networks.is_empty() || self.subsets.is_empty() {
             return Err(Error::config("recipe", "needs at least one network and one subset"));
         }

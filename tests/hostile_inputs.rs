@@ -176,3 +176,16 @@ fn a_recipe_with_a_huge_epoch_budget_scales_without_overflow() {
     let expected = i64::MAX as f64 * 5.0 / 30.0;
     assert!((h.fine_tune_epochs as f64 / expected - 1.0).abs() < 1e-9, "{}", h.fine_tune_epochs);
 }
+
+#[test]
+fn images_that_only_claim_a_large_size_fail_before_memory_is_taken_for_them() {
+    // One real 4096x4096 PNG, then 399 headers that claim the same size and hold no pixels: the
+    // decoder's buffer grows by batches, so this fails on the second image instead of reserving
+    // 400 x 48 MiB first.
+    let bytes = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/image_tar/header-bomb.tar.gz"),
+    )
+    .unwrap();
+    let e = err_of(data::archive_from_bytes(&bytes, Path::new("bomb.tar.gz"), Split::Train));
+    assert!(e.contains("bomb.tar.gz") && e.contains("member `train/a/0") && e.contains("decode"), "{e}");
+}

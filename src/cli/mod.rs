@@ -58,6 +58,9 @@ pub enum Command {
     Init(InitArgs),
     /// Import an ONNX model (opsets 13-18, as torch.onnx.export writes them) as a model folder.
     Import(ImportArgs),
+    /// Write a 10-class 32x32 dataset (e.g. an ImageFolder .tar.gz of JPEGs) in the CIFAR-10
+    /// binary format, so that other tools read exactly the pixels edgeprune reads.
+    ConvertData(ConvertDataArgs),
     /// Export a model to ONNX (opset 17, dynamic batch), BatchNorm kept or folded.
     Export(ExportArgs),
     /// Benchmark the engine: a training step or inference on synthetic data.
@@ -298,6 +301,24 @@ pub struct ImportArgs {
     /// Output model folder.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// The per-channel mean the network was trained with, on pixels scaled to [0, 1]
+    /// (e.g. 0.4914,0.4822,0.4465); ONNX files do not carry it. Without it, edgeprune uses the
+    /// statistics of the training data it is given.
+    #[arg(long, value_delimiter = ',', requires = "std")]
+    pub mean: Option<Vec<f32>>,
+    /// The per-channel standard deviation that goes with --mean.
+    #[arg(long, value_delimiter = ',', requires = "mean")]
+    pub std: Option<Vec<f32>>,
+}
+
+#[derive(Args)]
+pub struct ConvertDataArgs {
+    /// Dataset to read (any layout edgeprune reads; default: the usual search).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output folder.
+    #[arg(short, long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args)]
@@ -353,7 +374,11 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Import(a) => {
-            let m = formats::onnx::load(&a.onnx)?;
+            let mut m = formats::onnx::load(&a.onnx)?;
+            if let (Some(mean), Some(std)) = (a.mean, a.std) {
+                m.graph.normalize = Some(crate::ir::Normalize { mean, std });
+                m.graph.infer_shapes().context("--mean/--std")?;
+            }
             native::save(&m, &a.out)?;
             println!(
                 "imported {} ({} nodes, {} parameters) to {}",
@@ -362,6 +387,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 m.graph.num_parameters(),
                 a.out.display()
             );
+            Ok(())
+        }
+        Command::ConvertData(a) => {
+            let src = crate::data::Source::detect(&crate::data::locate(a.data.as_deref())?)?;
+            let (train, test) = (src.load(crate::data::Split::Train)?, src.load(crate::data::Split::Test)?);
+            crate::data::write_cifar10_binary(&train, &test, &a.out)?;
+            println!("wrote {} train and {} test images in the CIFAR-10 binary format to {}", train.len(), test.len(), a.out.display());
             Ok(())
         }
         Command::Export(a) => {

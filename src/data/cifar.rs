@@ -156,7 +156,7 @@ pub const CIFAR100_FINE_TO_COARSE: [u8; 100] = [
 ];
 
 const SHAPE: [usize; 3] = [3, 32, 32];
-const IMAGE_BYTES: usize = 3 * 32 * 32;
+pub(super) const IMAGE_BYTES: usize = 3 * 32 * 32;
 
 /// Reads a split of CIFAR-10 from the `cifar-10-batches-bin` folder `dir`.
 pub(super) fn load_cifar10(dir: &Path, split: Split) -> Result<Dataset> {

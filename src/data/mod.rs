@@ -5,6 +5,7 @@
 
 mod cache;
 mod cifar;
+mod export;
 mod folder;
 mod loader;
 mod source;
@@ -16,6 +17,7 @@ pub use cifar::{
     CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR100_FINE_TO_COARSE, cifar10_from_bytes,
     cifar100_from_bytes,
 };
+pub use export::write_cifar10_binary;
 pub use folder::{archive_from_bytes, image_from_bytes};
 pub use loader::{Augment, Batch, Loader, Normalize};
 pub use source::{Source, Split, cache_dir, locate};

@@ -280,3 +280,107 @@ fn b_pruned_exports_run_in_onnxruntime() {
     }
     eprintln!("(b) worst: max abs {:.2e}, rel {:.2e}", worst.0, worst.1);
 }
+
+/// The argmax of every image of `ds`, as edgeprune's evaluation scores it.
+fn predictions(m: &Model, ds: &edgeprune::data::Dataset) -> Vec<u8> {
+    let n = m.graph.normalize.as_ref().expect("the model records its normalisation");
+    let norm = edgeprune::data::Normalize { mean: [n.mean[0], n.mean[1], n.mean[2]], std: [n.std[0], n.std[1], n.std[2]] };
+    let net = Network::new(m, Device::Cpu).unwrap();
+    let classes = net.num_outputs().unwrap();
+    let loader = edgeprune::data::Loader::new(std::sync::Arc::new(ds.clone()), 500, false, None, norm, 0, 0);
+    let mut out = Vec::with_capacity(ds.len());
+    for b in loader {
+        let logits = net.predict(&b.images, b.len()).unwrap();
+        for row in logits.chunks_exact(classes) {
+            let best = row.iter().enumerate().fold(0, |a, (i, v)| if *v > row[a] { i } else { a });
+            out.push(best as u8);
+        }
+    }
+    out
+}
+
+fn digits(p: &[u8]) -> String {
+    p.iter().map(|d| char::from(b'0' + d)).collect()
+}
+
+fn agreement(a: &str, b: &str) -> usize {
+    assert_eq!(a.len(), b.len());
+    a.bytes().zip(b.bytes()).filter(|(x, y)| x != y).count()
+}
+
+/// Issue 5, point 4: a CNN trained in PyTorch on CIFAR-10 (scripts/onnx_e2e/train_torch_cnn.py;
+/// the ONNX file and PyTorch's 10,000 test predictions are committed in
+/// tests/reference/onnx_e2e/) keeps its accuracy when edgeprune imports it, and once pruned,
+/// fine-tuned on cats and dogs and exported, onnxruntime scores it as edgeprune does.
+/// Needs CIFAR-10 (../shared/data) and a Python with onnxruntime.
+#[test]
+fn d_a_pytorch_trained_cnn_end_to_end() {
+    let py = match python() {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            eprintln!("SKIPPED d_a_pytorch_trained_cnn_end_to_end: no Python with onnxruntime");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let refdir = root.join("tests/reference/onnx_e2e");
+    let torch: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(refdir.join("torch_eval.json")).unwrap()).unwrap();
+    let floats = |k: &str| torch[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect::<Vec<_>>();
+    let (mean, std) = (floats("mean"), floats("std"));
+    let mut m = onnx::load(&refdir.join("cnn.onnx")).unwrap();
+    m.graph.normalize = Some(edgeprune::ir::Normalize { mean: mean.clone(), std: std.clone() });
+
+    // (1) edgeprune scores the imported network as PyTorch did, image by image.
+    let data = edgeprune::train::RunData::load(Some(&root.join("../shared/data")), &[], 0.8).unwrap();
+    let ours = digits(&predictions(&m, &data.test));
+    let theirs = torch["predictions"].as_str().unwrap();
+    let labels = digits(&data.test.labels.iter().map(|&l| l as u8).collect::<Vec<_>>());
+    let correct = |p: &str| agreement(p, &labels);
+    let (ours_top1, torch_top1) = (1.0 - correct(&ours) as f64 / 1e4, torch["test_top1"].as_f64().unwrap());
+    let differ = agreement(&ours, theirs);
+    eprintln!("imported: edgeprune {ours_top1:.4}, PyTorch {torch_top1:.4}, {differ} of 10000 predictions differ");
+    assert!((ours_top1 - torch_top1).abs() < 1e-9, "edgeprune {ours_top1} vs PyTorch {torch_top1}");
+    assert!(differ <= 2, "{differ} predictions differ from PyTorch's");
+
+    // (2) Prune half the parameters, fine-tune briefly on cats and dogs, export, and score the
+    // export in onnxruntime on the same images.
+    let pets = edgeprune::train::RunData::load(Some(&root.join("../shared/data")), &["cat".into(), "dog".into()], 0.8).unwrap();
+    let pruned = prune_half(&m);
+    assert!(pruned.graph.num_parameters() * 10 < m.graph.num_parameters() * 6);
+    let t = tempfile::tempdir().unwrap();
+    let cfg = edgeprune::train::TrainConfig {
+        epochs: 1,
+        batch_size: 64,
+        max_batches: Some(15),
+        lr_schedule: "0 0.01".parse().unwrap(),
+        threads: 2,
+        ..Default::default()
+    };
+    let start = edgeprune::train::Start { model: pruned, plan: None, epoch: 0 };
+    edgeprune::train::fit(Some(start), &pets, &cfg, &t.path().join("ft")).unwrap();
+    let tuned = formats::load_model(&t.path().join("ft/best")).unwrap();
+    let ours = digits(&predictions(&tuned, &pets.test));
+    let pet_labels = digits(&pets.test.labels.iter().map(|&l| l as u8).collect::<Vec<_>>());
+    let ours_top1 = 1.0 - agreement(&ours, &pet_labels) as f64 / ours.len() as f64;
+
+    let onnx_path = t.path().join("tuned.onnx");
+    formats::export_onnx(&tuned, &onnx_path, false).unwrap();
+    let bin = t.path().join("bin");
+    edgeprune::data::write_cifar10_binary(&data.test, &data.test, &bin).unwrap();
+    let f = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    let classes = pets.classes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+    let run = Command::new(&py)
+        .arg(root.join("scripts/onnx_e2e/ort_eval.py"))
+        .args([onnx_path.to_str().unwrap(), bin.to_str().unwrap(), &f(&mean), &f(&std), &classes])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "onnxruntime failed:\n{}", String::from_utf8_lossy(&run.stderr));
+    let ort: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let differ = agreement(&ours, ort["predictions"].as_str().unwrap());
+    let ort_top1 = ort["top1"].as_f64().unwrap();
+    eprintln!("pruned + fine-tuned on cat/dog: edgeprune {ours_top1:.4}, onnxruntime {ort_top1:.4}, {differ} of {} differ", ours.len());
+    assert!(differ <= 1, "{differ} predictions differ between edgeprune and onnxruntime");
+    assert!((ours_top1 - ort_top1).abs() <= 1.0 / ours.len() as f64 + 1e-9);
+}

@@ -112,6 +112,16 @@ fn prune_on_the_command_line_refuses_a_level_outside_0_to_100() {
         assert!(stderr.contains("level") && stderr.contains(level.trim_start_matches('-')), "{level}: {stderr}");
         assert!(!tmp.path().join("out").exists(), "--level {level} wrote a model");
     }
+    // A data-driven criterion refuses the level before it looks for data.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgeprune"))
+        .args(["prune", "resnet20", "--criterion", "taylor", "--level=150", "-o"])
+        .arg(tmp.path().join("out"))
+        .current_dir(tmp.path())
+        .env_remove("EDGEPRUNE_DATA")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("150") && !stderr.contains("dataset"), "{stderr}");
 }
 
 #[test]

@@ -708,6 +708,10 @@ fn cmd_prune(a: PruneArgs) -> Result<()> {
             }
             _ => anyhow::bail!("give one of --level, --gops-level, --channels or --plan"),
         };
+        if let Target::Params(l) | Target::Gops(l) = target {
+            // Checked here too, before a data-driven criterion loads its data.
+            anyhow::ensure!((0.0..100.0).contains(&l), "level: {l} is not a percentage in [0, 100)");
+        }
         let criterion: Criterion = a.criterion.parse()?;
         let scope: Scope = a.scope.parse()?;
         anyhow::ensure!((0.0..=1.0).contains(&a.residual_min_share), "--residual-min-share must be in [0, 1]");

@@ -228,6 +228,9 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
 
     let ck = match start {
         Some(start) => {
+            let mut model = start.model;
+            model_normalize(&mut model, &data.stats);
+            check_memory(cfg, &model, data)?;
             for old in [checkpoint::DIR, "best", "last"] {
                 let p = out.join(old);
                 if p.exists() {
@@ -237,9 +240,6 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
             for old in ["log.csv", "summary.json", "state.json"] {
                 let _ = std::fs::remove_file(out.join(old));
             }
-            let mut model = start.model;
-            model_normalize(&mut model, &data.stats);
-            check_memory(cfg, &model, data)?;
             let state = RunState::start(cfg.seed, start.epoch);
             let dir = checkpoint::save(out, &model, &Weights::default(), &state, start.plan.as_deref(), cfg.keep_checkpoints)?;
             Checkpoint { dir, model, optimizer: Weights::default(), state, plan: start.plan }

@@ -67,6 +67,16 @@ impl Drop for StagedDir {
     }
 }
 
+/// Removes the folder `path` so that it is gone at once: it is first renamed to a stage name
+/// (one step), then deleted file by file. A crash during the deletion leaves a stage, which
+/// [`remove_stale_stages`] clears, never a half-emptied folder under its real name.
+pub fn remove_dir(path: &Path) -> Result<()> {
+    let name = path.file_name().ok_or_else(|| Error::file(path, "not a folder path"))?.to_string_lossy();
+    let trash = parent_of(path).join(format!("{STAGE_PREFIX}removed-{name}.{}", std::process::id()));
+    std::fs::rename(path, &trash).map_err(|e| Error::io(path, e))?;
+    std::fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))
+}
+
 /// Removes the stages that a killed process left in `dir`.
 pub fn remove_stale_stages(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -141,5 +151,7 @@ mod tests {
         assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"2");
         let names: Vec<_> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("best")], "no stage is left behind");
+        remove_dir(&dest).unwrap();
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
     }
 }

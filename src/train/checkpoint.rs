@@ -166,7 +166,7 @@ pub fn save(
     let all = list(out)?;
     for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
         if old != &dest {
-            let _ = std::fs::remove_dir_all(old);
+            atomic::remove_dir(old)?;
         }
     }
     Ok(dest)

@@ -225,6 +225,8 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
     let device: Device = cfg.device.parse()?;
     crate::engine::set_threads(cfg.threads);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // What a killed process was writing or removing (`best/` stages, removed folders).
+    crate::formats::atomic::remove_stale_stages(out);
 
     let ck = match start {
         Some(start) => {
@@ -234,7 +236,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
             for old in [checkpoint::DIR, "best", "last"] {
                 let p = out.join(old);
                 if p.exists() {
-                    std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+                    crate::formats::atomic::remove_dir(&p)?;
                 }
             }
             for old in ["log.csv", "summary.json", "state.json"] {

@@ -39,15 +39,6 @@ pub struct Partial {
     pub correct: usize,
     pub seen: usize,
     pub seconds: f64,
-    pub train_seconds: f64,
-}
-
-/// The random-number position: every draw of the run is derived from these three numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RngPosition {
-    pub seed: u64,
-    pub epoch: usize,
-    pub batch: usize,
 }
 
 /// Where a run stands.
@@ -59,7 +50,8 @@ pub struct RunState {
     /// Batches done in epoch `epochs_done` (0 at an epoch boundary).
     pub batch: usize,
     pub partial: Partial,
-    pub rng: RngPosition,
+    /// The seed: with (`epochs_done`, `batch`), every random draw of the run.
+    pub seed: u64,
     pub best_epoch: Option<usize>,
     pub best_val_top1: Option<f64>,
     pub best_test_top1: Option<f64>,
@@ -80,7 +72,7 @@ impl RunState {
             epochs_done: start_epoch,
             batch: 0,
             partial: Partial::default(),
-            rng: RngPosition { seed, epoch: start_epoch, batch: 0 },
+            seed,
             best_epoch: None,
             best_val_top1: None,
             best_test_top1: None,

@@ -9,7 +9,7 @@ mod schedule;
 pub use config::TrainConfig;
 pub use schedule::Schedule;
 
-use checkpoint::{Checkpoint, Partial, RngPosition, RunState};
+use checkpoint::{Checkpoint, Partial, RunState};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -228,7 +228,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
     // What a killed process was writing or removing (`best/` stages, removed folders).
     crate::formats::atomic::remove_stale_stages(out);
 
-    let ck = match start {
+    let mut ck = match start {
         Some(start) => {
             let mut model = start.model;
             model_normalize(&mut model, &data.stats);
@@ -274,7 +274,9 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
         crate::engine::threads()
     );
 
-    let mut run = Run { cfg, data, out, device, train: Arc::new(data.train.clone()), plan: ck.plan.clone(), poison: test_poison() };
+    // Recorded in the model when the run began; the data's statistics only for an older model.
+    let norm = model_normalize(&mut ck.model, &data.stats);
+    let mut run = Run { cfg, data, out, device, train: Arc::new(data.train.clone()), plan: ck.plan.clone(), norm, poison: test_poison() };
     let (mut net, mut state) = run.restore(ck)?;
     loop {
         match run.epochs(&mut net, &mut state)? {
@@ -298,7 +300,6 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
             }
         }
     }
-    let norm = run.norm(&net)?;
     let final_test = evaluate(&net, &data.test, &norm, 256)?;
     let summary = Summary {
         epochs: state.epochs_done,
@@ -348,6 +349,8 @@ struct Run<'a> {
     device: Device,
     train: Arc<Dataset>,
     plan: Option<String>,
+    /// The input normalisation the model records (set from the data when the run began).
+    norm: Normalize,
     poison: Option<(usize, usize)>,
 }
 
@@ -363,6 +366,10 @@ fn step_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
 impl Run<'_> {
     /// A network and state from a checkpoint; the log and the best model are made to agree with it.
     fn restore(&self, ck: Checkpoint) -> Result<(Network, RunState)> {
+        if ck.state.seed != self.cfg.seed {
+            let why = format!("seed {} differs from the checkpoint's {}", self.cfg.seed, ck.state.seed);
+            return Err(Error::file(ck.dir.join("state.json"), why));
+        }
         let mut net = Network::new(&ck.model, self.device)?;
         let cfg = self.cfg;
         net.set_optimizer(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov });
@@ -382,16 +389,9 @@ impl Run<'_> {
         Ok((net, ck.state))
     }
 
-    /// The input normalisation the network records (set from the data when the run began).
-    fn norm(&self, net: &Network) -> Result<Normalize> {
-        let mut m = Model { graph: net.graph().clone(), weights: Weights::default() };
-        Ok(model_normalize(&mut m, &self.data.stats))
-    }
-
     /// Trains until the last epoch (None) or until a loss or weight stops being finite (Some(why)).
     fn epochs(&mut self, net: &mut Network, st: &mut RunState) -> Result<Option<String>> {
-        let (cfg, data) = (self.cfg, self.data);
-        let norm = self.norm(net)?;
+        let (cfg, data, norm) = (self.cfg, self.data, self.norm);
         let mut last_checkpoint = Instant::now();
         while st.epochs_done < cfg.epochs {
             let epoch = st.epochs_done;
@@ -437,14 +437,13 @@ impl Run<'_> {
                     && st.batch < n_batches
                 {
                     let secs = t0.elapsed().as_secs_f64();
-                    st.partial = Partial { seconds: base.seconds + secs, train_seconds: base.train_seconds + secs, ..p };
-                    st.rng = RngPosition { seed: cfg.seed, epoch, batch: st.batch };
+                    st.partial = Partial { seconds: base.seconds + secs, ..p };
                     self.checkpoint(net, st)?;
                     last_checkpoint = Instant::now();
                 }
             }
             self.device.synchronize();
-            let train_secs = base.train_seconds + t0.elapsed().as_secs_f64();
+            let train_secs = base.seconds + t0.elapsed().as_secs_f64();
             pb.finish_and_clear();
             let val = data.val.as_ref().map(|v| evaluate(net, v, &norm, 256)).transpose()?;
             let test = evaluate(net, &data.test, &norm, 256)?;
@@ -487,7 +486,6 @@ impl Run<'_> {
             st.epochs_done = epoch + 1;
             st.batch = 0;
             st.partial = Partial::default();
-            st.rng = RngPosition { seed: cfg.seed, epoch: epoch + 1, batch: 0 };
             write_log(&self.out.join("log.csv"), &st.history)?;
             let due = st.epochs_done.is_multiple_of(cfg.checkpoint_epochs.max(1))
                 || st.epochs_done == cfg.epochs

@@ -2,16 +2,12 @@
 //! init, inspect, train (with a subset, a recipe, resume), eval, bench, and clear errors.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_edgeprune"));
-    c.env_remove("EDGEPRUNE_DATA");
-    c
-}
+mod common;
 
 fn run(args: &[&str], cwd: &Path) -> Output {
-    bin().args(args).current_dir(cwd).output().expect("edgeprune runs")
+    common::bin().args(args).current_dir(cwd).output().expect("edgeprune runs")
 }
 
 fn ok(args: &[&str], cwd: &Path) -> String {
@@ -27,25 +23,17 @@ fn fails(args: &[&str], cwd: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-/// Three classes that differ in colour and texture, so that a network can learn them quickly.
+/// Three classes that differ in colour and texture, so that a network can learn them in a few
+/// epochs (not in one: `a_short_training_learns` watches the loss fall).
 fn write_dataset(root: &Path) {
-    for (split, n) in [("train", 40), ("test", 12)] {
-        for (c, name) in ["circle", "square", "stripe"].iter().enumerate() {
-            let dir = root.join(split).join(name);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..n {
-                let img = image::RgbImage::from_fn(32, 32, |x, y| {
-                    let noise = ((x * 7 + y * 13 + i * 31) % 17) as u8;
-                    match c {
-                        0 => image::Rgb([200 + noise, 30, 30]),
-                        1 => image::Rgb([30, 200 - noise, 30]),
-                        _ => image::Rgb([30, 30, if (x / 4) % 2 == 0 { 220 } else { 40 + noise }]),
-                    }
-                });
-                img.save(dir.join(format!("{i:04}.png"))).unwrap();
-            }
+    common::write_image_folder(root, &["circle", "square", "stripe"], (40, 12), 32, |c, i, x, y| {
+        let noise = ((x * 7 + y * 13 + i * 31) % 17) as u8;
+        match c {
+            0 => [200 + noise, 30, 30],
+            1 => [30, 200 - noise, 30],
+            _ => [30, 30, if (x / 4) % 2 == 0 { 220 } else { 40 + noise }],
         }
-    }
+    });
 }
 
 fn workdir() -> (tempfile::TempDir, PathBuf) {
@@ -73,7 +61,15 @@ fn train_eval_resume_and_inspect() {
     let text = ok(&["train", "--config", "recipe.toml", "--data", d, "--subset", "circle,stripe", "-o", "run"], cwd);
     assert!(text.contains("done: 1 epochs"), "{text}");
     let run = cwd.join("run");
-    for f in ["config.toml", "log.csv", "summary.json", "best/graph.json", "best/best.json", "checkpoints/e0001-b000000/optimizer.safetensors", "checkpoints/e0001-b000000/state.json"] {
+    for f in [
+        "config.toml",
+        "log.csv",
+        "summary.json",
+        "best/graph.json",
+        "best/best.json",
+        "checkpoints/e0001-b000000/optimizer.safetensors",
+        "checkpoints/e0001-b000000/state.json",
+    ] {
         assert!(run.join(f).exists(), "{f} missing");
     }
     // Extend the finished run by one epoch: the log gains exactly one row.

@@ -6,41 +6,18 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use edgeprune::train::checkpoint;
 use rand::{Rng, SeedableRng};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_edgeprune"));
-    c.env_remove("EDGEPRUNE_DATA").env("OMP_WAIT_POLICY", "PASSIVE");
-    c
-}
+mod common;
+use common::{bin, output};
 
-fn output(c: &mut Command) -> (Output, String) {
-    let out = c.output().expect("edgeprune runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out, text)
-}
-
-/// Three classes of 32x32 images that differ in colour and texture.
+/// Three classes of 32x32 images that differ in colour.
 fn write_dataset(root: &Path) {
-    for (split, n) in [("train", 40), ("test", 10)] {
-        for (c, name) in ["red", "green", "blue"].iter().enumerate() {
-            let dir = root.join(split).join(name);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..n {
-                let img = image::RgbImage::from_fn(32, 32, |x, y| {
-                    let v = ((x * 11 + y * 5 + i * 3) % 50) as u8;
-                    let mut p = [70 + v, 70 + v, 70 + v];
-                    p[c] = if (x + y) % 3 == 0 { 250 } else { 180 + v };
-                    image::Rgb(p)
-                });
-                img.save(dir.join(format!("{i:03}.png"))).unwrap();
-            }
-        }
-    }
+    common::write_image_folder(root, &["red", "green", "blue"], (40, 10), 32, common::tinted);
 }
 
 /// A training recipe that checkpoints often: every epoch, and every ~0.1 s between batches.
@@ -311,7 +288,10 @@ fn divergence_rolls_back_with_a_smaller_learning_rate_and_gives_up_cleanly() {
     c.args(["--lr-schedule", "0 1e37", "-o", "diverged"]);
     let (out, text) = output(&mut c);
     assert!(!out.status.success());
-    assert!(text.contains("diverged") && text.contains("roll-backs") && text.contains("last good checkpoint"), "{text}");
+    assert!(
+        text.contains("diverged") && text.contains("roll-backs") && text.contains("last good checkpoint"),
+        "{text}"
+    );
     let run = t.path().join("diverged");
     check_checkpoints(&run);
     if run.join("best").exists() {
@@ -332,7 +312,8 @@ fn max_memory_refuses_before_starting_and_names_a_batch_that_fits() {
     assert!(!t.path().join("big/checkpoints").exists(), "nothing may start");
     let e = output(&mut train_cmd(t.path(), &data, &["--max-memory", "lots", "-o", "x"])).1;
     assert!(e.contains("lots") && e.contains("byte count"), "{e}");
-    let args = ["--model", "resnet20", "--epochs", "1", "--batch-size", "8", "--max-batches", "1", "--max-memory", "8G"];
+    let args =
+        ["--model", "resnet20", "--epochs", "1", "--batch-size", "8", "--max-batches", "1", "--max-memory", "8G"];
     let (out, text) = output(train_cmd(t.path(), &data, &args).args(["-o", "small"]));
     assert!(out.status.success(), "{text}");
 }

@@ -12,6 +12,8 @@ use edgeprune::surgery::planner::{self, Limits, Scope, Target};
 use edgeprune::surgery::{self, GroupPlan, Plan};
 use edgeprune::{analysis, zoo};
 
+mod common;
+
 fn resnet20() -> Model {
     Model::init(zoo::build("resnet20", 10).unwrap(), 0).unwrap()
 }
@@ -102,25 +104,22 @@ fn a_level_outside_0_to_100_is_refused() {
 fn prune_on_the_command_line_refuses_a_level_outside_0_to_100() {
     let tmp = tempfile::tempdir().unwrap();
     for level in ["150", "-10", "100"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgeprune"))
-            .args(["prune", "resnet20", "--criterion", "l1", &format!("--level={level}"), "-o"])
-            .arg(tmp.path().join("out"))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (out, stderr) = common::output(
+            common::bin()
+                .args(["prune", "resnet20", "--criterion", "l1", &format!("--level={level}"), "-o"])
+                .arg(tmp.path().join("out")),
+        );
         assert!(!out.status.success(), "--level {level} was accepted");
         assert!(stderr.contains("level") && stderr.contains(level.trim_start_matches('-')), "{level}: {stderr}");
         assert!(!tmp.path().join("out").exists(), "--level {level} wrote a model");
     }
     // A data-driven criterion refuses the level before it looks for data.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgeprune"))
-        .args(["prune", "resnet20", "--criterion", "taylor", "--level=150", "-o"])
-        .arg(tmp.path().join("out"))
-        .current_dir(tmp.path())
-        .env_remove("EDGEPRUNE_DATA")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = common::output(
+        common::bin()
+            .args(["prune", "resnet20", "--criterion", "taylor", "--level=150", "-o"])
+            .arg(tmp.path().join("out"))
+            .current_dir(tmp.path()),
+    );
     assert!(!out.status.success() && stderr.contains("150") && !stderr.contains("dataset"), "{stderr}");
 }
 

@@ -284,7 +284,8 @@ fn b_pruned_exports_run_in_onnxruntime() {
 /// The argmax of every image of `ds`, as edgeprune's evaluation scores it.
 fn predictions(m: &Model, ds: &edgeprune::data::Dataset) -> Vec<u8> {
     let n = m.graph.normalize.as_ref().expect("the model records its normalisation");
-    let norm = edgeprune::data::Normalize { mean: [n.mean[0], n.mean[1], n.mean[2]], std: [n.std[0], n.std[1], n.std[2]] };
+    let norm =
+        edgeprune::data::Normalize { mean: [n.mean[0], n.mean[1], n.mean[2]], std: [n.std[0], n.std[1], n.std[2]] };
     let net = Network::new(m, Device::Cpu).unwrap();
     let classes = net.num_outputs().unwrap();
     let loader = edgeprune::data::Loader::new(std::sync::Arc::new(ds.clone()), 500, false, None, norm, 0, 0);
@@ -303,7 +304,8 @@ fn digits(p: &[u8]) -> String {
     p.iter().map(|d| char::from(b'0' + d)).collect()
 }
 
-fn agreement(a: &str, b: &str) -> usize {
+/// How many positions of two equally long prediction strings differ.
+fn mismatches(a: &str, b: &str) -> usize {
     assert_eq!(a.len(), b.len());
     a.bytes().zip(b.bytes()).filter(|(x, y)| x != y).count()
 }
@@ -337,16 +339,16 @@ fn d_a_pytorch_trained_cnn_end_to_end() {
     let ours = digits(&predictions(&m, &data.test));
     let theirs = torch["predictions"].as_str().unwrap();
     let labels = digits(&data.test.labels.iter().map(|&l| l as u8).collect::<Vec<_>>());
-    let correct = |p: &str| agreement(p, &labels);
-    let (ours_top1, torch_top1) = (1.0 - correct(&ours) as f64 / 1e4, torch["test_top1"].as_f64().unwrap());
-    let differ = agreement(&ours, theirs);
+    let (ours_top1, torch_top1) = (1.0 - mismatches(&ours, &labels) as f64 / 1e4, torch["test_top1"].as_f64().unwrap());
+    let differ = mismatches(&ours, theirs);
     eprintln!("imported: edgeprune {ours_top1:.4}, PyTorch {torch_top1:.4}, {differ} of 10000 predictions differ");
     assert!((ours_top1 - torch_top1).abs() < 1e-9, "edgeprune {ours_top1} vs PyTorch {torch_top1}");
     assert!(differ <= 2, "{differ} predictions differ from PyTorch's");
 
     // (2) Prune half the parameters, fine-tune briefly on cats and dogs, export, and score the
     // export in onnxruntime on the same images.
-    let pets = edgeprune::train::RunData::load(Some(&root.join("../shared/data")), &["cat".into(), "dog".into()], 0.8).unwrap();
+    let pets = edgeprune::train::RunData::load(Some(&root.join("../shared/data")), &["cat".into(), "dog".into()], 0.8)
+        .unwrap();
     let pruned = prune_half(&m);
     assert!(pruned.graph.num_parameters() * 10 < m.graph.num_parameters() * 6);
     let t = tempfile::tempdir().unwrap();
@@ -363,7 +365,7 @@ fn d_a_pytorch_trained_cnn_end_to_end() {
     let tuned = formats::load_model(&t.path().join("ft/best")).unwrap();
     let ours = digits(&predictions(&tuned, &pets.test));
     let pet_labels = digits(&pets.test.labels.iter().map(|&l| l as u8).collect::<Vec<_>>());
-    let ours_top1 = 1.0 - agreement(&ours, &pet_labels) as f64 / ours.len() as f64;
+    let ours_top1 = 1.0 - mismatches(&ours, &pet_labels) as f64 / ours.len() as f64;
 
     let onnx_path = t.path().join("tuned.onnx");
     formats::export_onnx(&tuned, &onnx_path, false).unwrap();
@@ -378,9 +380,12 @@ fn d_a_pytorch_trained_cnn_end_to_end() {
         .unwrap();
     assert!(run.status.success(), "onnxruntime failed:\n{}", String::from_utf8_lossy(&run.stderr));
     let ort: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-    let differ = agreement(&ours, ort["predictions"].as_str().unwrap());
+    let differ = mismatches(&ours, ort["predictions"].as_str().unwrap());
     let ort_top1 = ort["top1"].as_f64().unwrap();
-    eprintln!("pruned + fine-tuned on cat/dog: edgeprune {ours_top1:.4}, onnxruntime {ort_top1:.4}, {differ} of {} differ", ours.len());
+    eprintln!(
+        "pruned + fine-tuned on cat/dog: edgeprune {ours_top1:.4}, onnxruntime {ort_top1:.4}, {differ} of {} differ",
+        ours.len()
+    );
     assert!(differ <= 1, "{differ} predictions differ between edgeprune and onnxruntime");
     assert!((ours_top1 - ort_top1).abs() <= 1.0 / ours.len() as f64 + 1e-9);
 }

@@ -9,24 +9,10 @@ use edgeprune::ir::Model;
 use edgeprune::protocol::{Recipe, pipeline, report, search, sweep};
 use edgeprune::zoo;
 
+mod common;
+
 fn write_dataset(root: &Path) {
-    for (split, n) in [("train", 20), ("test", 6)] {
-        for (c, name) in ["red", "green", "blue", "grey"].iter().enumerate() {
-            let dir = root.join(split).join(name);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..n {
-                let img = image::RgbImage::from_fn(16, 16, |x, y| {
-                    let v = ((x * 5 + y * 3 + i * 7) % 40) as u8;
-                    let mut p = [60 + v, 60 + v, 60 + v];
-                    if c < 3 {
-                        p[c] = 200;
-                    }
-                    image::Rgb(p)
-                });
-                img.save(dir.join(format!("{i:03}.png"))).unwrap();
-            }
-        }
-    }
+    common::write_image_folder(root, &["red", "green", "blue", "grey"], (20, 6), 16, common::tinted);
 }
 
 /// A tiny sweep; `measure_costs` adds the device-cost benchmarks to the cells that prune.
@@ -120,11 +106,14 @@ fn sweep_resume_report_and_search() {
 fn the_cli_runs_cells_in_child_processes() {
     let (t, recipe, root) = setup(true);
     let rp = t.path().join("recipe.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgeprune"))
-        .args(["experiment", rp.to_str().unwrap(), "-o", root.to_str().unwrap(), "--only", "net/rg"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let (out, text) = common::output(common::bin().args([
+        "experiment",
+        rp.to_str().unwrap(),
+        "-o",
+        root.to_str().unwrap(),
+        "--only",
+        "net/rg",
+    ]));
     assert!(out.status.success(), "{text}");
     assert!(text.contains("ETA") && text.contains("mean_delta_pp"), "{text}");
     let rows = report::read_cells(&root.join("cells.csv")).unwrap();

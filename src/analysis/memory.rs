@@ -56,6 +56,28 @@ impl Estimate {
         )
     }
 
+    /// Refuses, before anything runs, a run whose estimate exceeds `limit`. `what` names the
+    /// run ("training resnet20"); the error gives the breakdown and the largest batch that fits.
+    pub fn check(&self, limit: u64, what: &str) -> Result<()> {
+        if self.total() <= limit {
+            return Ok(());
+        }
+        let hint = match self.largest_batch_within(limit) {
+            Some(b) => format!("lower the batch size (at most {b} fits) or raise the limit"),
+            None => "not even a batch of 1 fits: raise the limit".to_string(),
+        };
+        Err(Error::config(
+            "max_memory",
+            format!(
+                "{what} at batch size {} needs about {} ({}), more than the limit of {}; {hint}",
+                self.batch,
+                human(self.total()),
+                self.breakdown(),
+                human(limit),
+            ),
+        ))
+    }
+
     /// The largest batch size whose estimate stays within `limit` (activations and batches
     /// scale with the batch; the rest does not).
     pub fn largest_batch_within(&self, limit: u64) -> Option<usize> {
@@ -147,6 +169,17 @@ mod tests {
         assert!((63..=64).contains(&fit), "{fit}");
         assert!(training(&g, fit, 0).unwrap().total() <= a.total());
         assert_eq!(a.largest_batch_within(a.runtime), None);
+    }
+
+    #[test]
+    fn check_passes_at_the_estimate_and_refuses_below_it() {
+        let g = crate::zoo::build("resnet20", 10).unwrap();
+        let e = training(&g, 64, 0).unwrap();
+        e.check(e.total(), "training resnet20").unwrap();
+        let msg = e.check(e.total() - 1, "training resnet20").unwrap_err().to_string();
+        assert!(msg.contains("max_memory") && msg.contains("training resnet20 at batch size 64"), "{msg}");
+        assert!(msg.contains("at most 63 fits") || msg.contains("at most 64 fits"), "{msg}");
+        assert!(e.check(e.runtime, "x").unwrap_err().to_string().contains("not even a batch of 1 fits"));
     }
 
     #[test]

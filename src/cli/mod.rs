@@ -393,7 +393,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let src = crate::data::Source::detect(&crate::data::locate(a.data.as_deref())?)?;
             let (train, test) = (src.load(crate::data::Split::Train)?, src.load(crate::data::Split::Test)?);
             crate::data::write_cifar10_binary(&train, &test, &a.out)?;
-            println!("wrote {} train and {} test images in the CIFAR-10 binary format to {}", train.len(), test.len(), a.out.display());
+            println!(
+                "wrote {} train and {} test images in the CIFAR-10 binary format to {}",
+                train.len(),
+                test.len(),
+                a.out.display()
+            );
             Ok(())
         }
         Command::Export(a) => {
@@ -771,18 +776,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         _ => memory::inference(&m.graph, a.batch, 0)?,
     };
     if let Some(limit) = &a.max_memory {
-        let limit = memory::parse_bytes(limit)?;
-        anyhow::ensure!(
-            est.total() <= limit,
-            "max_memory: {} of {} at batch {} needs about {} ({}), more than {}; at most batch {} fits",
-            a.what,
-            m.graph.name,
-            a.batch,
-            memory::human(est.total()),
-            est.breakdown(),
-            memory::human(limit),
-            est.largest_batch_within(limit).map_or("none".into(), |b| b.to_string())
-        );
+        let what = if a.what == "train-step" { "a train step of" } else { "inference of" };
+        est.check(memory::parse_bytes(limit)?, &format!("{what} {}", m.graph.name))?;
     }
     let r = match a.what.as_str() {
         "train-step" => bench::train_step(&m, a.batch, a.steps, a.warmup, device)?,

@@ -66,7 +66,10 @@ mod tests {
         write_cifar10_binary(&train, &test, dir.path()).unwrap();
         let src = Source::detect(dir.path()).unwrap();
         let back = src.load(Split::Train).unwrap();
-        assert_eq!((back.images, back.labels, back.classes), (train.images.clone(), train.labels.clone(), train.classes.clone()));
+        assert_eq!(
+            (back.images, back.labels, back.classes),
+            (train.images.clone(), train.labels.clone(), train.classes.clone())
+        );
         assert_eq!(src.load(Split::Test).unwrap().images, test.images);
         let mut odd = ds(2);
         odd.classes.pop();

@@ -105,21 +105,26 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     let (ca, cb) = (c(a)?, c(b)?);
     // SAFETY: both are valid NUL-terminated paths; AT_FDCWD makes them relative to the cwd.
     let r = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
-    if r == 0 { Ok(()) } else { fallback_exchange(a, b, std::io::Error::last_os_error()) }
+    if r == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        // The file system (or an old kernel) has no exchange.
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => swap_by_renames(a, b),
+        _ => Err(err),
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    fallback_exchange(a, b, std::io::Error::other("no atomic exchange on this system"))
+    swap_by_renames(a, b)
 }
 
-/// Where the file system has no exchange: move `b` aside, move `a` in, move the old `b` to `a`.
-/// A crash between the two renames leaves `b` missing and its old content at the aside name,
-/// which the next stage of `b` removes.
-fn fallback_exchange(a: &Path, b: &Path, why: std::io::Error) -> std::io::Result<()> {
-    if why.raw_os_error() != Some(libc::EINVAL) && why.raw_os_error() != Some(libc::ENOSYS) {
-        return Err(why);
-    }
+/// Swaps two existing paths where there is no atomic exchange: moves `b` aside, `a` in, and the
+/// old `b` to `a`. A crash between the renames leaves `b` missing and its old content at the
+/// aside name, which the next [`remove_stale_stages`] of the folder clears.
+fn swap_by_renames(a: &Path, b: &Path) -> std::io::Result<()> {
     let aside = parent_of(b).join(format!("{STAGE_PREFIX}old.{}", std::process::id()));
     std::fs::rename(b, &aside)?;
     std::fs::rename(a, b)?;
@@ -153,5 +158,21 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("best")], "no stage is left behind");
         remove_dir(&dest).unwrap();
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_rename_fallback_swaps_two_folders_and_leaves_no_stage() {
+        // The path taken where the system has no atomic exchange (non-Linux, or file systems
+        // without RENAME_EXCHANGE); Linux normally takes renameat2.
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("f"), b"new").unwrap();
+        std::fs::write(b.join("f"), b"old").unwrap();
+        swap_by_renames(&a, &b).unwrap();
+        assert_eq!(std::fs::read(b.join("f")).unwrap(), b"new");
+        assert_eq!(std::fs::read(a.join("f")).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 2);
     }
 }

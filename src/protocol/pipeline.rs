@@ -197,7 +197,13 @@ impl Ctx<'_> {
         RunData::load(self.recipe.data.as_deref(), &names, fraction)
     }
 
-    fn config(&self, schedule: &crate::train::Schedule, epochs: usize, best_from: usize, seed: u64) -> Result<TrainConfig> {
+    fn config(
+        &self,
+        schedule: &crate::train::Schedule,
+        epochs: usize,
+        best_from: usize,
+        seed: u64,
+    ) -> Result<TrainConfig> {
         Ok(TrainConfig {
             epochs,
             batch_size: self.recipe.batch_size,
@@ -330,12 +336,7 @@ fn fit_in(model: Model, data: &RunData, cfg: &TrainConfig, dir: &Path, start: us
     if train::can_resume(&run)? {
         train::fit(None, data, cfg, &run)
     } else {
-        let plan_path = dir.join("plan.json");
-        let plan = if plan_path.exists() {
-            Some(std::fs::read_to_string(&plan_path).map_err(|e| Error::io(&plan_path, e))?)
-        } else {
-            None
-        };
+        let plan = train::checkpoint::read_plan(dir)?;
         train::fit(Some(train::Start { model, plan, epoch: start }), data, cfg, &run)
     }
 }

@@ -176,14 +176,25 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     if state.version != STATE_VERSION {
         return Err(Error::file(&p, format!("state version {} (this build reads {STATE_VERSION})", state.version)));
     }
-    let p = dir.join(PLAN_FILE);
-    let plan = if p.exists() { Some(std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?) } else { None };
+    let plan = read_plan(dir)?;
     Ok(Checkpoint { dir: dir.to_path_buf(), model, optimizer, state, plan })
+}
+
+/// The text of the pruning plan kept in a model, cell or checkpoint folder (`plan.json`), if any.
+pub fn read_plan(dir: &Path) -> Result<Option<String>> {
+    let p = dir.join(PLAN_FILE);
+    if !p.exists() {
+        return Ok(None);
+    }
+    std::fs::read_to_string(&p).map(Some).map_err(|e| Error::io(&p, e))
 }
 
 /// The first tensor holding a NaN or an infinity.
 pub fn first_non_finite(w: &Weights) -> Option<&str> {
-    w.tensors.iter().find(|(_, t)| t.as_f32().is_some_and(|v| v.iter().any(|x| !x.is_finite()))).map(|(k, _)| k.as_str())
+    w.tensors
+        .iter()
+        .find(|(_, t)| t.as_f32().is_some_and(|v| v.iter().any(|x| !x.is_finite())))
+        .map(|(k, _)| k.as_str())
 }
 
 /// A pause between the files of a checkpoint, set only by the crash tests

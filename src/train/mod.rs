@@ -182,12 +182,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
     } else {
         let model = load_or_build(&cfg.model, cfg.num_classes.unwrap_or(data.num_dataset_classes), cfg.seed)?;
         // A pruned model folder carries the plan that made it; the run keeps it.
-        let plan_path = Path::new(&cfg.model).join("plan.json");
-        let plan = if plan_path.is_file() {
-            Some(std::fs::read_to_string(&plan_path).map_err(|e| Error::io(&plan_path, e))?)
-        } else {
-            None
-        };
+        let plan = checkpoint::read_plan(Path::new(&cfg.model))?;
         Some(Start { model, plan, epoch: 0 })
     };
     fit(start, &data, cfg, out)
@@ -243,7 +238,14 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
                 let _ = std::fs::remove_file(out.join(old));
             }
             let state = RunState::start(cfg.seed, start.epoch);
-            let dir = checkpoint::save(out, &model, &Weights::default(), &state, start.plan.as_deref(), cfg.keep_checkpoints)?;
+            let dir = checkpoint::save(
+                out,
+                &model,
+                &Weights::default(),
+                &state,
+                start.plan.as_deref(),
+                cfg.keep_checkpoints,
+            )?;
             Checkpoint { dir, model, optimizer: Weights::default(), state, plan: start.plan }
         }
         None => {
@@ -276,7 +278,16 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
 
     // Recorded in the model when the run began; the data's statistics only for an older model.
     let norm = model_normalize(&mut ck.model, &data.stats);
-    let mut run = Run { cfg, data, out, device, train: Arc::new(data.train.clone()), plan: ck.plan.clone(), norm, poison: test_poison() };
+    let mut run = Run {
+        cfg,
+        data,
+        out,
+        device,
+        train: Arc::new(data.train.clone()),
+        plan: ck.plan.clone(),
+        norm,
+        poison: test_poison(),
+    };
     let (mut net, mut state) = run.restore(ck)?;
     loop {
         match run.epochs(&mut net, &mut state)? {
@@ -322,23 +333,8 @@ fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData) -> Result<()> 
         .flatten()
         .map(|d| d.images.len() as u64 + 2 * d.labels.len() as u64)
         .sum();
-    let est = crate::analysis::memory::training(&model.graph, cfg.batch_size, data_bytes)?;
-    if est.total() > limit {
-        return Err(Error::config(
-            "max_memory",
-            format!(
-                "training {} at batch size {} needs about {} ({}), more than the limit of {}; \
-                 lower the batch size (at most {} fits) or raise the limit",
-                model.graph.name,
-                cfg.batch_size,
-                crate::analysis::memory::human(est.total()),
-                est.breakdown(),
-                crate::analysis::memory::human(limit),
-                est.largest_batch_within(limit).map_or("none".to_string(), |b| b.to_string()),
-            ),
-        ));
-    }
-    Ok(())
+    crate::analysis::memory::training(&model.graph, cfg.batch_size, data_bytes)?
+        .check(limit, &format!("training {}", model.graph.name))
 }
 
 /// What every epoch of a fit needs.
@@ -357,7 +353,8 @@ struct Run<'a> {
 /// The seed of libtorch's generator before the step at (`epoch`, `batch`).
 fn step_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     // SplitMix64 finaliser over the three numbers: neighbouring steps get unrelated seeds.
-    let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (batch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z =
+        seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (batch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -397,7 +394,16 @@ impl Run<'_> {
             let epoch = st.epochs_done;
             let lr = cfg.lr_schedule.lr_at(epoch) * st.lr_scale;
             let aug = cfg.augment.then_some(Augment { crop_padding: 4, hflip: true });
-            let loader = Loader::starting_at(self.train.clone(), cfg.batch_size, true, aug, norm, cfg.seed, epoch as u64, st.batch);
+            let loader = Loader::starting_at(
+                self.train.clone(),
+                cfg.batch_size,
+                true,
+                aug,
+                norm,
+                cfg.seed,
+                epoch as u64,
+                st.batch,
+            );
             let n_batches = cfg.max_batches.map_or(loader.len_batches(), |m| m.min(loader.len_batches()));
             let pb = progress(n_batches as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs));
             pb.set_position(st.batch as u64);
@@ -414,7 +420,11 @@ impl Run<'_> {
                     return Ok(Some(format!("loss is {} at epoch {} batch {}", s.loss, epoch + 1, st.batch + 1)));
                 }
                 if let Some(key) = net.first_non_finite_parameter()? {
-                    return Ok(Some(format!("parameter `{key}` is not finite after epoch {} batch {}", epoch + 1, st.batch + 1)));
+                    return Ok(Some(format!(
+                        "parameter `{key}` is not finite after epoch {} batch {}",
+                        epoch + 1,
+                        st.batch + 1
+                    )));
                 }
                 p.loss_sum += s.loss * s.count as f64;
                 p.correct += s.correct;
@@ -504,7 +514,14 @@ impl Run<'_> {
 
     fn checkpoint(&self, net: &Network, st: &RunState) -> Result<Model> {
         let model = net.model()?;
-        checkpoint::save(self.out, &model, &net.optimizer_state()?, st, self.plan.as_deref(), self.cfg.keep_checkpoints)?;
+        checkpoint::save(
+            self.out,
+            &model,
+            &net.optimizer_state()?,
+            st,
+            self.plan.as_deref(),
+            self.cfg.keep_checkpoints,
+        )?;
         Ok(model)
     }
 }

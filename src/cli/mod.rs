@@ -713,10 +713,8 @@ fn cmd_prune(a: PruneArgs) -> Result<()> {
             }
             _ => anyhow::bail!("give one of --level, --gops-level, --channels or --plan"),
         };
-        if let Target::Params(l) | Target::Gops(l) = target {
-            // Checked here too, before a data-driven criterion loads its data.
-            anyhow::ensure!((0.0..100.0).contains(&l), "level: {l} is not a percentage in [0, 100)");
-        }
+        // Before a data-driven criterion loads its data.
+        target.check_level()?;
         let criterion: Criterion = a.criterion.parse()?;
         let scope: Scope = a.scope.parse()?;
         anyhow::ensure!((0.0..=1.0).contains(&a.residual_min_share), "--residual-min-share must be in [0, 1]");
@@ -771,18 +769,20 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(a.batch > 0 && a.steps > 0, "--batch and --steps must be at least 1");
     let device = a.engine.apply()?;
     let m = load_spec(&a.model, a.num_classes)?;
-    let est = match a.what.as_str() {
-        "train-step" => memory::training(&m.graph, a.batch, 0)?,
-        _ => memory::inference(&m.graph, a.batch, 0)?,
+    let train = match a.what.as_str() {
+        "train-step" => true,
+        "infer" => false,
+        other => anyhow::bail!("unknown benchmark `{other}`: use train-step or infer"),
     };
+    let est = if train { memory::training(&m.graph, a.batch, 0)? } else { memory::inference(&m.graph, a.batch, 0)? };
     if let Some(limit) = &a.max_memory {
-        let what = if a.what == "train-step" { "a train step of" } else { "inference of" };
+        let what = if train { "a train step of" } else { "inference of" };
         est.check(memory::parse_bytes(limit)?, &format!("{what} {}", m.graph.name))?;
     }
-    let r = match a.what.as_str() {
-        "train-step" => bench::train_step(&m, a.batch, a.steps, a.warmup, device)?,
-        "infer" => bench::infer(&m, a.batch, a.steps, a.warmup, device)?,
-        other => anyhow::bail!("unknown benchmark `{other}`: use train-step or infer"),
+    let r = if train {
+        bench::train_step(&m, a.batch, a.steps, a.warmup, device)?
+    } else {
+        bench::infer(&m, a.batch, a.steps, a.warmup, device)?
     };
     if a.json {
         let mut v = serde_json::to_value(&r)?;

@@ -221,11 +221,7 @@ impl Recipe {
         if let Some(m) = &self.max_memory {
             crate::analysis::memory::parse_bytes(m)?;
         }
-        if let Some(m) = self.checkpoint_minutes
-            && !(m > 0.0 && m.is_finite())
-        {
-            return Err(Error::config("checkpoint_minutes", format!("{m} must be a positive number of minutes")));
-        }
+        crate::train::check_checkpoint_minutes(self.checkpoint_minutes)?;
         if self.networks.is_empty() || self.subsets.is_empty() {
             return Err(Error::config("recipe", "needs at least one network and one subset"));
         }

@@ -26,6 +26,19 @@ pub enum Target {
     Channels(BTreeMap<String, usize>),
 }
 
+impl Target {
+    /// Refuses a level outside [0, 100). Cheap, so callers can check it before any costly work
+    /// (a data-driven criterion loading its data).
+    pub fn check_level(&self) -> Result<()> {
+        match self {
+            Target::Params(p) | Target::Gops(p) if !(0.0..100.0).contains(p) => {
+                Err(Error::config("level", format!("{p} is not a percentage in [0, 100)")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Scope {
     /// One ascending ranking over all prunable channels (the paper).
@@ -147,14 +160,12 @@ pub fn make_plan(
     if let Some((g, _)) = groups.iter().zip(scores).find(|(_, s)| s.iter().any(|v| !v.is_finite())) {
         return Err(Error::config(format!("group `{}`", g.name), "has a score that is not a finite number"));
     }
+    target.check_level()?;
     let base = Counter::new(graph)?;
     let (total_params, total_macs) = (base.params, base.macs);
     // Removed channel indices per group.
     let removed: Vec<Vec<usize>> = match target {
         Target::Params(p) | Target::Gops(p) => {
-            if !(0.0..100.0).contains(p) {
-                return Err(Error::config("level", format!("{p} is not a percentage in [0, 100)")));
-            }
             let by_params = matches!(target, Target::Params(_));
             let goal = p / 100.0 * if by_params { total_params } else { total_macs } as f64;
             match scope {

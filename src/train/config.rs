@@ -130,11 +130,7 @@ impl TrainConfig {
         if self.checkpoint_epochs == 0 {
             return bad("checkpoint_epochs", "must be at least 1".into());
         }
-        if let Some(m) = self.checkpoint_minutes
-            && !(m > 0.0 && m.is_finite())
-        {
-            return bad("checkpoint_minutes", format!("{m} must be a positive number of minutes"));
-        }
+        check_checkpoint_minutes(self.checkpoint_minutes)?;
         if self.keep_checkpoints == 0 {
             return bad("keep_checkpoints", "must be at least 1".into());
         }
@@ -146,6 +142,16 @@ impl TrainConfig {
         }
         self.device.parse::<crate::engine::Device>()?;
         Ok(())
+    }
+}
+
+/// `checkpoint_minutes`, where given, is a positive finite number (train configs and recipes).
+pub(crate) fn check_checkpoint_minutes(minutes: Option<f64>) -> Result<()> {
+    match minutes {
+        Some(m) if !(m > 0.0 && m.is_finite()) => {
+            Err(Error::config("checkpoint_minutes", format!("{m} must be a positive number of minutes")))
+        }
+        _ => Ok(()),
     }
 }
 

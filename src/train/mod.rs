@@ -7,6 +7,7 @@ mod config;
 mod schedule;
 
 pub use config::TrainConfig;
+pub(crate) use config::check_checkpoint_minutes;
 pub use schedule::Schedule;
 
 use checkpoint::{Checkpoint, Partial, RunState};

@@ -104,23 +104,23 @@ fn a_level_outside_0_to_100_is_refused() {
 fn prune_on_the_command_line_refuses_a_level_outside_0_to_100() {
     let tmp = tempfile::tempdir().unwrap();
     for level in ["150", "-10", "100"] {
-        let (out, stderr) = common::output(
+        let (out, text) = common::output(
             common::bin()
                 .args(["prune", "resnet20", "--criterion", "l1", &format!("--level={level}"), "-o"])
                 .arg(tmp.path().join("out")),
         );
         assert!(!out.status.success(), "--level {level} was accepted");
-        assert!(stderr.contains("level") && stderr.contains(level.trim_start_matches('-')), "{level}: {stderr}");
+        assert!(text.contains("level") && text.contains(level.trim_start_matches('-')), "{level}: {text}");
         assert!(!tmp.path().join("out").exists(), "--level {level} wrote a model");
     }
     // A data-driven criterion refuses the level before it looks for data.
-    let (out, stderr) = common::output(
+    let (out, text) = common::output(
         common::bin()
             .args(["prune", "resnet20", "--criterion", "taylor", "--level=150", "-o"])
             .arg(tmp.path().join("out"))
             .current_dir(tmp.path()),
     );
-    assert!(!out.status.success() && stderr.contains("150") && !stderr.contains("dataset"), "{stderr}");
+    assert!(!out.status.success() && text.contains("150") && !text.contains("dataset"), "{text}");
 }
 
 #[test]

@@ -164,6 +164,9 @@ pub struct EvalArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Exit 0 even when some outputs are NaN or infinite (they always count as wrong).
+    #[arg(long)]
+    pub allow_non_finite: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -592,6 +595,19 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             s.loss,
             t.elapsed().as_secs_f64()
         );
+    }
+    // A model with a non-finite weight is broken even where some outputs happen to be finite
+    // (an infinite weight times a zero input is NaN, times a negative one may be ReLU'd away).
+    let broken = model.check_finite().err();
+    if s.non_finite > 0 || broken.is_some() {
+        let msg = format!(
+            "{} of {} images gave NaN or infinite outputs{}; they are counted as wrong predictions",
+            s.non_finite,
+            s.count,
+            broken.map_or(String::new(), |e| format!(" ({e})"))
+        );
+        anyhow::ensure!(a.allow_non_finite, "{msg} (--allow-non-finite to exit 0 anyway)");
+        eprintln!("warning: {msg}");
     }
     Ok(())
 }

@@ -33,5 +33,7 @@ pub fn is_onnx(path: &Path) -> bool {
 
 /// Exports a model to an ONNX file (opset 17), BatchNorm kept or folded into the convolutions.
 pub fn export_onnx(model: &Model, path: &Path, fold_bn: bool) -> Result<()> {
+    // A deployed model with a NaN or a negative variance gives NaN on every input.
+    model.check_finite().map_err(|e| Error::file(path, format!("refusing to export: {e}")))?;
     onnx::save(model, path, onnx::ExportOptions { fold_bn })
 }

@@ -124,6 +124,25 @@ pub fn save(model: &Model, dir: &Path) -> Result<()> {
     write_atomic(&dir.join(GRAPH_FILE), graph_to_json(&model.graph).as_bytes())
 }
 
+/// The JSON text of `v`, checked to read back as a `T`. JSON has no NaN or infinity (serde writes
+/// `null` for them), so a value holding one would make a file that edgeprune itself cannot read:
+/// it is refused here, before anything is written, with an error naming `path` and the field.
+pub fn json_text<T: serde::Serialize + serde::de::DeserializeOwned>(path: &Path, v: &T) -> Result<String> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::file(path, e.to_string()))?;
+    if let Err(e) = serde_json::from_str::<T>(&text) {
+        return Err(Error::file(
+            path,
+            format!("refusing to write a value that would not read back (a NaN or infinity?): {e}"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Writes `v` as JSON to `path` atomically, after [`json_text`]'s read-back check.
+pub fn write_json<T: serde::Serialize + serde::de::DeserializeOwned>(path: &Path, v: &T) -> Result<()> {
+    write_atomic(path, json_text(path, v)?.as_bytes())
+}
+
 /// Writes `bytes` to `path` through a temporary file that is flushed to disk and renamed, so
 /// `path` holds either its old or its new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -42,6 +42,29 @@ pub struct Normalize {
     pub std: Vec<f32>,
 }
 
+impl Normalize {
+    /// One finite mean and one positive finite standard deviation per input channel.
+    pub fn check(&self, channels: usize) -> Result<()> {
+        let err = |m: String| Err(Error::node("input", format!("normalize: {m}")));
+        if self.mean.len() != channels || self.std.len() != channels {
+            return err(format!(
+                "{} means and {} stds for an input of {channels} channels (one of each per channel)",
+                self.mean.len(),
+                self.std.len()
+            ));
+        }
+        for (c, (m, s)) in self.mean.iter().zip(&self.std).enumerate() {
+            if !m.is_finite() {
+                return err(format!("the mean of channel {c} is {m}; it must be a finite number"));
+            }
+            if !(*s > 0.0 && s.is_finite()) {
+                return err(format!("the std of channel {c} is {s}; it must be positive and finite"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Maximum elements of one per-image activation or tensor we accept from a file (2^31).
 pub const MAX_ELEMENTS: usize = 1 << 31;
 
@@ -157,10 +180,7 @@ impl Graph {
             return Err(Error::node(&self.output, "the graph output names no node"));
         }
         if let Some(n) = &self.normalize {
-            let c = shapes[0][0];
-            if n.mean.len() != c || n.std.len() != c || n.std.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
-                return Err(Error::node("input", format!("normalize needs {c} means and {c} positive stds")));
-            }
+            n.check(shapes[0][0])?;
         }
         Ok(shapes)
     }

@@ -55,6 +55,25 @@ impl Model {
         Ok(shapes)
     }
 
+    /// Refuses weights that cannot give finite outputs: a NaN or infinite value in any tensor, or a
+    /// negative BatchNorm running variance. The error names the tensor and the element.
+    pub fn check_finite(&self) -> Result<()> {
+        if let Some((key, i, v)) = self.weights.first_non_finite() {
+            return Err(Error::tensor(key, format!("element {i} is {v}: the model's outputs would not be finite")));
+        }
+        for (key, t) in &self.weights.tensors {
+            if key.ends_with(".running_var")
+                && let Some((i, v)) = t.as_f32().and_then(|v| v.iter().enumerate().find(|(_, x)| **x < 0.0))
+            {
+                return Err(Error::tensor(
+                    key,
+                    format!("element {i} is {v}: a variance cannot be negative, the model's outputs would be NaN"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Fresh weights for `graph`, initialised as PyTorch initialises its modules
     /// (kaiming-uniform with a = sqrt(5) for conv and linear weights, uniform(+-1/sqrt(fan_in))
     /// biases; BatchNorm weight 1, bias 0, mean 0, var 1).

@@ -74,4 +74,12 @@ impl Weights {
     pub fn insert(&mut self, key: impl Into<String>, t: HostTensor) {
         self.tensors.insert(key.into(), t);
     }
+
+    /// The first tensor holding a NaN or an infinity, with the index and value of that element.
+    pub fn first_non_finite(&self) -> Option<(&str, usize, f32)> {
+        self.tensors.iter().find_map(|(k, t)| {
+            let v = t.as_f32()?;
+            v.iter().position(|x| !x.is_finite()).map(|i| (k.as_str(), i, v[i]))
+        })
+    }
 }

@@ -367,6 +367,8 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let net = Network::new(&model, device)?;
             let test = train::evaluate(&net, &data.test, &norm, 256)?;
             let val = data.val.as_ref().map(|v| train::evaluate(&net, v, &norm, 256)).transpose()?;
+            test.check_finite(&format!("{id}: test split"))?;
+            val.map_or(Ok(()), |v| v.check_finite(&format!("{id}: validation split")))?;
             let c = analysis::cost(&model.graph)?;
             let costs = sizes(&c, &c);
             (Some(cx.row(subset, Pipeline::Unpruned, 0, 0, test.top1, val.map(|v| v.top1), &costs)), costs)
@@ -408,6 +410,8 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let net = Network::new(&model, device)?;
             let test = train::evaluate(&net, &data.test, &norm, 256)?;
             let val = data.val.as_ref().map(|v| train::evaluate(&net, v, &norm, 256)).transpose()?;
+            test.check_finite(&format!("{id}: test split"))?;
+            val.map_or(Ok(()), |v| v.check_finite(&format!("{id}: validation split")))?;
             let row = cx.row(subset, Pipeline::Agnostic, *level, *seed, test.top1, val.map(|v| v.top1), &trained.costs);
             (Some(row), trained.costs)
         }
@@ -426,9 +430,6 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         r.peak_rss_bytes = m.peak_rss_bytes.map(|b| b as f64);
         r.energy_joules = m.energy_joules.map_or("unavailable".into(), |j| format!("{j:.1}"));
     }
-    native::write_atomic(
-        &dir.join("metrics.json"),
-        serde_json::to_string_pretty(&m).expect("serialisable").as_bytes(),
-    )?;
+    native::write_json(&dir.join("metrics.json"), &m)?;
     Ok(m)
 }

@@ -115,9 +115,6 @@ pub fn gather(recipe: &Recipe, root: &Path) -> Result<Vec<Cell>> {
     }
     let bytes = w.into_inner().map_err(|e| Error::file(root.join("cells.csv"), e.to_string()))?;
     native::write_atomic(&root.join("cells.csv"), &bytes)?;
-    native::write_atomic(
-        &root.join("cells.json"),
-        serde_json::to_string_pretty(&rows).expect("serialisable").as_bytes(),
-    )?;
+    native::write_json(&root.join("cells.json"), &rows)?;
     Ok(rows)
 }

@@ -83,6 +83,40 @@ impl RunState {
         }
     }
 
+    /// Every number of the state is finite (JSON has no NaN: serde would write `null`, which
+    /// cannot be read back, and the run could never be resumed). The error names the field.
+    pub fn check_finite(&self) -> Result<()> {
+        let mut fields: Vec<(String, f64)> = vec![
+            ("partial.loss_sum".into(), self.partial.loss_sum),
+            ("partial.seconds".into(), self.partial.seconds),
+            ("seconds".into(), self.seconds),
+            ("lr_scale".into(), self.lr_scale),
+        ];
+        fields.extend(self.best_val_top1.map(|v| ("best_val_top1".into(), v)));
+        fields.extend(self.best_test_top1.map(|v| ("best_test_top1".into(), v)));
+        for r in &self.history {
+            let e = r.epoch;
+            for (k, v) in [
+                ("lr", Some(r.lr)),
+                ("train_loss", Some(r.train_loss)),
+                ("train_top1", Some(r.train_top1)),
+                ("val_loss", r.val_loss),
+                ("val_top1", r.val_top1),
+                ("test_loss", Some(r.test_loss)),
+                ("test_top1", Some(r.test_top1)),
+                ("test_top5", Some(r.test_top5)),
+                ("seconds", Some(r.seconds)),
+                ("images_per_second", Some(r.images_per_second)),
+            ] {
+                fields.extend(v.map(|v| (format!("history[epoch {e}].{k}"), v)));
+            }
+        }
+        match fields.into_iter().find(|(_, v)| !v.is_finite()) {
+            Some((k, v)) => Err(Error::config(k, format!("is {v}: refusing to write a run state that cannot be read back"))),
+            None => Ok(()),
+        }
+    }
+
     /// The checkpoint folder name of this position.
     pub fn name(&self) -> String {
         format!("e{:04}-b{:06}", self.epochs_done, self.batch)
@@ -137,10 +171,11 @@ pub fn save(
     let root = out.join(DIR);
     let dest = root.join(state.name());
     for (what, w) in [("weight", &model.weights), ("momentum", optimizer)] {
-        if let Some(key) = first_non_finite(w) {
+        if let Some((key, ..)) = w.first_non_finite() {
             return Err(Error::tensor(key, format!("non-finite {what}: refusing to checkpoint {}", dest.display())));
         }
     }
+    state.check_finite()?;
     atomic::remove_stale_stages(&root);
     let stage = StagedDir::new(&dest)?;
     let delay = test_delay();
@@ -151,7 +186,7 @@ pub fn save(
     if let Some(p) = plan {
         stage.write(PLAN_FILE, p.as_bytes())?;
     }
-    stage.write(STATE_FILE, serde_json::to_string_pretty(state).expect("serialisable").as_bytes())?;
+    stage.write(STATE_FILE, native::json_text(&dest.join(STATE_FILE), state)?.as_bytes())?;
     std::thread::sleep(delay);
     stage.write(native::GRAPH_FILE, native::graph_to_json(&model.graph).as_bytes())?;
     stage.commit()?;
@@ -187,14 +222,6 @@ pub fn read_plan(dir: &Path) -> Result<Option<String>> {
         return Ok(None);
     }
     std::fs::read_to_string(&p).map(Some).map_err(|e| Error::io(&p, e))
-}
-
-/// The first tensor holding a NaN or an infinity.
-pub fn first_non_finite(w: &Weights) -> Option<&str> {
-    w.tensors
-        .iter()
-        .find(|(_, t)| t.as_f32().is_some_and(|v| v.iter().any(|x| !x.is_finite())))
-        .map(|(k, _)| k.as_str())
 }
 
 /// A pause between the files of a checkpoint, set only by the crash tests

@@ -29,10 +29,43 @@ use crate::ir::{self, Model, Weights};
 /// Accuracy and loss of a model on a dataset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalStats {
+    /// Mean cross-entropy over the images whose outputs are all finite (0 when there are none).
     pub loss: f64,
     pub top1: f64,
     pub top5: f64,
     pub count: usize,
+    /// Images whose outputs hold a NaN or an infinity: each counts as a wrong prediction.
+    #[serde(default)]
+    pub non_finite: usize,
+}
+
+impl EvalStats {
+    /// Whether every output was finite: only then are the figures a result.
+    pub fn is_finite(&self) -> bool {
+        self.non_finite == 0 && self.loss.is_finite()
+    }
+
+    /// An error naming `what` (e.g. the model and split) unless every output was finite.
+    pub fn check_finite(&self, what: &str) -> Result<()> {
+        if self.is_finite() {
+            return Ok(());
+        }
+        Err(Error::Engine(format!(
+            "{what}: {} of {} images gave non-finite outputs (NaN or infinity); the model is broken \
+             (look for non-finite weights or a negative BatchNorm running_var)",
+            self.non_finite, self.count
+        )))
+    }
+}
+
+/// Top-1 and top-5 correctness of one row of logits. A row holding a NaN or an infinity is never
+/// correct: comparisons with NaN are false, so counting the logits above the label's would
+/// otherwise find none and call it right.
+fn rank_of_label(row: &[f32], label: usize) -> Option<usize> {
+    if row.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    Some(row.iter().filter(|&&v| v > row[label]).count())
 }
 
 /// Evaluates in inference mode (BatchNorm running statistics, no dropout).
@@ -42,7 +75,7 @@ pub fn evaluate(net: &Network, ds: &Dataset, norm: &Normalize, batch_size: usize
     }
     let classes = net.num_outputs()?;
     let loader = Loader::new(Arc::new(ds.clone()), batch_size, false, None, *norm, 0, 0);
-    let (mut loss, mut top1, mut top5) = (0.0f64, 0usize, 0usize);
+    let (mut loss, mut top1, mut top5, mut non_finite) = (0.0f64, 0usize, 0usize, 0usize);
     for batch in loader {
         let logits = net.predict(&batch.images, batch.len())?;
         for (row, &label) in logits.chunks_exact(classes).zip(&batch.labels) {
@@ -50,16 +83,26 @@ pub fn evaluate(net: &Network, ds: &Dataset, norm: &Normalize, batch_size: usize
             if label >= classes {
                 return Err(Error::Data(format!("label {label} does not fit the model's {classes} outputs")));
             }
+            let Some(better) = rank_of_label(row, label) else {
+                non_finite += 1;
+                continue;
+            };
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
             let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
             loss += lse - row[label] as f64;
-            let better = row.iter().filter(|&&v| v > row[label]).count();
             top1 += (better == 0) as usize;
             top5 += (better < 5) as usize;
         }
     }
     let n = ds.len();
-    Ok(EvalStats { loss: loss / n as f64, top1: top1 as f64 / n as f64, top5: top5 as f64 / n as f64, count: n })
+    let finite = n - non_finite;
+    Ok(EvalStats {
+        loss: if finite == 0 { 0.0 } else { loss / finite as f64 },
+        top1: top1 as f64 / n as f64,
+        top5: top5 as f64 / n as f64,
+        count: n,
+        non_finite,
+    })
 }
 
 /// The data of a run: the training images (augmented), the validation images held out of the
@@ -164,8 +207,8 @@ pub struct Summary {
     pub classes: Vec<String>,
 }
 
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    native::write_atomic(path, serde_json::to_string_pretty(v).expect("serialisable").as_bytes())
+fn write_json<T: Serialize + for<'de> Deserialize<'de>>(path: &Path, v: &T) -> Result<()> {
+    native::write_json(path, v)
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -227,6 +270,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
     let mut ck = match start {
         Some(start) => {
             let mut model = start.model;
+            model.check_finite().map_err(|e| Error::file(&cfg.model, format!("cannot train this model: {e}")))?;
             model_normalize(&mut model, &data.stats);
             check_memory(cfg, &model, data)?;
             for old in [checkpoint::DIR, "best", "last"] {
@@ -313,6 +357,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
         }
     }
     let final_test = evaluate(&net, &data.test, &norm, 256)?;
+    final_test.check_finite("the final model on the test split")?;
     let summary = Summary {
         epochs: state.epochs_done,
         best_epoch: state.best_epoch,
@@ -458,6 +503,21 @@ impl Run<'_> {
             pb.finish_and_clear();
             let val = data.val.as_ref().map(|v| evaluate(net, v, &norm, 256)).transpose()?;
             let test = evaluate(net, &data.test, &norm, 256)?;
+            // A network whose outputs are not finite has diverged, whatever its training loss
+            // said: it is never logged, never a best epoch, and the run rolls back.
+            for (split, s) in [("validation", val), ("test", Some(test))] {
+                if let Some(s) = s.filter(|s| !s.is_finite()) {
+                    return Ok(Some(format!(
+                        "{split} outputs are not finite after epoch {} ({} of {} images)",
+                        epoch + 1,
+                        s.non_finite.max(1),
+                        s.count
+                    )));
+                }
+            }
+            if !p.loss_sum.is_finite() {
+                return Ok(Some(format!("the training loss of epoch {} is not finite", epoch + 1)));
+            }
             let row = EpochLog {
                 epoch: epoch + 1,
                 lr,
@@ -469,7 +529,7 @@ impl Run<'_> {
                 test_top1: test.top1,
                 test_top5: test.top5,
                 seconds: base.seconds + t0.elapsed().as_secs_f64(),
-                images_per_second: p.seen as f64 / train_secs,
+                images_per_second: if train_secs > 0.0 { p.seen as f64 / train_secs } else { 0.0 },
             };
             eprintln!(
                 "epoch {:>3} lr {:<8} train loss {:.4} acc {:.2}% | val {} | test acc {:.2}% top5 {:.2}% | {:.0}s, {:.0} img/s",
@@ -538,7 +598,7 @@ struct BestMarker {
 }
 
 fn save_best(dir: &Path, model: &Model, st: &RunState) -> Result<()> {
-    if let Some(key) = checkpoint::first_non_finite(&model.weights) {
+    if let Some((key, ..)) = model.weights.first_non_finite() {
         return Err(Error::tensor(key, "non-finite weight: refusing to save it as the best model"));
     }
     let marker = BestMarker {
@@ -549,7 +609,7 @@ fn save_best(dir: &Path, model: &Model, st: &RunState) -> Result<()> {
     let stage = StagedDir::new(dir)?;
     stage.write(native::WEIGHTS_FILE, &native::weights_to_safetensors(&model.weights))?;
     stage.write(native::GRAPH_FILE, native::graph_to_json(&model.graph).as_bytes())?;
-    stage.write(BEST_FILE, serde_json::to_string_pretty(&marker).expect("serialisable").as_bytes())?;
+    stage.write(BEST_FILE, native::json_text(&dir.join(BEST_FILE), &marker)?.as_bytes())?;
     stage.commit()
 }
 

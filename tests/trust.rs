@@ -55,11 +55,9 @@ fn a_nan_weight_or_negative_variance_scores_zero_and_eval_fails() {
     let (t, data) = workdir();
     let cwd = t.path();
     let d = data.to_str().unwrap();
-    for (name, key, value) in [
-        ("nan", "conv1.weight", f32::NAN),
-        ("inf", "conv1.weight", f32::INFINITY),
-        ("negvar", "bn1.running_var", -1.0),
-    ] {
+    for (name, key, value) in
+        [("nan", "conv1.weight", f32::NAN), ("inf", "conv1.weight", f32::INFINITY), ("negvar", "bn1.running_var", -1.0)]
+    {
         model_with(&cwd.join(name), |m| set(m, key, value));
         let text = fails(&["eval", name, "--data", d], cwd);
         assert!(text.contains("of 24 images gave NaN or infinite outputs"), "{name}: {text}");
@@ -101,8 +99,23 @@ fn a_diverging_run_never_reports_a_best_epoch_and_stays_resumable() {
     let d = data.to_str().unwrap();
     let args = |epochs: &'static str| {
         vec![
-            "train", "--model", "resnet20", "--data", d, "--epochs", epochs, "--max-batches", "1", "--batch-size", "8",
-            "--lr-schedule", "0 1e10", "--threads", "1", "-o", "lr",
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            d,
+            "--epochs",
+            epochs,
+            "--max-batches",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr-schedule",
+            "0 1e10",
+            "--threads",
+            "1",
+            "-o",
+            "lr",
         ]
     };
     let text = fails(&args("3"), cwd);
@@ -128,4 +141,145 @@ fn import_refuses_a_non_finite_mean_or_std() {
         assert!(text.contains(what), "{text}");
         assert!(!cwd.join("imp/graph.json").exists());
     }
+}
+
+// ---- 3. no output deletes or silently replaces a user's files ----
+
+#[test]
+fn train_refuses_a_users_folder_and_replaces_a_run_only_when_told() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let d = data.to_str().unwrap();
+    let mine = cwd.join("mine");
+    std::fs::create_dir_all(mine.join("best")).unwrap();
+    std::fs::create_dir_all(mine.join("checkpoints")).unwrap();
+    std::fs::write(mine.join("best/notes.txt"), "my notes").unwrap();
+    std::fs::write(mine.join("checkpoints/keep.bin"), "mine").unwrap();
+    std::fs::write(mine.join("log.csv"), "my,log\n").unwrap();
+    let quick = ["--model", "resnet20", "--data", d, "--epochs", "1", "--max-batches", "1", "--batch-size", "8"];
+    fn train<'a>(quick: &[&'a str], out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        [&["train"][..], quick, &["-o", out], extra].concat()
+    }
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let text = fails(&train(&quick, "mine", extra), cwd);
+        assert!(text.contains("not empty and is not an edgeprune training run") && text.contains("best"), "{text}");
+    }
+    assert_eq!(std::fs::read_to_string(mine.join("best/notes.txt")).unwrap(), "my notes");
+    assert_eq!(std::fs::read_to_string(mine.join("checkpoints/keep.bin")).unwrap(), "mine");
+    assert_eq!(std::fs::read_to_string(mine.join("log.csv")).unwrap(), "my,log\n");
+
+    ok(&train(&quick, "run", &[]), cwd);
+    let before = std::fs::read(cwd.join("run/best/weights.safetensors")).unwrap();
+    let text = fails(&train(&quick, "run", &[]), cwd);
+    assert!(text.contains("already holds a finished run") && text.contains("--overwrite"), "{text}");
+    assert_eq!(std::fs::read(cwd.join("run/best/weights.safetensors")).unwrap(), before);
+    let text = ok(&[train(&quick, "run", &[]), vec!["--overwrite", "--seed", "5"]].concat(), cwd);
+    assert!(text.contains("done: 1 epochs"), "{text}");
+}
+
+#[test]
+fn model_and_file_outputs_are_never_replaced_silently() {
+    let (t, _data) = workdir();
+    let cwd = t.path();
+    ok(&["init", "resnet20", "--num-classes", "3", "-o", "m"], cwd);
+    let text = fails(&["init", "resnet20", "--num-classes", "3", "--seed", "1", "-o", "m"], cwd);
+    assert!(text.contains("already holds an edgeprune model folder; --overwrite"), "{text}");
+    ok(&["init", "resnet20", "--num-classes", "3", "--seed", "1", "-o", "m", "--overwrite"], cwd);
+    std::fs::create_dir_all(cwd.join("docs")).unwrap();
+    std::fs::write(cwd.join("docs/paper.tex"), "x").unwrap();
+    let text = fails(&["init", "resnet20", "-o", "docs", "--overwrite"], cwd);
+    assert!(text.contains("paper.tex"), "{text}");
+    assert!(!cwd.join("docs/graph.json").exists());
+    std::fs::write(cwd.join("m.onnx"), "my file").unwrap();
+    let text = fails(&["export", "m", "-o", "m.onnx"], cwd);
+    assert!(text.contains("already exists") && text.contains("--overwrite"), "{text}");
+    assert_eq!(std::fs::read_to_string(cwd.join("m.onnx")).unwrap(), "my file");
+    ok(&["export", "m", "-o", "m.onnx", "--overwrite"], cwd);
+    let text =
+        fails(&["prune", "m", "--level", "30", "--criterion", "l1", "-o", "p", "--plan-out", "docs/paper.tex"], cwd);
+    assert!(text.contains("paper.tex") && text.contains("already exists"), "{text}");
+    assert_eq!(std::fs::read_to_string(cwd.join("docs/paper.tex")).unwrap(), "x");
+    // A dangling symbolic link as the output is named as such.
+    std::os::unix::fs::symlink(cwd.join("nowhere"), cwd.join("dangling")).unwrap();
+    let text = fails(&["init", "resnet20", "-o", "dangling"], cwd);
+    assert!(text.contains("dangling link"), "{text}");
+}
+
+// ---- 4. one process per run folder ----
+
+#[test]
+fn a_second_train_on_the_same_folder_is_refused_naming_the_first() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let d = data.to_str().unwrap();
+    let args = [
+        "train",
+        "--model",
+        "resnet20",
+        "--data",
+        d,
+        "--epochs",
+        "50",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "-o",
+        "run",
+    ];
+    let mut first = common::bin().args(args).current_dir(cwd).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait until the first holds the lock (its pid is in the lock file).
+    let lock = cwd.join("run/.edgeprune.lock");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).map_or(true, |s| s.trim() != first.id().to_string()) {
+        assert!(t0.elapsed().as_secs() < 60, "the first run never took its lock");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for extra in [&["--overwrite"][..], &[][..]] {
+        let text = fails(&[&args[..], extra].concat(), cwd);
+        assert!(text.contains(&format!("in use by edgeprune process {}", first.id())), "{text}");
+    }
+    let text = fails(&["train", "--resume", "run"], cwd);
+    assert!(text.contains(&format!("process {}", first.id())), "{text}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The lock died with the process: the run resumes.
+    let text = ok(&["train", "--resume", "run", "--epochs", "1"], cwd);
+    assert!(text.contains("done"), "{text}");
+}
+
+// ---- 6. outputs never overwrite inputs ----
+
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let (t, _data) = workdir();
+    let cwd = t.path();
+    ok(&["init", "resnet20", "--num-classes", "3", "-o", "m"], cwd);
+    let weights = std::fs::read(cwd.join("m/weights.safetensors")).unwrap();
+    for args in [
+        &["export", "m", "-o", "m/weights.safetensors", "--overwrite"][..],
+        &["export", "m", "-o", "m/../m/graph.json", "--overwrite"][..],
+        &[
+            "prune",
+            "m",
+            "--level",
+            "30",
+            "--criterion",
+            "l1",
+            "-o",
+            "p",
+            "--plan-out",
+            "m/weights.safetensors",
+            "--overwrite",
+        ][..],
+        &["prune", "m", "--level", "30", "--criterion", "l1", "-o", "m", "--overwrite"][..],
+    ] {
+        let text = fails(args, cwd);
+        assert!(text.contains("would overwrite the input"), "{args:?}: {text}");
+    }
+    std::os::unix::fs::symlink(cwd.join("m/weights.safetensors"), cwd.join("w.link")).unwrap();
+    let text = fails(&["export", "m", "-o", "w.link", "--overwrite"], cwd);
+    assert!(text.contains("would overwrite the input"), "{text}");
+    assert_eq!(std::fs::read(cwd.join("m/weights.safetensors")).unwrap(), weights);
+    ok(&["prune", "m", "--level", "30", "--criterion", "l1", "-o", "p", "--plan-out", "p.json"], cwd);
 }

@@ -1,13 +1,13 @@
 //! The command line: parses, calls the library, prints. No logic of its own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::analysis::{self, memory};
 use crate::engine::{self, Device, Network};
-use crate::formats::{self, native};
+use crate::formats::{self, native, outdir};
 use crate::ir::Model;
 use crate::metrics::bench;
 use crate::protocol::{self, Recipe, report, sweep};
@@ -138,9 +138,13 @@ pub struct TrainArgs {
     /// Refuse to start if the estimated peak memory exceeds this many bytes (suffixes K, M, G).
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<String>,
-    /// Run folder to write.
+    /// Run folder to write: a new or empty folder, or (with --resume or --overwrite) a run
+    /// folder of edgeprune's. A folder holding anything else is refused.
     #[arg(short, long, default_value = "runs/train")]
     pub out: PathBuf,
+    /// Replace the finished or interrupted run that --out holds.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Continue an interrupted run from its newest checkpoint: the folder given, else --out.
     /// Its config.toml is used; only --epochs (to extend the run), --data (moved), --threads,
     /// the checkpoint frequency and --max-memory may change.
@@ -232,6 +236,9 @@ pub struct PruneArgs {
     /// Output model folder (the plan is saved in it as plan.json).
     #[arg(short, long)]
     pub out: PathBuf,
+    /// Replace what an earlier run of this command wrote there (never files edgeprune did not write).
+    #[arg(long)]
+    pub overwrite: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -295,6 +302,9 @@ pub struct InitArgs {
     pub seed: u64,
     #[arg(short, long)]
     pub out: PathBuf,
+    /// Replace what an earlier run of this command wrote there (never files edgeprune did not write).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Args)]
@@ -304,6 +314,9 @@ pub struct ImportArgs {
     /// Output model folder.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// Replace what an earlier run of this command wrote there (never files edgeprune did not write).
+    #[arg(long)]
+    pub overwrite: bool,
     /// The per-channel mean the network was trained with, on pixels scaled to [0, 1]
     /// (e.g. 0.4914,0.4822,0.4465); ONNX files do not carry it. Without it, edgeprune uses the
     /// statistics of the training data it is given.
@@ -322,6 +335,9 @@ pub struct ConvertDataArgs {
     /// Output folder.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// Replace what an earlier run of this command wrote there (never files edgeprune did not write).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Args)]
@@ -337,6 +353,9 @@ pub struct ExportArgs {
     /// The ONNX file to write.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Args)]
@@ -372,7 +391,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prune(a) => cmd_prune(a),
         Command::Init(a) => {
             let m = Model::init(zoo::build(&a.network, a.num_classes)?, a.seed)?;
-            native::save(&m, &a.out)?;
+            claim_model_dir(&a.out, a.overwrite, &[])?;
+            save_model(&m, &a.out)?;
             println!("wrote {} ({} parameters) to {}", a.network, m.graph.num_parameters(), a.out.display());
             Ok(())
         }
@@ -382,7 +402,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 m.graph.normalize = Some(crate::ir::Normalize { mean, std });
                 m.graph.infer_shapes().context("--mean/--std")?;
             }
-            native::save(&m, &a.out)?;
+            claim_model_dir(&a.out, a.overwrite, &[&a.onnx])?;
+            save_model(&m, &a.out)?;
             println!(
                 "imported {} ({} nodes, {} parameters) to {}",
                 a.onnx.display(),
@@ -393,8 +414,12 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::ConvertData(a) => {
-            let src = crate::data::Source::detect(&crate::data::locate(a.data.as_deref())?)?;
+            let data_path = crate::data::locate(a.data.as_deref())?;
+            outdir::check_not_input(&a.out, "-o", &[&data_path])?;
+            outdir::check(&a.out, outdir::Kind::Data, existing(a.overwrite), OVERWRITE_HINT)?;
+            let src = crate::data::Source::detect(&data_path)?;
             let (train, test) = (src.load(crate::data::Split::Train)?, src.load(crate::data::Split::Test)?);
+            outdir::claim(&a.out, outdir::Kind::Data, outdir::Existing::Accept, "")?;
             crate::data::write_cifar10_binary(&train, &test, &a.out)?;
             println!(
                 "wrote {} train and {} test images in the CIFAR-10 binary format to {}",
@@ -405,6 +430,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Export(a) => {
+            outdir::check_not_input(&a.out, "-o", &[Path::new(&a.model)])?;
+            outdir::claim_file(&a.out, a.overwrite)?;
             let m = load_spec(&a.model, a.num_classes)?;
             formats::export_onnx(&m, &a.out, a.fold_bn)?;
             println!(
@@ -471,6 +498,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => {
             let cells = report::read_cells(&a.run.join("cells.csv"))?;
             let out = a.out.unwrap_or_else(|| a.run.join("report"));
+            // A report replaces the report it regenerates, never a folder of anything else.
+            outdir::claim(&out, outdir::Kind::Report, outdir::Existing::Accept, "")?;
             let summary = report::write_report(&cells, &out)?;
             println!("report written to {}", out.display());
             println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -552,7 +581,13 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             cfg.augment = false;
         }
     }
-    let s = train::train(&cfg, &out, resume)?;
+    let mode = match (resume, a.overwrite) {
+        (true, true) => anyhow::bail!("--resume continues a run and --overwrite replaces it: give one"),
+        (true, false) => train::OutMode::Resume,
+        (false, true) => train::OutMode::Overwrite,
+        (false, false) => train::OutMode::Fresh,
+    };
+    let s = train::train(&cfg, &out, mode)?;
     println!(
         "done: {} epochs in {:.0}s; best epoch {} (val top-1 {}), test top-1 at best val {}, final test top-1 {:.2}%",
         s.epochs,
@@ -610,6 +645,26 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         eprintln!("warning: {msg}");
     }
     Ok(())
+}
+
+const OVERWRITE_HINT: &str = "--overwrite to replace it";
+
+fn existing(overwrite: bool) -> outdir::Existing {
+    if overwrite { outdir::Existing::Accept } else { outdir::Existing::Refuse }
+}
+
+/// A model folder output: not one of `inputs`, and new, empty, or (with --overwrite) a model
+/// folder edgeprune wrote. Only checked: [`save_model`] makes it.
+fn claim_model_dir(out: &Path, overwrite: bool, inputs: &[&Path]) -> Result<()> {
+    outdir::check_not_input(out, "-o", inputs)?;
+    outdir::check(out, outdir::Kind::Model, existing(overwrite), OVERWRITE_HINT)?;
+    Ok(())
+}
+
+/// Writes a model folder that [`claim_model_dir`] checked.
+fn save_model(m: &Model, out: &Path) -> Result<()> {
+    outdir::claim(out, outdir::Kind::Model, outdir::Existing::Accept, "")?;
+    Ok(native::save(m, out)?)
 }
 
 fn load_spec(spec: &str, num_classes: usize) -> Result<Model> {
@@ -706,6 +761,16 @@ fn cmd_prune(a: PruneArgs) -> Result<()> {
     use crate::surgery::{self, Plan};
 
     let device = a.engine.apply()?;
+    // Outputs are checked before any work: none may be an input, none may replace a user's file.
+    let mut inputs: Vec<&Path> = vec![Path::new(&a.model)];
+    inputs.extend(a.plan.as_deref());
+    inputs.extend(a.data.as_deref());
+    claim_model_dir(&a.out, a.overwrite, &inputs)?;
+    if let Some(p) = &a.plan_out {
+        outdir::check_not_input(p, "--plan-out", &inputs)?;
+        outdir::check_not_input(p, "--plan-out", &[&a.out.join("graph.json"), &a.out.join("weights.safetensors")])?;
+        outdir::claim_file(p, a.overwrite)?;
+    }
     let mut model = load_spec(&a.model, a.num_classes)?;
     let t0 = std::time::Instant::now();
     let plan = if let Some(p) = &a.plan {
@@ -752,7 +817,7 @@ fn cmd_prune(a: PruneArgs) -> Result<()> {
     let planning = t0.elapsed().as_secs_f64();
     let pruned = surgery::apply(&model, &plan)?;
     let surgery_s = t0.elapsed().as_secs_f64() - planning;
-    native::save(&pruned, &a.out)?;
+    save_model(&pruned, &a.out)?;
     native::write_atomic(&a.out.join("plan.json"), plan.to_json().as_bytes())?;
     if let Some(p) = &a.plan_out {
         native::write_atomic(p, plan.to_json().as_bytes())?;

@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod native;
 pub mod onnx;
+pub mod outdir;
 
 use std::path::Path;
 

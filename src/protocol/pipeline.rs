@@ -357,7 +357,8 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
     crate::engine::set_threads(recipe.threads);
     let cx = Ctx { recipe, net, hyper: recipe.resolve(net)?, device };
     let dir = cell_dir(root, id);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    // One process per cell: a rerun while an earlier process of the same cell lives is refused.
+    let _lock = crate::formats::outdir::DirLock::acquire(&dir)?;
     let nf = cx.hyper.fine_tune_epochs;
     let (row, costs) = match id {
         CellId::Unpruned { subset, .. } => {

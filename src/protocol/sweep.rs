@@ -10,7 +10,7 @@ use super::pipeline::{self, CellId, CellMetrics};
 use super::recipe::Recipe;
 use super::report::Cell;
 use crate::error::{Error, Result};
-use crate::formats::native;
+use crate::formats::{native, outdir};
 
 /// Where a recipe's sweep lives.
 pub fn root_of(recipe: &Recipe, out: Option<&Path>) -> PathBuf {
@@ -34,7 +34,10 @@ pub fn run(recipe: &Recipe, root: &Path, only: &[String], in_process: bool) -> R
 
 /// Runs the given cells (in the order given) that are not finished yet.
 pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: bool) -> Result<()> {
-    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    // A sweep continues the sweep its folder holds; it never writes into a folder of anything else,
+    // and one process at a time writes it.
+    outdir::claim(root, outdir::Kind::Sweep, outdir::Existing::Accept, "")?;
+    let _lock = outdir::DirLock::acquire(root)?;
     let recipe_path = root.join("recipe.toml");
     native::write_atomic(&recipe_path, toml::to_string(recipe).expect("recipes serialise").as_bytes())?;
     let todo: Vec<&CellId> = cells.iter().filter(|c| !pipeline::is_done(root, c)).collect();
@@ -54,7 +57,9 @@ pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: boo
             pipeline::run_cell(recipe, root, id)?;
         } else {
             let exe = own_binary()?;
-            let status = Command::new(exe)
+            let mut cmd = Command::new(exe);
+            dies_with_parent(&mut cmd);
+            let status = cmd
                 .args(["cell", "--recipe"])
                 .arg(&recipe_path)
                 .arg("--root")
@@ -82,6 +87,33 @@ pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: boo
         gather(recipe, root)?;
     }
     Ok(())
+}
+
+/// A child that the kernel kills when this process dies, however it dies (`kill -9` included), so
+/// that no orphaned cell runs on beside a rerun. (Elsewhere than Linux the cell's lock still keeps
+/// a rerun from writing the same cell.)
+fn dies_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the child between fork and exec and calls only
+        // async-signal-safe functions (prctl, getppid, _exit).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 /// This program's path, for the cells' child processes. If the binary was rebuilt while the

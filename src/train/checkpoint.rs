@@ -112,7 +112,9 @@ impl RunState {
             }
         }
         match fields.into_iter().find(|(_, v)| !v.is_finite()) {
-            Some((k, v)) => Err(Error::config(k, format!("is {v}: refusing to write a run state that cannot be read back"))),
+            Some((k, v)) => {
+                Err(Error::config(k, format!("is {v}: refusing to write a run state that cannot be read back")))
+            }
             None => Ok(()),
         }
     }
@@ -222,6 +224,11 @@ pub fn read_plan(dir: &Path) -> Result<Option<String>> {
         return Ok(None);
     }
     std::fs::read_to_string(&p).map(Some).map_err(|e| Error::io(&p, e))
+}
+
+/// The first tensor holding a NaN or an infinity (see [`Weights::first_non_finite`]).
+pub fn first_non_finite(w: &Weights) -> Option<&str> {
+    w.first_non_finite().map(|(k, ..)| k)
 }
 
 /// A pause between the files of a checkpoint, set only by the crash tests

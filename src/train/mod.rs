@@ -23,6 +23,7 @@ use crate::data::{self, Augment, Dataset, Loader, Normalize, Split};
 use crate::engine::{Device, Network, SgdConfig};
 use crate::error::{Error, Result};
 use crate::formats::atomic::StagedDir;
+use crate::formats::outdir;
 use crate::formats::{self, native};
 use crate::ir::{self, Model, Weights};
 
@@ -216,10 +217,45 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::file(path, e.to_string()))
 }
 
-/// Trains as `cfg` says, writing everything into `out`. With `resume`, continues the run that
-/// `out` holds from its newest checkpoint.
-pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
+/// What [`train`] does with a run folder that already holds a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutMode {
+    /// Start a new run; refuse a folder that holds one.
+    Fresh,
+    /// Start a new run, replacing the one the folder holds (never a folder edgeprune did not write).
+    Overwrite,
+    /// Continue the run the folder holds from its newest checkpoint.
+    Resume,
+}
+
+/// Trains as `cfg` says, writing everything into `out`, which must be missing, empty, or (as
+/// `mode` says) a run folder of edgeprune's to replace or resume.
+pub fn train(cfg: &TrainConfig, out: &Path, mode: OutMode) -> Result<Summary> {
     cfg.validate()?;
+    let resume = mode == OutMode::Resume;
+    // Locked first, so that a second process is told who holds the folder.
+    let _lock = lock_run_dir(out)?;
+    let holds_run = out.join("config.toml").exists() || checkpoint::latest(out)?.is_some();
+    match (holds_run, mode) {
+        (true, OutMode::Fresh) => {
+            let state = match (out.join("summary.json").exists(), checkpoint::latest(out)?) {
+                (true, _) => "a finished run".to_string(),
+                (false, Some(ck)) => format!(
+                    "an interrupted run (newest checkpoint {})",
+                    ck.file_name().unwrap_or_default().to_string_lossy()
+                ),
+                (false, None) => "a run with no checkpoint".to_string(),
+            };
+            return Err(Error::file(
+                out,
+                format!("already holds {state} of edgeprune; --resume to continue it, --overwrite to replace it"),
+            ));
+        }
+        (false, OutMode::Resume) => {
+            return Err(Error::file(out, "nothing to resume: no edgeprune run here"));
+        }
+        _ => {}
+    }
     let data = RunData::load(cfg.data.as_deref(), &cfg.subset, cfg.train_fraction)?;
     let start = if resume {
         None
@@ -241,6 +277,13 @@ pub struct Start {
     pub epoch: usize,
 }
 
+/// Locks a run folder for this process, refusing a folder edgeprune did not write (no lock file
+/// is left in a user's folder).
+fn lock_run_dir(out: &Path) -> Result<outdir::DirLock> {
+    outdir::claim(out, outdir::Kind::TrainRun, outdir::Existing::Accept, "")?;
+    outdir::DirLock::acquire(out)
+}
+
 /// Whether the run folder `out` holds a checkpoint that [`fit`] can resume.
 pub fn can_resume(out: &Path) -> Result<bool> {
     Ok(checkpoint::latest(out)?.is_some())
@@ -255,15 +298,18 @@ pub fn last_model_dir(out: &Path) -> Result<PathBuf> {
 /// `cfg.lr_schedule.lr_at(e - 1)`), with a fresh optimizer, writing the run folder `out` (any
 /// earlier run there is replaced). With `start` None, resumes the run in `out` from its newest
 /// checkpoint, optimizer state and random position included, so that the result is the one the
-/// uninterrupted run would have given. A non-finite loss or weight rolls the run back to its
+/// uninterrupted run would have given. `out` must be missing, empty or a run folder of edgeprune
+/// (a folder holding anything else is refused); it is locked while the run lasts. A non-finite loss or weight rolls the run back to its
 /// newest checkpoint and retries with the learning rate scaled by `cfg.nan_lr_factor`, at most
 /// `cfg.nan_retries` times. `cfg.model`, `cfg.data` and `cfg.subset` are not read: the caller
 /// chose them.
 pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) -> Result<Summary> {
     cfg.validate()?;
     let device: Device = cfg.device.parse()?;
+    // Before anything is written: a run that cannot start leaves no run behind.
+    device.check()?;
     crate::engine::set_threads(cfg.threads);
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let _lock = lock_run_dir(out)?;
     // What a killed process was writing or removing (`best/` stages, removed folders).
     crate::formats::atomic::remove_stale_stages(out);
 

@@ -15,11 +15,12 @@ pub enum Error {
     #[error("{}: {msg}", path.display())]
     File { path: PathBuf, msg: String },
     /// An operating-system error on a file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {}", path.display(), io_text(err))]
     Io {
         path: PathBuf,
-        // Not marked #[source]: the message already says it, and error chains would repeat it.
-        source: std::io::Error,
+        // Not a `source` (thiserror would make a field of that name one): the message already
+        // says it, and an error chain printed with `{:#}` would repeat it.
+        err: std::io::Error,
     },
     /// A configuration value (CLI flag or recipe key) is invalid.
     #[error("{key}: {msg}")]
@@ -30,6 +31,15 @@ pub enum Error {
     /// The compute engine failed (libtorch error, device unavailable).
     #[error("engine: {0}")]
     Engine(String),
+}
+
+/// An OS error as one plain sentence: "No such file or directory", without the "(os error 2)".
+fn io_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -44,8 +54,8 @@ impl Error {
     pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::File { path: path.into(), msg: msg.into() }
     }
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        Error::Io { path: path.into(), err }
     }
     pub fn config(key: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Config { key: key.into(), msg: msg.into() }

@@ -60,7 +60,7 @@ pub(super) fn cached(
     let path = dir.join(format!("{stem}-{key:016x}.bin"));
     match read(&path, key) {
         Ok(ds) => return Ok(ds),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => eprintln!("warning: ignoring the data cache: {e}; rebuilding it"),
     }
     let ds = build()?;

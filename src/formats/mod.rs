@@ -27,6 +27,37 @@ pub fn load_model(path: &Path) -> Result<Model> {
     }
 }
 
+/// Largest text file edgeprune reads (graphs, recipes, plans, run states): 256 MiB.
+pub const MAX_TEXT_BYTES: u64 = 256 << 20;
+/// Largest tensor file edgeprune reads (safetensors, ONNX, CIFAR batches): 64 GiB.
+pub const MAX_BINARY_BYTES: u64 = 64 << 30;
+
+/// Reads a whole file that must be a regular file (after following links) of at most `max`
+/// bytes: a FIFO would block forever and a link to /dev/zero would read until memory runs out.
+pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::file(path, "is not a regular file (a device, FIFO or socket?); refusing to read it"));
+    }
+    if meta.len() > max {
+        return Err(Error::file(path, format!("is {} bytes, more than the {max} this file may hold", meta.len())));
+    }
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Bounded even if the file grows while it is read.
+    f.take(max + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::file(path, format!("grew past {max} bytes while it was read")));
+    }
+    Ok(bytes)
+}
+
+/// [`read_file`] of a UTF-8 text file of at most [`MAX_TEXT_BYTES`].
+pub fn read_text(path: &Path) -> Result<String> {
+    String::from_utf8(read_file(path, MAX_TEXT_BYTES)?).map_err(|_| Error::file(path, "is not UTF-8 text"))
+}
+
 /// Whether a path names an ONNX file (by its extension).
 pub fn is_onnx(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))

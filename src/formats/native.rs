@@ -104,14 +104,14 @@ pub fn weights_to_safetensors(w: &Weights) -> Vec<u8> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+    super::read_file(path, super::MAX_BINARY_BYTES)
 }
 
 /// Loads a native model folder and checks that graph and weights agree.
 pub fn load(dir: &Path) -> Result<Model> {
     let gpath = dir.join(GRAPH_FILE);
     let wpath = dir.join(WEIGHTS_FILE);
-    let text = String::from_utf8(read(&gpath)?).map_err(|_| Error::file(&gpath, "not UTF-8 text"))?;
+    let text = super::read_text(&gpath)?;
     let graph = graph_from_json(&text, &gpath)?;
     let weights = weights_from_safetensors(&read(&wpath)?, &wpath)?;
     Model::new(graph, weights).map_err(|e| e.in_file(&wpath))

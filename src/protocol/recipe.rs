@@ -211,7 +211,7 @@ fn steps(epochs: &[usize], lrs: &[f64], budget: usize) -> Schedule {
 
 impl Recipe {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::formats::read_text(path)?;
         let r: Recipe = toml::from_str(&text).map_err(|e| Error::file(path, e.to_string()))?;
         r.validate().map_err(|e| e.in_file(path))?;
         Ok(r)

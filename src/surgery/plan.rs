@@ -58,7 +58,7 @@ impl Plan {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::formats::read_text(path)?;
         Self::from_json(&text, path)
     }
 

@@ -205,10 +205,10 @@ pub fn save(
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let model = native::load(dir)?;
     let p = dir.join(OPTIMIZER_FILE);
-    let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+    let bytes = crate::formats::read_file(&p, crate::formats::MAX_BINARY_BYTES)?;
     let optimizer = native::weights_from_safetensors(&bytes, &p)?;
     let p = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let text = crate::formats::read_text(&p)?;
     let state: RunState = serde_json::from_str(&text).map_err(|e| Error::file(&p, e.to_string()))?;
     if state.version != STATE_VERSION {
         return Err(Error::file(&p, format!("state version {} (this build reads {STATE_VERSION})", state.version)));
@@ -223,7 +223,7 @@ pub fn read_plan(dir: &Path) -> Result<Option<String>> {
     if !p.exists() {
         return Ok(None);
     }
-    std::fs::read_to_string(&p).map(Some).map_err(|e| Error::io(&p, e))
+    crate::formats::read_text(&p).map(Some)
 }
 
 /// The first tensor holding a NaN or an infinity (see [`Weights::first_non_finite`]).

@@ -89,7 +89,7 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Reads a recipe; errors name the file and the key or line at fault.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::formats::read_text(path)?;
         Self::from_toml(&text).map_err(|e| e.in_file(path))
     }
 

@@ -122,10 +122,21 @@ pub struct RunData {
 
 impl RunData {
     pub fn load(data: Option<&Path>, subset: &[String], train_fraction: f64) -> Result<Self> {
-        let src = data::Source::detect(&data::locate(data)?)?;
+        let path = data::locate(data)?;
+        let src = data::Source::detect(&path)?;
         let train_all = src.load(Split::Train)?;
         let test_all = src.load(Split::Test)?;
         let (mean, std) = train_all.channel_stats();
+        for (c, (m, s)) in mean.iter().zip(&std).enumerate() {
+            if !(*s > 0.0 && s.is_finite()) {
+                return Err(Error::Data(format!(
+                    "{}: channel {c} of the training images has standard deviation {s} (every pixel {:.1} of 255), \
+                     so inputs cannot be normalised by it; a dataset needs variation in every channel",
+                    path.display(),
+                    m * 255.0
+                )));
+            }
+        }
         let classes = if subset.is_empty() {
             (0..train_all.classes.len()).collect()
         } else {
@@ -213,7 +224,7 @@ fn write_json<T: Serialize + for<'de> Deserialize<'de>>(path: &Path, v: &T) -> R
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::formats::read_text(path)?;
     serde_json::from_str(&text).map_err(|e| Error::file(path, e.to_string()))
 }
 

@@ -13,9 +13,13 @@ use crate::ir::{Graph, Op};
 pub const NETWORKS: &[&str] = &["alexnet", "resnet20", "resnet56", "mobilenetv2", "squeezenet"];
 
 /// Builds a zoo network by name for 3x32x32 images and `num_classes` outputs.
+/// The most output classes a zoo network may be built with (ImageNet-21k has 21,841): a larger
+/// count is refused before any weight is allocated.
+pub const MAX_CLASSES: usize = 100_000;
+
 pub fn build(name: &str, num_classes: usize) -> Result<Graph> {
-    if num_classes == 0 {
-        return Err(Error::config("num_classes", "must be positive"));
+    if num_classes == 0 || num_classes > MAX_CLASSES {
+        return Err(Error::config("num_classes", format!("{num_classes} is not in 1..={MAX_CLASSES}")));
     }
     Ok(match name {
         "alexnet" => alexnet(num_classes),

@@ -32,7 +32,7 @@ use std::path::Path;
 
 use prost::Message;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ir::Model;
 
 /// Default-domain opsets that import accepts.
@@ -81,7 +81,7 @@ pub struct ExportOptions {
 
 /// Imports an ONNX file.
 pub fn load(path: &Path) -> Result<Model> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::formats::read_file(path, crate::formats::MAX_BINARY_BYTES)?;
     from_bytes(&bytes, path)
 }
 

@@ -173,13 +173,16 @@ fn a_graph_too_wide_to_analyse_is_an_error_not_an_allocation() {
 }
 
 #[test]
-fn a_recipe_with_a_huge_epoch_budget_scales_without_overflow() {
+fn a_recipe_with_a_huge_epoch_budget_is_refused_and_scales_without_overflow() {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/toml_config/recipe-huge-epochs.toml"),
     )
     .unwrap();
     let r: Recipe = toml::from_str(&text).unwrap();
-    r.validate().unwrap();
+    // Such a budget is refused when the recipe is read (issue: late validation) ...
+    let e = r.validate().unwrap_err().to_string();
+    assert!(e.contains("epochs") && e.contains("more than 100000"), "{e}");
+    // ... and the scaling itself still does not overflow.
     let h = r.resolve(&r.networks[0]).unwrap();
     // n_f = 5/30 of the budget, as for any budget (it wrapped around before).
     let expected = i64::MAX as f64 * 5.0 / 30.0;

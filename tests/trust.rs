@@ -283,3 +283,197 @@ fn an_output_that_is_an_input_is_refused() {
     assert_eq!(std::fs::read(cwd.join("m/weights.safetensors")).unwrap(), weights);
     ok(&["prune", "m", "--level", "30", "--criterion", "l1", "-o", "p", "--plan-out", "p.json"], cwd);
 }
+
+// ---- 8. names never escape their folder; 10, 13. recipes are checked when read ----
+
+/// A recipe over the test's dataset and a 3-class model folder `m` (made if missing).
+fn recipe(cwd: &Path, data: &Path, name: &str, subset: &str, extra: &str) -> PathBuf {
+    if !cwd.join("m/graph.json").exists() {
+        ok(&["init", "resnet20", "--num-classes", "3", "-o", "m"], cwd);
+    }
+    let text = format!(
+        "name = \"{name}\"\ndata = \"{}\"\nlevels = [50]\nepochs = 2\nmax_batches = 1\nbatch_size = 8\nthreads = 1\nmeasure_costs = false\n{extra}\n\
+         [[networks]]\nname = \"resnet20\"\nmodel = \"{}\"\n\n[[subsets]]\n{subset}\n",
+        data.display(),
+        cwd.join("m").display()
+    );
+    let p = cwd.join("recipe.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn recipe_names_that_are_paths_are_refused() {
+    let (t, data) = workdir();
+    let cwd = t.path().join("work");
+    std::fs::create_dir_all(&cwd).unwrap();
+    for (name, subset, key) in [
+        ("../../X", "name = \"s\"\nclasses = [\"red\"]", "name"),
+        ("/abs/path", "name = \"s\"\nclasses = [\"red\"]", "name"),
+        (".hidden", "name = \"s\"\nclasses = [\"red\"]", "name"),
+        ("ok", "name = \"../../../X\"\nclasses = [\"red\"]", "subsets.name"),
+        ("ok", "name = \"a/b\"\nclasses = [\"red\"]", "subsets.name"),
+    ] {
+        let r = recipe(&cwd, &data, name, subset, "");
+        let text = fails(&["experiment", r.to_str().unwrap(), "--in-process"], &cwd);
+        assert!(text.contains(key) && text.contains("one plain path component"), "{name}/{subset}: {text}");
+    }
+    assert!(!t.path().join("X").exists() && !cwd.join("runs").exists());
+}
+
+#[test]
+fn bad_grids_and_budgets_are_refused_before_any_folder_is_made() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let red = "name = \"s\"\nclasses = [\"red\", \"green\"]";
+    let levels: Vec<String> = (1..=99).map(|l| l.to_string()).collect();
+    let seeds: Vec<String> = (0..1000).map(|s| s.to_string()).collect();
+    for (extra, subset, want) in [
+        (format!("seeds = [{}]\n", seeds.join(",")), red.to_string(), "= 297000 cells, more than the 20000"),
+        ("epochs = 9223372036854775807\n".into(), red.into(), "epochs"),
+        ("pipelines = [\"aware\"]\nepochs = 1\n".into(), red.into(), "at least 2"),
+        (
+            String::new(),
+            "name = \"s\"\nrandom = 1000000000".into(),
+            "random = 1000000000, but the dataset has 3 classes",
+        ),
+        (String::new(), "name = \"s\"\nclasses = [\"purple\"]".into(), "purple"),
+    ] {
+        // The levels line of `recipe` is replaced for the grid case.
+        let r = recipe(cwd, &data, "g", &subset, "");
+        let text = std::fs::read_to_string(&r).unwrap();
+        let text = if want.contains("cells") {
+            text.replace("levels = [50]", &format!("levels = [{}]", levels.join(",")))
+        } else {
+            text
+        };
+        let text = text.replace("epochs = 2\n", "");
+        std::fs::write(&r, format!("{extra}{text}")).unwrap();
+        let out = fails(&["experiment", r.to_str().unwrap(), "--in-process"], cwd);
+        assert!(out.contains(want), "{want}: {out}");
+        assert!(!cwd.join("runs/g").exists(), "{want}: a folder was made");
+    }
+    // A network whose model does not exist is named before any folder is made.
+    let r = recipe(cwd, &data, "g", red, "");
+    let text = std::fs::read_to_string(&r).unwrap().replace(&cwd.join("m").display().to_string(), "/no/such/model");
+    std::fs::write(&r, text).unwrap();
+    let out = fails(&["experiment", r.to_str().unwrap(), "--in-process"], cwd);
+    assert!(out.contains("network `resnet20`") && out.contains("/no/such/model"), "{out}");
+    assert!(!cwd.join("runs/g").exists());
+}
+
+#[test]
+fn a_duplicate_channels_group_and_an_inconsistent_or_foreign_resume_are_refused() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let d = data.to_str().unwrap();
+    ok(&["init", "resnet20", "--num-classes", "3", "-o", "m"], cwd);
+    let text = fails(&["prune", "m", "--channels", "conv1=8,conv1=4", "-o", "p"], cwd);
+    assert!(text.contains("`conv1` twice"), "{text}");
+    ok(
+        &[
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            d,
+            "--epochs",
+            "1",
+            "--max-batches",
+            "1",
+            "--batch-size",
+            "8",
+            "-o",
+            "run",
+        ],
+        cwd,
+    );
+    // Renamed classes: the same images under other names.
+    let other = cwd.join("other");
+    common::write_image_folder(&other, &["rouge", "vert", "bleu"], (24, 8), 32, common::tinted);
+    let text = fails(&["train", "--resume", "run", "--epochs", "2", "--data", other.to_str().unwrap()], cwd);
+    assert!(text.contains("rouge") && text.contains("red"), "{text}");
+    // A state claiming more epochs than its history.
+    let state = cwd.join("run/checkpoints/e0001-b000000/state.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    v["epochs_done"] = 7.into();
+    std::fs::write(&state, serde_json::to_string(&v).unwrap()).unwrap();
+    let text = fails(&["train", "--resume", "run", "--epochs", "8"], cwd);
+    assert!(text.contains("state.json") && text.contains("log row 1 is epoch 1"), "{text}");
+}
+
+// ---- 9, 11, 12. no panics, hangs or exhaustion ----
+
+#[test]
+fn absurd_sizes_are_refused_before_allocation() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let d = data.to_str().unwrap();
+    for args in [
+        &["init", "resnet20", "--num-classes", "100000000", "-o", "x"][..],
+        &["inspect", "resnet20", "--num-classes", "100000000"][..],
+        &["bench", "infer", "--num-classes", "10000000"][..],
+        &["train", "--data", d, "--num-classes", "100000000", "-o", "x"][..],
+    ] {
+        let (out, text) = common::output(common::bin().args(args).current_dir(cwd));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+        assert!(text.contains("num_classes") && text.contains("1..=100000"), "{args:?}: {text}");
+    }
+    let text = fails(&["bench", "infer", "--batch", "65536"], cwd);
+    assert!(text.contains("available") && text.contains("--max-memory"), "{text}");
+    let text = ok(&["bench", "infer", "--batch", "2", "--steps", "1", "--warmup", "0", "--threads", "100000"], cwd);
+    assert!(text.contains("100000 threads asked for"), "{text}");
+}
+
+#[test]
+fn model_files_that_are_fifos_or_devices_are_refused_at_once() {
+    let (t, _data) = workdir();
+    let cwd = t.path();
+    ok(&["init", "resnet20", "--num-classes", "3", "-o", "m"], cwd);
+    let fifo = cwd.join("fifo");
+    std::fs::create_dir_all(&fifo).unwrap();
+    std::fs::copy(cwd.join("m/weights.safetensors"), fifo.join("weights.safetensors")).unwrap();
+    let c = std::ffi::CString::new(fifo.join("graph.json").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let zero = cwd.join("zero");
+    std::fs::create_dir_all(&zero).unwrap();
+    std::fs::copy(cwd.join("m/graph.json"), zero.join("graph.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", zero.join("weights.safetensors")).unwrap();
+    for (dir, file) in [("fifo", "graph.json"), ("zero", "weights.safetensors")] {
+        let mut child =
+            common::bin().args(["inspect", dir]).current_dir(cwd).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed().as_secs() > 30 {
+                child.kill().unwrap();
+                panic!("{dir}: inspect hung");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(!status.success());
+        assert!(err.contains(file) && err.contains("not a regular file"), "{dir}: {err}");
+    }
+}
+
+// ---- 14. one clear sentence ----
+
+#[test]
+fn errors_say_it_once_and_name_what_is_wrong() {
+    let (t, _data) = workdir();
+    let cwd = t.path();
+    let text = fails(&["train", "--config", "missing.toml"], cwd);
+    assert_eq!(text.matches("No such file or directory").count(), 1, "{text}");
+    assert!(!text.contains("os error"), "{text}");
+    // A dataset with a channel that never varies.
+    let flat = cwd.join("flat");
+    common::write_image_folder(&flat, &["a", "b"], (4, 2), 32, |c, i, x, _| {
+        [((x + i) % 7) as u8 * 30, 128, c as u8 * 90]
+    });
+    let text = fails(&["train", "--data", flat.to_str().unwrap(), "--epochs", "1", "-o", "r"], cwd);
+    assert!(text.contains("flat") && text.contains("channel 1") && text.contains("standard deviation 0"), "{text}");
+}

@@ -58,6 +58,25 @@ impl Estimate {
 
     /// Refuses, before anything runs, a run whose estimate exceeds `limit`. `what` names the
     /// run ("training resnet20"); the error gives the breakdown and the largest batch that fits.
+    /// [`Estimate::check`] against `limit`, or, when none is given, against the memory this
+    /// machine has available now (a run that would exhaust it is refused before it starts).
+    pub fn check_or_available(&self, limit: Option<u64>, what: &str) -> Result<()> {
+        if let Some(l) = limit {
+            return self.check(l, what);
+        }
+        let Some(avail) = available_bytes() else { return Ok(()) };
+        self.check(avail, what).map_err(|e| {
+            Error::config(
+                "max_memory",
+                format!(
+                    "{} (the limit is the memory this machine has available now; to run anyway, set a \
+                     limit yourself with --max-memory, or max_memory in a recipe)",
+                    e.to_string().trim_start_matches("max_memory: ")
+                ),
+            )
+        })
+    }
+
     pub fn check(&self, limit: u64, what: &str) -> Result<()> {
         if self.total() <= limit {
             return Ok(());
@@ -119,6 +138,15 @@ fn estimate(graph: &Graph, batch: usize, data_bytes: u64, copies: u64, factor: f
 }
 
 /// Bytes in binary units, e.g. "1.50 GiB".
+/// The memory the machine has available for a new process (Linux: MemAvailable of
+/// /proc/meminfo); None where it cannot be read.
+pub fn available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;

@@ -785,10 +785,10 @@ fn cmd_prune(a: PruneArgs) -> Result<()> {
                     let (k, v) = item
                         .rsplit_once('=')
                         .with_context(|| format!("--channels item `{item}` is not group=count"))?;
-                    counts.insert(
-                        k.to_string(),
-                        v.parse::<usize>().with_context(|| format!("--channels item `{item}`"))?,
-                    );
+                    let n = v.parse::<usize>().with_context(|| format!("--channels item `{item}`"))?;
+                    if let Some(old) = counts.insert(k.to_string(), n) {
+                        anyhow::bail!("--channels names group `{k}` twice ({old} and {n}): give each group once");
+                    }
                 }
                 Target::Channels(counts)
             }
@@ -856,10 +856,9 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         other => anyhow::bail!("unknown benchmark `{other}`: use train-step or infer"),
     };
     let est = if train { memory::training(&m.graph, a.batch, 0)? } else { memory::inference(&m.graph, a.batch, 0)? };
-    if let Some(limit) = &a.max_memory {
-        let what = if train { "a train step of" } else { "inference of" };
-        est.check(memory::parse_bytes(limit)?, &format!("{what} {}", m.graph.name))?;
-    }
+    let what = if train { "a train step of" } else { "inference of" };
+    let limit = a.max_memory.as_deref().map(memory::parse_bytes).transpose()?;
+    est.check_or_available(limit, &format!("{what} {}", m.graph.name))?;
     let r = if train {
         bench::train_step(&m, a.batch, a.steps, a.warmup, device)?
     } else {

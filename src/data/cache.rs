@@ -1,11 +1,14 @@
 //! The decode cache: a decoded ImageFolder split kept in one binary file, which reads back in a
 //! fraction of a second. A file is named by its source and split and a key over the source's
-//! identity (path, size and modification time, or the file listing). A file that fails
-//! validation is ignored and rebuilt; files are written to a temporary name, then renamed.
+//! content (the archive's bytes, or every image file's path, label and bytes), so a dataset
+//! edited in place, even keeping sizes and modification times, gets a new entry. A file that fails
+//! validation (its checksum included) is ignored and rebuilt; files are written to a temporary
+//! name, then renamed.
 //!
 //! Format, little-endian: magic `EPDATA\0\0`, version u32, key u64, C, H, W as u32, image count
-//! u64, class count u32, each class name as a u32 length and UTF-8, the labels as u16, then the
-//! images (N x C x H x W bytes). Coarse labels are not stored (ImageFolders have none).
+//! u64, class count u32, each class name as a u32 length and UTF-8, the labels as u16, the
+//! images (N x C x H x W bytes), then a u64 checksum ([`Fnv::write_bulk`]) of everything before
+//! it. Coarse labels are not stored (ImageFolders have none).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -15,7 +18,7 @@ use super::Dataset;
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"EPDATA\0\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Largest image side accepted from a cache file.
 const MAX_SIDE: u64 = 4096;
 
@@ -47,6 +50,57 @@ impl Fnv {
     }
 }
 
+/// A checksum of bulk content, 8 bytes per step (FNV-1a's xor-multiply over 64-bit words, with a
+/// rotation so that every input bit reaches every state bit): fast enough to hash a whole
+/// dataset, and the same however the bytes are split into calls.
+pub(super) struct Sum {
+    h: u64,
+    pending: [u8; 8],
+    n_pending: usize,
+    total: u64,
+}
+
+impl Sum {
+    pub(super) fn new() -> Self {
+        Sum { h: 0xcbf2_9ce4_8422_2325, pending: [0; 8], n_pending: 0, total: 0 }
+    }
+
+    fn mix(&mut self, w: u64) {
+        self.h = (self.h ^ w).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+    }
+
+    pub(super) fn update(&mut self, mut bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        if self.n_pending > 0 {
+            let take = (8 - self.n_pending).min(bytes.len());
+            self.pending[self.n_pending..self.n_pending + take].copy_from_slice(&bytes[..take]);
+            self.n_pending += take;
+            bytes = &bytes[take..];
+            if self.n_pending < 8 {
+                return;
+            }
+            self.mix(u64::from_le_bytes(self.pending));
+            self.n_pending = 0;
+        }
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.mix(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+        let rest = words.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.n_pending = rest.len();
+    }
+
+    pub(super) fn finish(&self) -> u64 {
+        let mut s = Sum { ..*self };
+        let mut last = [0u8; 8];
+        last[..s.n_pending].copy_from_slice(&s.pending[..s.n_pending]);
+        s.mix(u64::from_le_bytes(last));
+        s.mix(s.total);
+        s.h
+    }
+}
+
 /// The dataset cached in `dir` under `stem` and `key`, or else `build()`, which is then cached.
 /// Without a cache folder, just `build()`. A cache that cannot be read or written is reported
 /// on stderr and otherwise ignored.
@@ -74,7 +128,7 @@ pub(super) fn cached(
 fn read(path: &Path, key: u64) -> Result<Dataset> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let left = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut r = Bounded { inner: BufReader::new(file), left, path };
+    let mut r = Bounded { inner: BufReader::new(file), left, path, sum: Sum::new() };
     if r.bytes(8)? != MAGIC {
         return Err(Error::file(path, "not a data cache file"));
     }
@@ -107,6 +161,10 @@ fn read(path: &Path, key: u64) -> Result<Dataset> {
         return Err(Error::file(path, format!("label {bad} is out of range")));
     }
     let images = r.bytes(n.saturating_mul(c * h * w))?;
+    let sum = r.sum.finish();
+    if r.u64()? != sum {
+        return Err(Error::file(path, "checksum mismatch: the cache file is corrupt"));
+    }
     if r.left != 0 {
         return Err(Error::file(path, format!("{} bytes after the images", r.left)));
     }
@@ -125,6 +183,8 @@ struct Bounded<'a> {
     inner: BufReader<File>,
     left: u64,
     path: &'a Path,
+    /// Checksum of the bytes read so far.
+    sum: Sum,
 }
 
 impl Bounded<'_> {
@@ -134,6 +194,7 @@ impl Bounded<'_> {
         }
         let mut buf = vec![0; n as usize];
         self.inner.read_exact(&mut buf).map_err(|e| Error::io(self.path, e))?;
+        self.sum.update(&buf);
         self.left -= n;
         Ok(buf)
     }
@@ -173,8 +234,12 @@ fn write_to(path: &Path, key: u64, ds: &Dataset) -> Result<()> {
         head.extend(name.as_bytes());
     }
     head.extend(ds.labels.iter().flat_map(|l| l.to_le_bytes()));
+    let mut sum = Sum::new();
+    sum.update(&head);
+    sum.update(&ds.images);
     w.write_all(&head).map_err(io)?;
     w.write_all(&ds.images).map_err(io)?;
+    w.write_all(&sum.finish().to_le_bytes()).map_err(io)?;
     w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)
 }
 
@@ -192,6 +257,28 @@ mod tests {
             coarse_classes: None,
             shape: [3, 2, 5],
         }
+    }
+
+    #[test]
+    fn the_sum_does_not_depend_on_how_bytes_are_split() {
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut whole = Sum::new();
+        whole.update(&bytes);
+        for cuts in [[1, 2], [7, 9], [8, 16], [13, 999]] {
+            let mut s = Sum::new();
+            s.update(&bytes[..cuts[0]]);
+            s.update(&bytes[cuts[0]..cuts[1]]);
+            s.update(&bytes[cuts[1]..]);
+            assert_eq!(s.finish(), whole.finish());
+        }
+        let mut other = bytes.clone();
+        other[999] ^= 1;
+        let mut s = Sum::new();
+        s.update(&other);
+        assert_ne!(s.finish(), whole.finish());
+        let mut longer = Sum::new();
+        longer.update(&[bytes.as_slice(), &[0]].concat());
+        assert_ne!(longer.finish(), whole.finish(), "a trailing zero changes the sum");
     }
 
     #[test]
@@ -217,6 +304,14 @@ mod tests {
         }
         assert_eq!(builds.get(), 5, "each corrupt cache is rebuilt");
         assert_eq!(read(&file, 7).unwrap(), sample(), "and rewritten");
+
+        // One image byte changed in place (same length): the checksum sees it.
+        let mut flipped = bytes.clone();
+        let at = flipped.len() - 8 - 3;
+        flipped[at] ^= 0x10;
+        std::fs::write(&file, &flipped).unwrap();
+        assert!(read(&file, 7).unwrap_err().to_string().contains("checksum"));
+        std::fs::write(&file, &bytes).unwrap();
 
         // A huge claimed image count is refused before anything is allocated.
         let mut huge = bytes.clone();

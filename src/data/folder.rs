@@ -9,7 +9,6 @@ use std::fs::File;
 use std::io::{BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::UNIX_EPOCH;
 
 use flate2::read::GzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -87,7 +86,10 @@ pub(super) fn load_dir(root: &Path, split: Split, cache_dir: Option<&Path>) -> R
         key.write_str(&path.to_string_lossy());
         key.write_u64(u64::from(*label));
         key.write_u64(meta.len());
-        key.write_u64(mtime_nanos(&meta));
+        // The content, not only size and time: an image edited in place is seen.
+        let mut sum = cache::Sum::new();
+        sum.update(&crate::formats::read_file(path, MAX_FILE_BYTES)?);
+        key.write_u64(sum.finish());
     }
     let stem = format!("{}-{split}", file_stem(root));
     cache::cached(cache_dir, &stem, key.finish(), || {
@@ -108,7 +110,7 @@ pub(super) fn load_archive(path: &Path, split: Split, cache_dir: Option<&Path>) 
     key.write_str(&path.canonicalize().map_err(|e| Error::io(path, e))?.to_string_lossy());
     key.write_str(&split.to_string());
     key.write_u64(meta.len());
-    key.write_u64(mtime_nanos(&meta));
+    key.write_u64(content_sum(path)?);
     let stem = format!("{}-{split}", file_stem(path));
     cache::cached(cache_dir, &stem, key.finish(), || {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -244,8 +246,18 @@ fn is_image_name(name: &str) -> bool {
     name.rsplit_once('.').is_some_and(|(_, ext)| EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
 }
 
-fn mtime_nanos(meta: &std::fs::Metadata) -> u64 {
-    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64)
+/// A checksum of a file's bytes, read in pieces (an archive may be large).
+fn content_sum(path: &Path) -> Result<u64> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut sum = cache::Sum::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok(sum.finish());
+        }
+        sum.update(&buf[..n]);
+    }
 }
 
 /// The name of `path` without `.tar.gz`/`.tgz`, for cache file names.
@@ -412,6 +424,7 @@ fn decode(bytes: &[u8]) -> std::result::Result<image::RgbImage, String> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     /// A PNG of `w` x `h` whose pixel (x, y) is (seed + x, seed + y, seed * 2).
     pub(crate) fn png(w: u32, h: u32, seed: u8) -> Vec<u8> {
@@ -582,6 +595,17 @@ pub(super) mod tests {
         let changed = load_dir(&tmp.path().join("images"), Split::Train, Some(&cache)).unwrap();
         assert_eq!(changed.image(0), chw(4, 3, 9));
         assert_eq!(cache_files(), 4);
+
+        // Edited in place with its size and modification time kept: still a new entry.
+        let path = tmp.path().join("images/train/cat/c.png");
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let same_size = png(4, 3, 10);
+        assert_eq!(same_size.len() as u64, std::fs::metadata(&path).unwrap().len());
+        std::fs::write(&path, same_size).unwrap();
+        File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        let edited = load_dir(&tmp.path().join("images"), Split::Train, Some(&cache)).unwrap();
+        assert_eq!(edited.image(0), chw(4, 3, 10));
+        assert_eq!(cache_files(), 5);
 
         // A truncated cache file is rebuilt.
         for entry in std::fs::read_dir(&cache).unwrap() {

@@ -71,8 +71,19 @@ impl Device {
 }
 
 /// Sets the number of CPU threads libtorch uses for intra-op parallelism.
+/// Sets libtorch's CPU threads, capped at the machine's CPU count (more only oversubscribes the
+/// cores, and an absurd count makes libgomp abort): a capped request is reported once.
 pub fn set_threads(n: usize) {
-    tch::set_num_threads(n.max(1) as i32);
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let n = if n > cpus {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED
+            .call_once(|| eprintln!("warning: {n} threads asked for, but this machine has {cpus} CPUs; using {cpus}"));
+        cpus
+    } else {
+        n.max(1)
+    };
+    tch::set_num_threads(n as i32);
 }
 
 pub fn threads() -> usize {

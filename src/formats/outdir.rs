@@ -195,6 +195,31 @@ pub fn claim_file(path: &Path, overwrite: bool) -> Result<()> {
     }
 }
 
+/// Checks that a name from a recipe (or a flag) that becomes a folder name is one plain path
+/// component: 1 to 100 ASCII letters, digits and `-_.+=@,`, not starting with a dot (so no `..`,
+/// no separators, no hidden or absolute paths). The error names `key`.
+pub fn check_name(key: &str, name: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.+=@,".contains(c);
+    let why = if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > 100 {
+        Some("is longer than 100 characters")
+    } else if name.starts_with('.') {
+        Some("starts with a dot")
+    } else if !name.chars().all(ok_char) {
+        Some("holds a character other than ASCII letters, digits and -_.+=@,")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::config(
+            key,
+            format!("`{}` {why}: it names a folder, so it must be one plain path component", name.escape_debug()),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The absolute path `p` resolves to (symbolic links followed), also for a path that does not
 /// exist yet (its nearest existing ancestor is resolved).
 fn resolve(p: &Path) -> PathBuf {

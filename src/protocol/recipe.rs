@@ -209,7 +209,34 @@ fn steps(epochs: &[usize], lrs: &[f64], budget: usize) -> Schedule {
     Schedule { steps: out }
 }
 
+/// The most cells one sweep may hold (a grid larger than this is refused when the recipe is read).
+pub const MAX_CELLS: usize = 20_000;
+
 impl Recipe {
+    /// Checks what the recipe names outside itself, before any folder is made: every network's
+    /// model loads, and every subset resolves against the dataset (named classes exist, a random
+    /// draw asks for no more classes than there are, and each class fits the model's outputs).
+    pub fn check_inputs(&self) -> Result<()> {
+        for n in &self.networks {
+            let m = crate::formats::load_model(&n.model)
+                .map_err(|e| Error::config(format!("network `{}`", n.name), format!("model: {e}")))?;
+            m.check_finite().map_err(|e| Error::config(format!("network `{}`", n.name), e.to_string()))?;
+        }
+        let data = crate::train::RunData::load(self.data.as_deref(), &[], 1.0)?;
+        let all = &data.class_names;
+        for s in &self.subsets {
+            let key = format!("subset `{}`", s.name);
+            if let Some(k) = s.random {
+                if k > all.len() {
+                    return Err(Error::config(key, format!("random = {k}, but the dataset has {} classes", all.len())));
+                }
+            } else {
+                crate::data::resolve_subset(&data.train, &s.classes).map_err(|e| Error::config(key, e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::formats::read_text(path)?;
         let r: Recipe = toml::from_str(&text).map_err(|e| Error::file(path, e.to_string()))?;
@@ -218,6 +245,39 @@ impl Recipe {
     }
 
     pub fn validate(&self) -> Result<()> {
+        // Names become folder names: each must be one plain path component.
+        crate::formats::outdir::check_name("name", &self.name)?;
+        for n in &self.networks {
+            crate::formats::outdir::check_name("networks.name", &n.name)?;
+        }
+        for s in &self.subsets {
+            crate::formats::outdir::check_name("subsets.name", &s.name)?;
+        }
+        let cells =
+            [self.networks.len(), self.subsets.len(), self.levels.len().max(1), self.seeds.len(), self.pipelines.len()];
+        let total = cells.iter().fold(1usize, |a, &b| a.saturating_mul(b));
+        if total > MAX_CELLS {
+            return Err(Error::config(
+                "recipe",
+                format!(
+                    "the grid is {} networks x {} subsets x {} levels x {} seeds x {} pipelines = {total} cells, \
+                     more than the {MAX_CELLS} one sweep may hold; split it into several recipes",
+                    cells[0], cells[1], cells[2], cells[3], cells[4]
+                ),
+            ));
+        }
+        if self.epochs > crate::train::MAX_EPOCHS {
+            return Err(Error::config("epochs", format!("{} is more than {}", self.epochs, crate::train::MAX_EPOCHS)));
+        }
+        if self.pipelines.contains(&Pipeline::Aware) && self.epochs < 2 {
+            return Err(Error::config(
+                "epochs",
+                format!(
+                    "{}: the aware pipeline needs at least 2 (n_f fine-tuning epochs, then retraining)",
+                    self.epochs
+                ),
+            ));
+        }
         if let Some(m) = &self.max_memory {
             crate::analysis::memory::parse_bytes(m)?;
         }
@@ -249,6 +309,9 @@ impl Recipe {
                     format!("subset `{}`", s.name),
                     "give either classes or random (a class count)",
                 ));
+            }
+            if s.random == Some(0) {
+                return Err(Error::config(format!("subset `{}`", s.name), "random must be at least 1"));
             }
         }
         for n in &self.networks {

@@ -34,6 +34,11 @@ pub fn run(recipe: &Recipe, root: &Path, only: &[String], in_process: bool) -> R
 
 /// Runs the given cells (in the order given) that are not finished yet.
 pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: bool) -> Result<()> {
+    // What the recipe names outside itself is checked before the sweep folder is made.
+    let todo = cells.iter().filter(|c| !pipeline::is_done(root, c)).count();
+    if todo > 0 {
+        recipe.check_inputs()?;
+    }
     // A sweep continues the sweep its folder holds; it never writes into a folder of anything else,
     // and one process at a time writes it.
     outdir::claim(root, outdir::Kind::Sweep, outdir::Existing::Accept, "")?;

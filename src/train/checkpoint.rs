@@ -63,6 +63,10 @@ pub struct RunState {
     pub divergences: usize,
     /// The per-epoch log of the finished epochs.
     pub history: Vec<EpochLog>,
+    /// The class names the run trains on, in label order (empty in checkpoints written before
+    /// they were recorded): a resume on data whose classes differ is refused.
+    #[serde(default)]
+    pub classes: Vec<String>,
 }
 
 impl RunState {
@@ -80,6 +84,7 @@ impl RunState {
             lr_scale: 1.0,
             divergences: 0,
             history: vec![],
+            classes: vec![],
         }
     }
 
@@ -117,6 +122,32 @@ impl RunState {
             }
             None => Ok(()),
         }
+    }
+
+    /// The history agrees with the position: one row per finished epoch, numbered in order up to
+    /// `epochs_done`; the best epoch is one of them.
+    fn check_consistent(&self) -> std::result::Result<(), String> {
+        if self.history.len() > self.epochs_done {
+            return Err(format!("{} log rows for {} finished epochs", self.history.len(), self.epochs_done));
+        }
+        let first = self.epochs_done - self.history.len() + 1;
+        for (i, r) in self.history.iter().enumerate() {
+            if r.epoch != first + i {
+                return Err(format!(
+                    "log row {} is epoch {}, expected {} (epochs_done {})",
+                    i + 1,
+                    r.epoch,
+                    first + i,
+                    self.epochs_done
+                ));
+            }
+        }
+        if let Some(b) = self.best_epoch
+            && (b > self.epochs_done || b == 0)
+        {
+            return Err(format!("best epoch {b} is not a finished epoch (epochs_done {})", self.epochs_done));
+        }
+        Ok(())
     }
 
     /// The checkpoint folder name of this position.
@@ -213,6 +244,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     if state.version != STATE_VERSION {
         return Err(Error::file(&p, format!("state version {} (this build reads {STATE_VERSION})", state.version)));
     }
+    state.check_consistent().map_err(|e| Error::file(&p, e))?;
     let plan = read_plan(dir)?;
     Ok(Checkpoint { dir: dir.to_path_buf(), model, optimizer, state, plan })
 }

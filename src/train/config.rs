@@ -106,8 +106,8 @@ impl TrainConfig {
     /// Checks every value once, before anything runs.
     pub fn validate(&self) -> Result<()> {
         let bad = |k: &str, m: String| Err(Error::config(k, m));
-        if self.epochs == 0 {
-            return bad("epochs", "must be at least 1".into());
+        if self.epochs == 0 || self.epochs > super::MAX_EPOCHS {
+            return bad("epochs", format!("{} is not in 1..={}", self.epochs, super::MAX_EPOCHS));
         }
         if self.batch_size == 0 || self.batch_size > 1 << 16 {
             return bad("batch_size", format!("{} is not in 1..=65536", self.batch_size));

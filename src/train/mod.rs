@@ -27,6 +27,9 @@ use crate::formats::outdir;
 use crate::formats::{self, native};
 use crate::ir::{self, Model, Weights};
 
+/// The most epochs a run or sweep may ask for (a larger count is a typo, refused when read).
+pub const MAX_EPOCHS: usize = 100_000;
+
 /// Accuracy and loss of a model on a dataset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalStats {
@@ -339,7 +342,8 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
             for old in ["log.csv", "summary.json", "state.json"] {
                 let _ = std::fs::remove_file(out.join(old));
             }
-            let state = RunState::start(cfg.seed, start.epoch);
+            let mut state = RunState::start(cfg.seed, start.epoch);
+            state.classes = data.class_names.clone();
             let dir = checkpoint::save(
                 out,
                 &model,
@@ -354,6 +358,14 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
             let dir = checkpoint::latest(out)?
                 .ok_or_else(|| Error::file(out, "nothing to resume: this run folder holds no checkpoint"))?;
             let ck = checkpoint::load(&dir)?;
+            if !ck.state.classes.is_empty() && ck.state.classes != data.class_names {
+                return Err(Error::Data(format!(
+                    "the run trained on classes [{}] but the data given has [{}]: resuming on other classes would \
+                     mix two tasks; give the data the run began with",
+                    ck.state.classes.join(", "),
+                    data.class_names.join(", ")
+                )));
+            }
             check_memory(cfg, &ck.model, data)?;
             eprintln!("resuming from {} (epoch {}, batch {})", dir.display(), ck.state.epochs_done, ck.state.batch);
             ck
@@ -428,16 +440,16 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
     Ok(summary)
 }
 
-/// Refuses a run whose estimated peak memory exceeds `cfg.max_memory`.
+/// Refuses a run whose estimated peak memory exceeds `cfg.max_memory` (by default, the memory
+/// the machine has available).
 fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData) -> Result<()> {
-    let Some(limit) = cfg.max_memory else { return Ok(()) };
     let data_bytes = [Some(&data.train), data.val.as_ref(), Some(&data.test)]
         .into_iter()
         .flatten()
         .map(|d| d.images.len() as u64 + 2 * d.labels.len() as u64)
         .sum();
     crate::analysis::memory::training(&model.graph, cfg.batch_size, data_bytes)?
-        .check(limit, &format!("training {}", model.graph.name))
+        .check_or_available(cfg.max_memory, &format!("training {}", model.graph.name))
 }
 
 /// What every epoch of a fit needs.

@@ -393,7 +393,10 @@ fn a_duplicate_channels_group_and_an_inconsistent_or_foreign_resume_are_refused(
     common::write_image_folder(&other, &["rouge", "vert", "bleu"], (24, 8), 32, common::tinted);
     let text = fails(&["train", "--resume", "run", "--epochs", "2", "--data", other.to_str().unwrap()], cwd);
     assert!(text.contains("rouge") && text.contains("red"), "{text}");
-    // A state claiming more epochs than its history.
+    // A state claiming more epochs than its history (edited by hand: no checksums to catch it,
+    // as in checkpoints written before checksums, and no older checkpoint to fall back to).
+    std::fs::remove_dir_all(cwd.join("run/checkpoints/e0000-b000000")).unwrap();
+    std::fs::remove_file(cwd.join("run/checkpoints/e0001-b000000/checksums.json")).unwrap();
     let state = cwd.join("run/checkpoints/e0001-b000000/state.json");
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     v["epochs_done"] = 7.into();
@@ -476,4 +479,99 @@ fn errors_say_it_once_and_name_what_is_wrong() {
     });
     let text = fails(&["train", "--data", flat.to_str().unwrap(), "--epochs", "1", "-o", "r"], cwd);
     assert!(text.contains("flat") && text.contains("channel 1") && text.contains("standard deviation 0"), "{text}");
+}
+
+// ---- 7. checkpoints are verified ----
+
+#[test]
+fn a_corrupt_newest_checkpoint_is_skipped_with_a_warning_and_the_run_resumes() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let d = data.to_str().unwrap();
+    ok(
+        &[
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            d,
+            "--epochs",
+            "2",
+            "--max-batches",
+            "1",
+            "--batch-size",
+            "8",
+            "-o",
+            "run",
+        ],
+        cwd,
+    );
+    let newest = cwd.join("run/checkpoints/e0002-b000000");
+    let w = newest.join("weights.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let n = bytes.len();
+    bytes[n / 2..n / 2 + 64].fill(0);
+    std::fs::write(&w, &bytes).unwrap();
+    let text = ok(&["train", "--resume", "run", "--epochs", "3"], cwd);
+    assert!(text.contains("e0002-b000000") && text.contains("checksum mismatch"), "{text}");
+    assert!(text.contains("falling back to the intact checkpoint") && text.contains("e0001-b000000"), "{text}");
+    assert!(text.contains("done: 3 epochs"), "{text}");
+    let log = std::fs::read_to_string(cwd.join("run/log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 4, "epochs 1..3, epoch 2 redone: {log}");
+}
+
+// ---- 5. children die with their parent ----
+
+/// The pids of `pid`'s children (Linux).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited; its status line says so.
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| !s.contains("State:\tZ"))
+}
+
+#[test]
+fn a_killed_sweep_takes_its_running_cell_with_it() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    // A fine-tune cell of many epochs: it runs long enough to be killed mid-way.
+    let r = recipe(cwd, &data, "long", "name = \"s\"\nclasses = [\"red\", \"green\"]", "pipelines = [\"aware\"]\n");
+    let text = std::fs::read_to_string(&r).unwrap().replace("epochs = 2\nmax_batches = 1\n", "epochs = 3000\n");
+    std::fs::write(&r, text).unwrap();
+    let mut sweep = common::bin()
+        .args(["experiment", r.to_str().unwrap()])
+        .current_dir(cwd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let cell = loop {
+        if let Some(c) = children(sweep.id()).into_iter().find(|&c| cmdline(c).contains("finetune")) {
+            break c;
+        }
+        assert!(t0.elapsed().as_secs() < 120, "the fine-tune cell never started");
+        assert!(sweep.try_wait().unwrap().is_none(), "the sweep ended early");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(alive(cell), "the cell ended by itself: it cannot show that it is killed");
+    sweep.kill().unwrap(); // SIGKILL: no handler of the sweep's runs
+    sweep.wait().unwrap();
+    let t0 = std::time::Instant::now();
+    while alive(cell) {
+        assert!(t0.elapsed().as_secs() < 10, "cell {cell} outlived its sweep: {}", cmdline(cell));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -15,6 +15,11 @@
 //! A checkpoint is written through a [`StagedDir`]: it appears whole or not at all, and the
 //! previous ones are removed only after the new one is in place. Non-finite weights are refused,
 //! so no checkpoint (and no "best" model) ever holds a NaN.
+//!
+//! Each checkpoint also holds `checksums.json`, the SHA-256 of each of its other files. A resume
+//! ([`load_latest`]) verifies them and falls back to the newest intact checkpoint, with a warning
+//! naming each bad one; rotation never removes the newest checkpoint that verifies. (Checkpoints
+//! written before checksums existed are read unverified.)
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +35,7 @@ pub const DIR: &str = "checkpoints";
 const STATE_FILE: &str = "state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const PLAN_FILE: &str = "plan.json";
+const CHECKSUMS_FILE: &str = "checksums.json";
 const STATE_VERSION: u32 = 2;
 
 /// Sums over the batches done so far in an unfinished epoch.
@@ -157,6 +163,7 @@ impl RunState {
 }
 
 /// A checkpoint read back.
+#[derive(Debug)]
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub model: Model,
@@ -212,24 +219,103 @@ pub fn save(
     atomic::remove_stale_stages(&root);
     let stage = StagedDir::new(&dest)?;
     let delay = test_delay();
-    stage.write(native::WEIGHTS_FILE, &native::weights_to_safetensors(&model.weights))?;
+    let mut sums = std::collections::BTreeMap::new();
+    let mut put = |name: &str, bytes: &[u8]| -> Result<()> {
+        stage.write(name, bytes)?;
+        sums.insert(name.to_string(), sha256_hex(bytes));
+        Ok(())
+    };
+    put(native::WEIGHTS_FILE, &native::weights_to_safetensors(&model.weights))?;
     std::thread::sleep(delay);
-    stage.write(OPTIMIZER_FILE, &native::weights_to_safetensors(optimizer))?;
+    put(OPTIMIZER_FILE, &native::weights_to_safetensors(optimizer))?;
     std::thread::sleep(delay);
     if let Some(p) = plan {
-        stage.write(PLAN_FILE, p.as_bytes())?;
+        put(PLAN_FILE, p.as_bytes())?;
     }
-    stage.write(STATE_FILE, native::json_text(&dest.join(STATE_FILE), state)?.as_bytes())?;
+    put(STATE_FILE, native::json_text(&dest.join(STATE_FILE), state)?.as_bytes())?;
     std::thread::sleep(delay);
-    stage.write(native::GRAPH_FILE, native::graph_to_json(&model.graph).as_bytes())?;
+    put(native::GRAPH_FILE, native::graph_to_json(&model.graph).as_bytes())?;
+    stage.write(CHECKSUMS_FILE, native::json_text(&dest.join(CHECKSUMS_FILE), &sums)?.as_bytes())?;
     stage.commit()?;
+    rotate(out, keep)?;
+    Ok(dest)
+}
+
+/// Removes all but the newest `keep` checkpoints (at least 1), never the newest one that verifies:
+/// if every kept one is corrupt, that one stays too.
+fn rotate(out: &Path, keep: usize) -> Result<()> {
     let all = list(out)?;
-    for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
-        if old != &dest {
-            atomic::remove_dir(old)?;
+    let cut = all.len().saturating_sub(keep.max(1));
+    let (old, kept) = all.split_at(cut);
+    let spare =
+        if kept.iter().any(|d| verify(d).is_ok()) { None } else { old.iter().rev().find(|d| verify(d).is_ok()) };
+    for dir in old {
+        if Some(dir) != spare {
+            atomic::remove_dir(dir)?;
         }
     }
-    Ok(dest)
+    Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks each file of a checkpoint against its recorded SHA-256. Ok(false): an older checkpoint
+/// with no checksums (it cannot be verified).
+pub fn verify(dir: &Path) -> Result<bool> {
+    let p = dir.join(CHECKSUMS_FILE);
+    if !p.exists() {
+        return Ok(false);
+    }
+    let text = crate::formats::read_text(&p)?;
+    let sums: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&text).map_err(|e| Error::file(&p, e.to_string()))?;
+    for required in [native::WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE, native::GRAPH_FILE] {
+        if !sums.contains_key(required) {
+            return Err(Error::file(&p, format!("has no checksum for {required}")));
+        }
+    }
+    for (name, want) in &sums {
+        if name.contains('/') || name.starts_with('.') {
+            return Err(Error::file(&p, format!("names `{name}`, which is not a file of the checkpoint")));
+        }
+        let f = dir.join(name);
+        let got = sha256_hex(&crate::formats::read_file(&f, crate::formats::MAX_BINARY_BYTES)?);
+        if &got != want {
+            return Err(Error::file(
+                &f,
+                format!("checksum mismatch (SHA-256 {got}, recorded {want}): the file is corrupt"),
+            ));
+        }
+    }
+    Ok(true)
+}
+
+/// The newest checkpoint of `out` that verifies and loads, warning about each newer one that does
+/// not (it is left in place, and replaced when the run passes its position again).
+pub fn load_latest(out: &Path) -> Result<Option<Checkpoint>> {
+    let all = list(out)?;
+    let mut bad = vec![];
+    for dir in all.iter().rev() {
+        match verify(dir).and_then(|_| load(dir)) {
+            Ok(ck) => {
+                if !bad.is_empty() {
+                    eprintln!("warning: falling back to the intact checkpoint {}", dir.display());
+                }
+                return Ok(Some(ck));
+            }
+            Err(e) => {
+                eprintln!("warning: checkpoint {} is unusable: {e}", dir.display());
+                bad.push(dir.clone());
+            }
+        }
+    }
+    if bad.is_empty() {
+        return Ok(None);
+    }
+    Err(Error::file(out, format!("no intact checkpoint: all {} are corrupt (see the warnings above)", bad.len())))
 }
 
 /// Reads the checkpoint folder `dir`.
@@ -298,6 +384,39 @@ mod tests {
         assert_eq!(ck.plan.as_deref(), Some("{}"));
         assert_eq!(parse_name("e0001-b00000"), None);
         assert_eq!(parse_name(".stage-e0001-b000000.12"), None);
+    }
+
+    #[test]
+    fn corrupt_checkpoints_are_detected_skipped_and_the_last_intact_one_is_kept() {
+        let out = tempfile::tempdir().unwrap();
+        let m = tiny();
+        let mut st = RunState::start(1, 0);
+        let mut dirs = vec![];
+        for e in 1..=2 {
+            st.epochs_done = e;
+            dirs.push(save(out.path(), &m, &Weights::default(), &st, None, 2).unwrap());
+        }
+        assert!(verify(&dirs[1]).unwrap());
+        // Zeroed bytes in the newest checkpoint's weights, same length.
+        let w = dirs[1].join(native::WEIGHTS_FILE);
+        let mut bytes = std::fs::read(&w).unwrap();
+        let n = bytes.len();
+        bytes[n - 16..].fill(0);
+        std::fs::write(&w, &bytes).unwrap();
+        assert!(verify(&dirs[1]).unwrap_err().to_string().contains("checksum mismatch"));
+        let ck = load_latest(out.path()).unwrap().unwrap();
+        assert_eq!(ck.dir, dirs[0], "falls back to the intact one");
+        // Rotation keeps the intact one while every kept checkpoint is corrupt.
+        rotate(out.path(), 1).unwrap();
+        assert_eq!(list(out.path()).unwrap(), dirs);
+        // A new intact checkpoint lets it go.
+        st.epochs_done = 3;
+        save(out.path(), &m, &Weights::default(), &st, None, 1).unwrap();
+        assert_eq!(list(out.path()).unwrap().len(), 1);
+        // All corrupt: an error, not a silent resume.
+        let only = latest(out.path()).unwrap().unwrap();
+        std::fs::write(only.join(STATE_FILE), "{}").unwrap();
+        assert!(load_latest(out.path()).unwrap_err().to_string().contains("no intact checkpoint"));
     }
 
     #[test]

@@ -303,9 +303,9 @@ pub fn can_resume(out: &Path) -> Result<bool> {
     Ok(checkpoint::latest(out)?.is_some())
 }
 
-/// The newest checkpoint of a run folder, itself a model folder (the last weights of the run).
+/// The newest intact checkpoint of a run folder, itself a model folder (the last weights of the run).
 pub fn last_model_dir(out: &Path) -> Result<PathBuf> {
-    checkpoint::latest(out)?.ok_or_else(|| Error::file(out, "no checkpoint in this run folder"))
+    Ok(checkpoint::load_latest(out)?.ok_or_else(|| Error::file(out, "no checkpoint in this run folder"))?.dir)
 }
 
 /// Trains on `data` for epochs `start.epoch + 1 ..= cfg.epochs` (the learning rate of epoch e is
@@ -355,9 +355,9 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
             Checkpoint { dir, model, optimizer: Weights::default(), state, plan: start.plan }
         }
         None => {
-            let dir = checkpoint::latest(out)?
+            let ck = checkpoint::load_latest(out)?
                 .ok_or_else(|| Error::file(out, "nothing to resume: this run folder holds no checkpoint"))?;
-            let ck = checkpoint::load(&dir)?;
+            let dir = ck.dir.clone();
             if !ck.state.classes.is_empty() && ck.state.classes != data.class_names {
                 return Err(Error::Data(format!(
                     "the run trained on classes [{}] but the data given has [{}]: resuming on other classes would \
@@ -407,7 +407,9 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
         match run.epochs(&mut net, &mut state)? {
             None => break,
             Some(why) => {
-                let dir = checkpoint::latest(out)?.ok_or_else(|| Error::file(out, "no checkpoint to roll back to"))?;
+                let back =
+                    checkpoint::load_latest(out)?.ok_or_else(|| Error::file(out, "no checkpoint to roll back to"))?;
+                let dir = back.dir.clone();
                 if state.divergences >= cfg.nan_retries {
                     return Err(Error::Engine(format!(
                         "training diverged ({why}) and {} roll-backs with a smaller learning rate did not help \
@@ -419,7 +421,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
                 }
                 let (divergences, scale) = (state.divergences + 1, state.lr_scale * cfg.nan_lr_factor);
                 eprintln!("{why}: rolling back to {} with the learning rate scaled by {scale}", dir.display());
-                (net, state) = run.restore(checkpoint::load(&dir)?)?;
+                (net, state) = run.restore(back)?;
                 state.divergences = divergences;
                 state.lr_scale = scale;
             }

@@ -620,14 +620,15 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
         println!(
-            "{}: {} images of {} ({} classes): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  ({:.1}s)",
+            "{}: {} images of {} ({} classes): top-1 {:.2}%  top-5 {:.2}%  loss {}  ({:.1}s)",
             a.model.display(),
             s.count,
             a.split,
             data.classes.len(),
             100.0 * s.top1,
             100.0 * s.top5,
-            s.loss,
+            // The mean over finite outputs only would flatter a broken model: not shown.
+            if s.is_finite() { format!("{:.4}", s.loss) } else { "- (non-finite outputs)".into() },
             t.elapsed().as_secs_f64()
         );
     }

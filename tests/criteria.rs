@@ -120,8 +120,12 @@ fn data_pass_averages_over_batches() {
     let ds = dataset(24, 16);
     let (m, g) = model("flatten_2x2");
     let net = Network::new(&m, Device::Cpu).unwrap();
-    let batch =
-        edgeprune::data::Loader::new(std::sync::Arc::new(ds.clone()), 24, false, None, NORM, 0, 0).next().unwrap();
+    let batch = edgeprune::data::Loader::new(
+        std::sync::Arc::new(ds.clone()),
+        edgeprune::data::LoaderConfig { batch_size: 24, shuffle: false, augment: None, norm: NORM, seed: 0, epoch: 0 },
+    )
+    .next()
+    .unwrap();
     let index = m.graph.index();
     let [taylor, act, apoz] = DATA.map(|c| score(c, &m, &g, Some(&pass(&ds, 8)), 0).unwrap());
     for name in ["c1.conv", "c2.conv", "fc1"] {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use edgeprune::fuzzing;
 
+mod common;
+
 fn files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut out: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
@@ -139,14 +141,6 @@ fn write_seed_corpus() {
     // An ImageFolder archive: two classes, train and test.
     let members =
         [("train/cat/a.png", &png), ("train/dog/b.jpg", &jpeg), ("test/cat/c.png", &png), ("test/dog/d.png", &png)];
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    let mut tar = tar::Builder::new(gz);
-    for (name, bytes) in members {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, name, bytes.as_slice()).unwrap();
-    }
-    put("image_tar", "cats-dogs.tar.gz", &tar.into_inner().unwrap().finish().unwrap());
+    let members: Vec<(&str, &[u8])> = members.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    put("image_tar", "cats-dogs.tar.gz", &common::tar_gz(&members));
 }

@@ -133,18 +133,7 @@ fn an_empty_dataset_is_an_error_naming_the_file() {
         assert!((e.contains("data_batch_3.bin") || e.contains("train.bin")) && e.contains("empty"), "{e}");
     }
     // An ImageFolder archive with no images at all, and one with train images but no test ones.
-    let tar = |members: &[(&str, &[u8])]| {
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut tar = tar::Builder::new(gz);
-        for (name, bytes) in members {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, name, *bytes).unwrap();
-        }
-        tar.into_inner().unwrap().finish().unwrap()
-    };
+    let tar = common::tar_gz;
     let empty = tar(&[("README.md", b"no images here")]);
     for split in [Split::Train, Split::Test] {
         let e = err_of(data::archive_from_bytes(&empty, Path::new("images.tar.gz"), split));

@@ -288,7 +288,10 @@ fn predictions(m: &Model, ds: &edgeprune::data::Dataset) -> Vec<u8> {
         edgeprune::data::Normalize { mean: [n.mean[0], n.mean[1], n.mean[2]], std: [n.std[0], n.std[1], n.std[2]] };
     let net = Network::new(m, Device::Cpu).unwrap();
     let classes = net.num_outputs().unwrap();
-    let loader = edgeprune::data::Loader::new(std::sync::Arc::new(ds.clone()), 500, false, None, norm, 0, 0);
+    let loader = edgeprune::data::Loader::new(
+        std::sync::Arc::new(ds.clone()),
+        edgeprune::data::LoaderConfig { batch_size: 500, shuffle: false, augment: None, norm, seed: 0, epoch: 0 },
+    );
     let mut out = Vec::with_capacity(ds.len());
     for b in loader {
         let logits = net.predict(&b.images, b.len()).unwrap();

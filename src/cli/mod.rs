@@ -33,7 +33,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Train or fine-tune a model; writes a run folder (log.csv, best/, last/, summary.json).
+    /// Train or fine-tune a model; writes a run folder (config.toml, log.csv, best/, checkpoints/,
+    /// summary.json).
     Train(TrainArgs),
     /// Evaluate a model's top-1/top-5 accuracy on a dataset split, optionally on a class subset.
     Eval(EvalArgs),

@@ -168,7 +168,17 @@ pub(super) fn collect(
         })
         .collect();
     let mut count = 0usize;
-    let loader = Loader::new(Arc::new(ds), data.batch_size, false, None, data.norm, seed, 0);
+    let loader = Loader::new(
+        Arc::new(ds),
+        crate::data::LoaderConfig {
+            batch_size: data.batch_size,
+            shuffle: false,
+            augment: None,
+            norm: data.norm,
+            seed,
+            epoch: 0,
+        },
+    );
     let pb = crate::train::progress(loader.len_batches() as u64, &format!("scoring ({criterion})"));
     for batch in loader {
         let stats = net.channel_statistics(&batch.images, &batch.labels, &nodes)?;

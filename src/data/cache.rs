@@ -19,8 +19,7 @@ use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"EPDATA\0\0";
 const VERSION: u32 = 2;
-/// Largest image side accepted from a cache file.
-const MAX_SIDE: u64 = 4096;
+const MAX_SIDE: u64 = super::MAX_IMAGE_SIDE as u64;
 
 /// FNV-1a, a small hash that is stable across builds, for cache keys.
 pub(super) struct Fnv(u64);

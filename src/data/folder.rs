@@ -17,8 +17,7 @@ use super::cache::{self, Fnv};
 use super::{Dataset, Split};
 use crate::error::{Error, Result};
 
-/// Largest width or height accepted for an image.
-const MAX_SIDE: u32 = 4096;
+use super::MAX_IMAGE_SIDE as MAX_SIDE;
 /// Largest encoded image file accepted.
 const MAX_FILE_BYTES: u64 = 64 << 20;
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -91,7 +90,7 @@ pub(super) fn load_dir(root: &Path, split: Split, cache_dir: Option<&Path>) -> R
         sum.update(&crate::formats::read_file(path, MAX_FILE_BYTES)?);
         key.write_u64(sum.finish());
     }
-    let stem = format!("{}-{split}", file_stem(root));
+    let stem = format!("{}-{split}", cache_stem(root));
     cache::cached(cache_dir, &stem, key.finish(), || {
         let mut encoded = Vec::with_capacity(files.len());
         for (_, path) in &files {
@@ -111,7 +110,7 @@ pub(super) fn load_archive(path: &Path, split: Split, cache_dir: Option<&Path>) 
     key.write_str(&split.to_string());
     key.write_u64(meta.len());
     key.write_u64(content_sum(path)?);
-    let stem = format!("{}-{split}", file_stem(path));
+    let stem = format!("{}-{split}", cache_stem(path));
     cache::cached(cache_dir, &stem, key.finish(), || {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         read_archive(BufReader::new(file), path, split)
@@ -261,7 +260,7 @@ fn content_sum(path: &Path) -> Result<u64> {
 }
 
 /// The name of `path` without `.tar.gz`/`.tgz`, for cache file names.
-fn file_stem(path: &Path) -> String {
+fn cache_stem(path: &Path) -> String {
     let name = path.file_name().map_or_else(|| "data".into(), |n| n.to_string_lossy());
     let name = name.trim_end_matches(".gz").trim_end_matches(".tar").trim_end_matches(".tgz");
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()

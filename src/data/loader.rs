@@ -55,6 +55,18 @@ impl Batch {
     }
 }
 
+/// How a [`Loader`] draws an epoch: the batch size, whether it shuffles and augments, the input
+/// normalisation, and the (seed, epoch) every random draw is a function of.
+#[derive(Debug, Clone, Copy)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    pub shuffle: bool,
+    pub augment: Option<Augment>,
+    pub norm: Normalize,
+    pub seed: u64,
+    pub epoch: u64,
+}
+
 /// The batches of one epoch; the last one may be smaller. Dropping the loader early stops its
 /// thread.
 pub struct Loader {
@@ -66,32 +78,15 @@ pub struct Loader {
 
 impl Loader {
     /// Panics if `batch_size` is 0 or the images do not have 3 channels.
-    pub fn new(
-        ds: Arc<Dataset>,
-        batch_size: usize,
-        shuffle: bool,
-        augment: Option<Augment>,
-        norm: Normalize,
-        seed: u64,
-        epoch: u64,
-    ) -> Loader {
-        Self::starting_at(ds, batch_size, shuffle, augment, norm, seed, epoch, 0)
+    pub fn new(ds: Arc<Dataset>, cfg: LoaderConfig) -> Loader {
+        Self::starting_at(ds, cfg, 0)
     }
 
     /// The same epoch as [`Loader::new`], from batch `first` on: the batches before it are
     /// skipped without being prepared, their random draws replayed, so that the rest are exactly
     /// those of the whole epoch (resuming an epoch that a checkpoint cut).
-    #[allow(clippy::too_many_arguments)]
-    pub fn starting_at(
-        ds: Arc<Dataset>,
-        batch_size: usize,
-        shuffle: bool,
-        augment: Option<Augment>,
-        norm: Normalize,
-        seed: u64,
-        epoch: u64,
-        first: usize,
-    ) -> Loader {
+    pub fn starting_at(ds: Arc<Dataset>, cfg: LoaderConfig, first: usize) -> Loader {
+        let LoaderConfig { batch_size, shuffle, augment, norm, seed, epoch } = cfg;
         assert!(batch_size > 0, "batch size must be positive");
         assert_eq!(ds.shape[0], 3, "the loader needs 3-channel images");
         let batches = ds.len().div_ceil(batch_size);
@@ -273,9 +268,17 @@ mod tests {
     fn starting_at_a_batch_gives_the_rest_of_the_same_epoch() {
         let ds = numbered(300);
         let aug = Some(Augment::default());
-        let whole: Vec<Batch> = Loader::new(ds.clone(), 64, true, aug, IDENTITY, 3, 2).collect();
+        let whole: Vec<Batch> = Loader::new(
+            ds.clone(),
+            LoaderConfig { batch_size: 64, shuffle: true, augment: aug, norm: IDENTITY, seed: 3, epoch: 2 },
+        )
+        .collect();
         for first in [0, 1, 4, 5, 9] {
-            let rest = Loader::starting_at(ds.clone(), 64, true, aug, IDENTITY, 3, 2, first);
+            let rest = Loader::starting_at(
+                ds.clone(),
+                LoaderConfig { batch_size: 64, shuffle: true, augment: aug, norm: IDENTITY, seed: 3, epoch: 2 },
+                first,
+            );
             assert_eq!(rest.len(), whole.len().saturating_sub(first));
             assert_eq!(rest.collect::<Vec<_>>(), whole[first.min(whole.len())..], "from batch {first}");
         }
@@ -285,7 +288,10 @@ mod tests {
     fn every_image_once_per_epoch_with_last_batch_kept() {
         let ds = numbered(300);
         for shuffle in [false, true] {
-            let loader = Loader::new(ds.clone(), 64, shuffle, None, IDENTITY, 7, 0);
+            let loader = Loader::new(
+                ds.clone(),
+                LoaderConfig { batch_size: 64, shuffle, augment: None, norm: IDENTITY, seed: 7, epoch: 0 },
+            );
             assert_eq!(loader.len_batches(), 5);
             let batches: Vec<Batch> = loader.collect();
             let sizes: Vec<usize> = batches.iter().map(Batch::len).collect();
@@ -305,7 +311,18 @@ mod tests {
     fn order_and_augmentation_depend_only_on_seed_and_epoch() {
         let ds = numbered(100);
         let run = |seed, epoch| -> Vec<Batch> {
-            Loader::new(ds.clone(), 32, true, Some(Augment::default()), IDENTITY, seed, epoch).collect()
+            Loader::new(
+                ds.clone(),
+                LoaderConfig {
+                    batch_size: 32,
+                    shuffle: true,
+                    augment: Some(Augment::default()),
+                    norm: IDENTITY,
+                    seed,
+                    epoch,
+                },
+            )
+            .collect()
         };
         let a = run(1, 3);
         assert_eq!(a, run(1, 3));
@@ -313,7 +330,18 @@ mod tests {
         assert_ne!(a[0].labels, run(2, 3)[0].labels);
         // Without shuffling, augmentation alone still changes with the epoch.
         let plain = |epoch| -> Vec<Batch> {
-            Loader::new(ds.clone(), 32, false, Some(Augment::default()), IDENTITY, 1, epoch).collect()
+            Loader::new(
+                ds.clone(),
+                LoaderConfig {
+                    batch_size: 32,
+                    shuffle: false,
+                    augment: Some(Augment::default()),
+                    norm: IDENTITY,
+                    seed: 1,
+                    epoch,
+                },
+            )
+            .collect()
         };
         assert_eq!(plain(0), plain(0));
         assert_ne!(plain(0), plain(1));
@@ -323,7 +351,11 @@ mod tests {
     fn flips_about_half_the_images() {
         let ds = numbered(400);
         let flip = Augment { crop_padding: 0, hflip: true };
-        let batches: Vec<Batch> = Loader::new(ds.clone(), 400, false, Some(flip), IDENTITY, 5, 0).collect();
+        let batches: Vec<Batch> = Loader::new(
+            ds.clone(),
+            LoaderConfig { batch_size: 400, shuffle: false, augment: Some(flip), norm: IDENTITY, seed: 5, epoch: 0 },
+        )
+        .collect();
         let flipped = (0..400).filter(|&i| batches[0].images[i * 48 + 3] == ds.image(i)[0] as f32 / 255.0).count();
         assert!((150..250).contains(&flipped), "{flipped} of 400 flipped");
     }
@@ -403,7 +435,17 @@ mod tests {
         let ds = numbered(5000);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut loader = Loader::new(ds, 1, true, Some(Augment::default()), IDENTITY, 0, 0);
+            let mut loader = Loader::new(
+                ds,
+                LoaderConfig {
+                    batch_size: 1,
+                    shuffle: true,
+                    augment: Some(Augment::default()),
+                    norm: IDENTITY,
+                    seed: 0,
+                    epoch: 0,
+                },
+            );
             assert_eq!(loader.next().map(|b| b.len()), Some(1));
             assert_eq!(loader.len(), 4999);
             drop(loader);

@@ -1,4 +1,4 @@
-//! The ADaPT experiment (protocol.md): data-aware vs data-agnostic pruning and retraining, the
+//! The ADaPT experiment (docs/protocol.md): data-aware vs data-agnostic pruning and retraining, the
 //! unpruned reference, sweeps over networks x subsets x levels x seeds, the DaPR level search,
 //! and their report.
 

@@ -269,9 +269,19 @@ impl Ctx<'_> {
         // Data time: preparing augmented, normalised batches, with nothing else running.
         let norm = data.stats;
         let t = Instant::now();
-        let n = Loader::new(Arc::new(data.train.clone()), b, true, Some(data::Augment::default()), norm, 0, 0)
-            .take(10)
-            .count();
+        let n = Loader::new(
+            Arc::new(data.train.clone()),
+            data::LoaderConfig {
+                batch_size: b,
+                shuffle: true,
+                augment: Some(data::Augment::default()),
+                norm,
+                seed: 0,
+                epoch: 0,
+            },
+        )
+        .take(10)
+        .count();
         let data_ms = ms(t.elapsed().as_secs_f64()) / n.max(1) as f64;
         Ok(Cell {
             train_step_ms_before: Some(step(before)?),

@@ -163,7 +163,7 @@ pub struct Recipe {
     pub max_memory: Option<String>,
 }
 
-/// The protocol's hyperparameters for an architecture (protocol.md, "Training hyperparameters"):
+/// The protocol's hyperparameters for an architecture (docs/protocol.md, "Training hyperparameters"):
 /// weight decay, data-aware LR steps at epochs 0/5/15/25, data-agnostic at 0/10/20.
 pub fn protocol_defaults(arch: &str) -> Result<(f64, [f64; 4], [f64; 3])> {
     Ok(match arch {

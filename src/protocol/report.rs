@@ -3,7 +3,7 @@
 //!
 //! A cell is one (network, subset, pipeline, level, seed) run. The seeds of a point (network,
 //! subset, pipeline, level) are averaged (the sample standard deviation is shown where there are
-//! more than one). The headline numbers follow the reference code (protocol.md, "How the reference
+//! more than one). The headline numbers follow the reference code (docs/protocol.md, "How the reference
 //! code computes it"): for each (subset, network) pair, `delta(p) = aware(p) - agnostic(p)` in
 //! percentage points at every level p where both pipelines have a result; the mean delta is the
 //! mean over pairs of the pair's mean over its levels; the max delta is the largest single
@@ -444,7 +444,7 @@ pub struct PairMean {
     pub mean_delta_pp: f64,
 }
 
-/// The paper's summary of a sweep (protocol.md, "How the reference code computes it").
+/// The paper's summary of a sweep (docs/protocol.md, "How the reference code computes it").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReportSummary {
     /// Mean over (subset, network) pairs of the pair's mean over levels of `aware - agnostic`, in
@@ -604,7 +604,7 @@ pub fn write_report(cells: &[Cell], out_dir: &Path) -> Result<ReportSummary> {
 
     let mut plots = Vec::new();
     for n in &nets {
-        let stem = file_stem(&n.network);
+        let stem = plot_stem(&n.network);
         let level_stem = format!("acc_vs_level_{stem}");
         let gops_stem = format!("acc_vs_gops_{stem}");
         write_plot(out_dir, &level_stem, &LevelPlot(n))?;
@@ -668,7 +668,7 @@ fn write_deltas(path: &Path, rows: &[DeltaRow]) -> Result<()> {
 }
 
 /// A network's name as a file-name part: letters, digits, `-`, `_` and `.` kept, the rest `_`.
-fn file_stem(name: &str) -> String {
+fn plot_stem(name: &str) -> String {
     let s: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     if s.is_empty() || s.starts_with('.') { format!("_{s}") } else { s }
@@ -1360,8 +1360,8 @@ mod tests {
 
     #[test]
     fn file_stems_are_safe() {
-        assert_eq!(file_stem("resnet20"), "resnet20");
-        assert_eq!(file_stem("mobilenet v2/x"), "mobilenet_v2_x");
-        assert_eq!(file_stem(".."), "_..");
+        assert_eq!(plot_stem("resnet20"), "resnet20");
+        assert_eq!(plot_stem("mobilenet v2/x"), "mobilenet_v2_x");
+        assert_eq!(plot_stem(".."), "_..");
     }
 }

@@ -78,7 +78,10 @@ pub fn evaluate(net: &Network, ds: &Dataset, norm: &Normalize, batch_size: usize
         return Err(Error::Data("cannot evaluate on an empty dataset".into()));
     }
     let classes = net.num_outputs()?;
-    let loader = Loader::new(Arc::new(ds.clone()), batch_size, false, None, *norm, 0, 0);
+    let loader = Loader::new(
+        Arc::new(ds.clone()),
+        crate::data::LoaderConfig { batch_size, shuffle: false, augment: None, norm: *norm, seed: 0, epoch: 0 },
+    );
     let (mut loss, mut top1, mut top5, mut non_finite) = (0.0f64, 0usize, 0usize, 0usize);
     for batch in loader {
         let logits = net.predict(&batch.images, batch.len())?;
@@ -513,12 +516,14 @@ impl Run<'_> {
             let aug = cfg.augment.then_some(Augment { crop_padding: 4, hflip: true });
             let loader = Loader::starting_at(
                 self.train.clone(),
-                cfg.batch_size,
-                true,
-                aug,
-                norm,
-                cfg.seed,
-                epoch as u64,
+                crate::data::LoaderConfig {
+                    batch_size: cfg.batch_size,
+                    shuffle: true,
+                    augment: aug,
+                    norm,
+                    seed: cfg.seed,
+                    epoch: epoch as u64,
+                },
                 st.batch,
             );
             let n_batches = cfg.max_batches.map_or(loader.len_batches(), |m| m.min(loader.len_batches()));

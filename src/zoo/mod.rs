@@ -1,4 +1,4 @@
-//! The CIFAR networks of the paper (protocol.md), built as IR graphs with the state_dict names of
+//! The CIFAR networks of the paper (docs/protocol.md), built as IR graphs with the state_dict names of
 //! the usual PyTorch CIFAR implementations, for any number of classes.
 
 mod builder;
@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn parameter_counts_match_the_paper() {
-        // protocol.md, "Networks": trainable parameters for 100 classes.
+        // docs/protocol.md, "Networks": trainable parameters for 100 classes.
         assert_eq!(build("alexnet", 100).unwrap().num_parameters(), 2_495_396);
         assert_eq!(build("resnet20", 100).unwrap().num_parameters(), 278_324);
         assert_eq!(build("mobilenetv2", 100).unwrap().num_parameters(), 2_412_212);

@@ -52,3 +52,17 @@ pub fn tinted(class: usize, i: u32, x: u32, y: u32) -> [u8; 3] {
     }
     p
 }
+
+/// A `.tar.gz` (in memory) holding `members` as (name, bytes).
+pub fn tar_gz(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, bytes) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, *bytes).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}

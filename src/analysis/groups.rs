@@ -1,11 +1,13 @@
 //! Pruning groups from the graph alone, with no per-architecture code.
 //!
 //! Every (node output, channel) pair is an element. Each op says what it does to the channel axis
-//! of its inputs (`tie` below): a conv or linear layer creates fresh output channels and consumes
-//! its input channels; BN, activations, pools and dropout pass channel i through to channel i;
+//! ([`Op::channel_map`]): a conv or linear layer creates fresh output channels and consumes its
+//! input channels; BN, activations, pools and dropout pass channel i through to channel i;
 //! Add and Mul tie channel i of every input to channel i of the output; Concat passes input k's
 //! channel i to output channel offset_k + i; a depthwise conv ties input channel i to output
-//! channel i; Flatten maps channel c of a [C, H, W] map to features c*H*W .. (c+1)*H*W.
+//! channel i; Flatten maps channel c of a [C, H, W] map to features c*H*W .. (c+1)*H*W. Which
+//! nodes are producers and consumers of a group follows from how their tensors are sliced
+//! ([`Op::slicing`]).
 //! Elements tied together form one *coupled channel*: removing it means removing every element
 //! at once. Coupled channels that touch the same nodes in the same way form a *group* (e.g. the
 //! stem and every block output of a ResNet stage joined by identity adds).
@@ -15,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ir::{Graph, Op};
+use crate::ir::{ChannelMap, Graph, Op};
 
 /// One coupled channel: the elements `(node index, channel index)` that must go together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +31,11 @@ pub struct Coupled {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Member {
     pub node: String,
+    /// The op's name as graph files write it (for people and JSON; code matches on `kind`).
     pub op: String,
+    /// The node's op.
+    #[serde(skip)]
+    pub kind: Op,
     /// For each channel of the group, the output indices of `node` it covers.
     pub indices: Vec<Vec<usize>>,
 }
@@ -84,25 +90,6 @@ impl UnionFind {
     }
 }
 
-/// True for an op that owns per-output-channel parameters.
-fn is_producer(op: &Op) -> bool {
-    matches!(op, Op::Conv2d { .. } | Op::BatchNorm2d { .. } | Op::Linear { .. })
-}
-
-/// True for an op that owns per-input-channel parameters (a depthwise conv's input is tied to
-/// its output instead).
-fn is_consumer(op: &Op) -> bool {
-    match op {
-        &Op::Conv2d { groups, in_channels, out_channels, .. } => !is_depthwise(groups, in_channels, out_channels),
-        Op::Linear { .. } => true,
-        _ => false,
-    }
-}
-
-fn is_depthwise(groups: usize, in_channels: usize, out_channels: usize) -> bool {
-    groups > 1 && groups == in_channels && groups == out_channels
-}
-
 /// Most channels, summed over every node's output, that [`groups`] analyses (the zoo's largest
 /// network has a few tens of thousands).
 pub const MAX_CHANNELS: usize = 1 << 24;
@@ -135,45 +122,30 @@ pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
 
     for (i, node) in graph.nodes.iter().enumerate() {
         let ins = &inputs[i];
-        match &node.op {
-            Op::Input { .. } => {
+        match node.op.channel_map() {
+            ChannelMap::Input => {
                 for c in 0..width(i) {
                     frozen.insert(el(i, c), format!("`{}` is the network input", node.name));
                 }
             }
-            &Op::Conv2d { groups, in_channels, out_channels, .. } if groups > 1 => {
-                if is_depthwise(groups, in_channels, out_channels) {
-                    for c in 0..out_channels {
-                        uf.union(el(ins[0], c), el(i, c));
-                    }
-                } else {
-                    let why = format!(
-                        "`{}` is a grouped conv (groups = {groups}); its channels are kept so the groups stay divisible",
-                        node.name
-                    );
-                    for c in 0..in_channels {
-                        frozen.insert(el(ins[0], c), why.clone());
-                    }
-                    for c in 0..out_channels {
-                        frozen.insert(el(i, c), why.clone());
+            ChannelMap::Frozen(why) => {
+                let why = format!("`{}` {why}", node.name);
+                for &j in ins {
+                    for c in 0..width(j) {
+                        frozen.insert(el(j, c), why.clone());
                     }
                 }
+                for c in 0..width(i) {
+                    frozen.insert(el(i, c), why.clone());
+                }
             }
-            Op::Conv2d { .. } | Op::Linear { .. } => {} // fresh output channels
-            Op::BatchNorm2d { .. }
-            | Op::ReLU
-            | Op::ReLU6
-            | Op::Sigmoid
-            | Op::MaxPool2d { .. }
-            | Op::AvgPool2d { .. }
-            | Op::GlobalAvgPool
-            | Op::Dropout { .. }
-            | Op::Identity => {
+            ChannelMap::Create => {} // fresh output channels
+            ChannelMap::PassThrough | ChannelMap::Depthwise => {
                 for c in 0..width(i) {
                     uf.union(el(ins[0], c), el(i, c));
                 }
             }
-            Op::Add | Op::Mul => {
+            ChannelMap::Tie => {
                 for &j in ins {
                     for c in 0..width(i) {
                         uf.union(el(j, c), el(i, c));
@@ -183,7 +155,7 @@ pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
                     *joins.entry(el(i, c)).or_default() += 1;
                 }
             }
-            Op::Concat => {
+            ChannelMap::Concat => {
                 let mut off = 0;
                 for &j in ins {
                     for c in 0..width(j) {
@@ -192,7 +164,7 @@ pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
                     off += width(j);
                 }
             }
-            Op::Flatten => {
+            ChannelMap::Flatten => {
                 let src = &shapes[ins[0]];
                 let per: usize = src[1..].iter().product();
                 for f in 0..width(i) {
@@ -237,6 +209,7 @@ pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
         let member = |n: usize| Member {
             node: graph.nodes[n].name.clone(),
             op: graph.nodes[n].op.type_name().to_string(),
+            kind: graph.nodes[n].op.clone(),
             indices: channels
                 .iter()
                 .map(|ch| ch.elements.iter().filter(|(m, _)| *m == n).map(|&(_, c)| c).collect())
@@ -244,19 +217,23 @@ pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
         };
         let tensors: Vec<Member> = nodes.iter().map(|&n| member(n)).collect();
         let producers: Vec<Member> =
-            nodes.iter().filter(|&&n| is_producer(&graph.nodes[n].op)).map(|&n| member(n)).collect();
+            nodes.iter().filter(|&&n| graph.nodes[n].op.slices_output()).map(|&n| member(n)).collect();
         // Consumers read an element of the group through one of their inputs.
         let mut cons: Vec<Member> = Vec::new();
         for &n in &nodes {
             for &m in &consumers[n] {
-                if is_consumer(&graph.nodes[m].op) && !cons.iter().any(|c| c.node == graph.nodes[m].name) {
-                    cons.push(Member { op: graph.nodes[m].op.type_name().to_string(), ..member(n) });
+                // A depthwise conv's weight has no input axis to slice: its input is tied to its output.
+                if graph.nodes[m].op.slices_input() && !cons.iter().any(|c| c.node == graph.nodes[m].name) {
+                    let op = &graph.nodes[m].op;
+                    cons.push(Member { op: op.type_name().to_string(), kind: op.clone(), ..member(n) });
                     cons.last_mut().expect("just pushed").node = graph.nodes[m].name.clone();
                 }
             }
         }
         let why = channels.iter().flat_map(|ch| ch.elements.iter()).find_map(|&(n, c)| frozen.get(&el(n, c)).cloned());
-        let creates = producers.iter().any(|p| p.op == "conv2d" || p.op == "linear");
+        let creates = nodes
+            .iter()
+            .any(|&n| matches!(graph.nodes[n].op.channel_map(), ChannelMap::Create | ChannelMap::Depthwise));
         let why = why.or_else(|| (!creates).then(|| "no conv or linear layer creates these channels".to_string()));
         let joins = channels[0].elements.iter().map(|&(n, c)| joins.get(&el(n, c)).copied().unwrap_or(0)).sum();
         out.push(Group {

@@ -4,13 +4,13 @@
 
 use crate::analysis::Group;
 use crate::error::{Error, Result};
-use crate::ir::Model;
+use crate::ir::{Model, Op};
 
 pub(super) fn score(model: &Model, groups: &[Group]) -> Result<Vec<Vec<f64>>> {
     groups
         .iter()
         .map(|g| {
-            let bns: Vec<_> = g.producers.iter().filter(|p| p.op == "batch_norm2d").collect();
+            let bns: Vec<_> = g.producers.iter().filter(|p| matches!(p.kind, Op::BatchNorm2d { .. })).collect();
             if bns.is_empty() && g.prunable() {
                 return Err(Error::config(
                     "criterion",

@@ -14,17 +14,17 @@ use crate::analysis::{Group, Member};
 use crate::data::Loader;
 use crate::engine::Network;
 use crate::error::{Error, Result};
-use crate::ir::Model;
+use crate::ir::{ChannelMap, Model, Op};
 
 /// The tensors of a group whose activations a data-driven criterion reads: the group's ReLU or
 /// ReLU6 outputs if it has any, else the outputs of its conv and linear producers. Empty for a
 /// group that no conv or linear layer produces (the network input): such a group scores zeros.
 pub fn chosen_tensors(group: &Group) -> Vec<&Member> {
-    let creates = |m: &&Member| m.op == "conv2d" || m.op == "linear";
+    let creates = |m: &&Member| matches!(m.kind.channel_map(), ChannelMap::Create | ChannelMap::Depthwise);
     if !group.producers.iter().any(|m| creates(&m)) {
         return Vec::new();
     }
-    let relus: Vec<&Member> = group.tensors.iter().filter(|m| m.op == "relu" || m.op == "relu6").collect();
+    let relus: Vec<&Member> = group.tensors.iter().filter(|m| matches!(m.kind, Op::ReLU | Op::ReLU6)).collect();
     if relus.is_empty() { group.producers.iter().filter(creates).collect() } else { relus }
 }
 

@@ -6,7 +6,7 @@ mod op;
 mod tensor;
 
 pub use graph::{Graph, MAX_ELEMENTS, Node, Normalize, Shape};
-pub use op::{DType, Op, TensorKind, TensorSpec};
+pub use op::{ChannelMap, DType, Op, Slicing, TensorKind, TensorSpec};
 pub use tensor::{HostTensor, TensorData, Weights};
 
 use crate::error::{Error, Result};

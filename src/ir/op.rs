@@ -98,6 +98,39 @@ pub enum Op {
     Identity,
 }
 
+/// What an op does to the channel axis (axis 0 of every per-image tensor). This is the one place
+/// that pruning groups ([`crate::analysis::groups`]), surgery and the planner learn an op's
+/// channel semantics from; [`Op::slicing`] says how each of its tensors follows its channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelMap {
+    /// The network input: its channels are the data's and cannot be removed.
+    Input,
+    /// Fresh output channels, each computed from every input channel (a dense conv, a linear layer).
+    Create,
+    /// Output channel i is input channel i (BatchNorm, activations, pools, dropout, identity).
+    PassThrough,
+    /// Output channel i ties channel i of every input (Add, Mul): a join, e.g. a residual add.
+    Tie,
+    /// Input k's channel i is output channel offset_k + i, offset_k the channels of inputs before k.
+    Concat,
+    /// Channel c of a [C, H, W] input is features c*H*W .. (c+1)*H*W of the output.
+    Flatten,
+    /// Output channel i is computed from input channel i alone (a depthwise conv).
+    Depthwise,
+    /// Neither the input's nor the output's channels may be removed, for this reason (said of the
+    /// node, e.g. "is a grouped conv ...").
+    Frozen(String),
+}
+
+/// How one tensor of an op is sliced when channels are removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slicing {
+    /// Axis 0 follows the op's output channels.
+    pub by_output: bool,
+    /// Axis 1 follows the op's input channels.
+    pub by_input: bool,
+}
+
 /// Whether a named tensor of a node is trained or only tracked (BatchNorm's running statistics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorKind {
@@ -188,6 +221,109 @@ impl Op {
             }
             _ => vec![],
         }
+    }
+
+    /// What the op does to the channel axis.
+    pub fn channel_map(&self) -> ChannelMap {
+        match *self {
+            Op::Input { .. } => ChannelMap::Input,
+            Op::Conv2d { groups: 1, .. } | Op::Linear { .. } => ChannelMap::Create,
+            Op::Conv2d { groups, in_channels, out_channels, .. } => {
+                if groups == in_channels && groups == out_channels {
+                    ChannelMap::Depthwise
+                } else {
+                    ChannelMap::Frozen(format!(
+                        "is a grouped conv (groups = {groups}); its channels are kept so the groups stay divisible"
+                    ))
+                }
+            }
+            Op::BatchNorm2d { .. }
+            | Op::ReLU
+            | Op::ReLU6
+            | Op::Sigmoid
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::GlobalAvgPool
+            | Op::Dropout { .. }
+            | Op::Identity => ChannelMap::PassThrough,
+            Op::Add | Op::Mul => ChannelMap::Tie,
+            Op::Concat => ChannelMap::Concat,
+            Op::Flatten => ChannelMap::Flatten,
+        }
+    }
+
+    /// How the tensor `suffix` of this op follows its channels; None for a tensor it does not own.
+    pub fn slicing(&self, suffix: &str) -> Option<Slicing> {
+        let (out, out_in, whole) = (
+            Slicing { by_output: true, by_input: false },
+            Slicing { by_output: true, by_input: true },
+            Slicing { by_output: false, by_input: false },
+        );
+        match (self, suffix) {
+            // A grouped or depthwise conv's weight has in_channels / groups columns per group:
+            // its input side follows its output (depthwise) or is frozen (grouped).
+            (&Op::Conv2d { groups, .. }, "weight") => Some(if groups > 1 { out } else { out_in }),
+            (Op::Conv2d { bias: true, .. }, "bias") => Some(out),
+            (Op::Linear { .. }, "weight") => Some(out_in),
+            (Op::Linear { bias: true, .. }, "bias") => Some(out),
+            (Op::BatchNorm2d { .. }, "weight" | "bias" | "running_mean" | "running_var") => Some(out),
+            (Op::BatchNorm2d { .. }, "num_batches_tracked") => Some(whole),
+            _ => None,
+        }
+    }
+
+    /// Whether some tensor of the op is sliced by its output channels (a producer of them).
+    pub fn slices_output(&self) -> bool {
+        self.tensors().iter().any(|t| self.slicing(t.suffix).is_some_and(|s| s.by_output))
+    }
+
+    /// Whether some tensor of the op is sliced by its input channels (a consumer of them).
+    pub fn slices_input(&self) -> bool {
+        self.tensors().iter().any(|t| self.slicing(t.suffix).is_some_and(|s| s.by_input))
+    }
+
+    /// The op with `input` input channels (where it has an input) and `output` output channels,
+    /// as surgery leaves it; ops without channel attributes are unchanged.
+    pub fn resized(&self, input: Option<usize>, output: usize) -> Op {
+        let mut op = self.clone();
+        let depthwise = self.channel_map() == ChannelMap::Depthwise;
+        match &mut op {
+            Op::Conv2d { in_channels, out_channels, groups, .. } => {
+                *in_channels = input.unwrap_or(*in_channels);
+                *out_channels = output;
+                if depthwise {
+                    *groups = output;
+                }
+            }
+            Op::BatchNorm2d { num_features, .. } => *num_features = output,
+            Op::Linear { in_features, out_features, .. } => {
+                *in_features = input.unwrap_or(*in_features);
+                *out_features = output;
+            }
+            Op::Input { .. }
+            | Op::ReLU
+            | Op::ReLU6
+            | Op::Sigmoid
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::GlobalAvgPool
+            | Op::Add
+            | Op::Mul
+            | Op::Concat
+            | Op::Flatten
+            | Op::Dropout { .. }
+            | Op::Identity => {}
+        }
+        op
+    }
+
+    /// Trainable parameters the op owns.
+    pub fn num_parameters(&self) -> u64 {
+        self.tensors()
+            .iter()
+            .filter(|t| t.kind == TensorKind::Parameter)
+            .map(|t| t.shape.iter().product::<usize>() as u64)
+            .sum()
     }
 
     /// Multiply-accumulates per image, given the op's output shape.

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use crate::analysis::{self, Group};
 use crate::error::{Error, Result};
-use crate::ir::{Graph, HostTensor, Model, Op, TensorData, Weights};
+use crate::ir::{Graph, HostTensor, Model, Slicing, TensorData, Weights};
 
 /// For every node, the output channels that stay, in order.
 pub type Keep = Vec<Vec<usize>>;
@@ -77,22 +77,7 @@ pub fn prune_graph(graph: &Graph, keep: &Keep) -> Result<Graph> {
         if out == 0 {
             return Err(Error::node(&node.name, "the plan removes every channel of this node"));
         }
-        match &mut node.op {
-            Op::Conv2d { in_channels, out_channels, groups, .. } => {
-                let depthwise = *groups > 1 && *groups == *in_channels && *groups == *out_channels;
-                *in_channels = inp.expect("conv has an input");
-                *out_channels = out;
-                if depthwise {
-                    *groups = out;
-                }
-            }
-            Op::BatchNorm2d { num_features, .. } => *num_features = out,
-            Op::Linear { in_features, out_features, .. } => {
-                *in_features = inp.expect("linear has an input");
-                *out_features = out;
-            }
-            _ => {}
-        }
+        node.op = node.op.resized(inp, out);
     }
     g.infer_shapes()?;
     Ok(g)
@@ -144,12 +129,10 @@ pub fn prune_weights(graph: &Graph, keep: &Keep, weights: &Weights) -> Result<We
         let node = &graph.nodes[n];
         let rows = Some(keep[n].as_slice());
         let cols = inputs[n].first().map(|&i| keep[i].as_slice());
-        let sliced = match (&node.op, suffix) {
-            (&Op::Conv2d { groups, .. }, "weight") if groups > 1 => select(t, rows, None),
-            (Op::Conv2d { .. } | Op::Linear { .. }, "weight") => select(t, rows, cols),
-            (Op::BatchNorm2d { .. }, "num_batches_tracked") => t.clone(),
-            (Op::Conv2d { .. } | Op::Linear { .. } | Op::BatchNorm2d { .. }, _) => select(t, rows, None),
-            _ => return Err(Error::tensor(key, format!("unexpected tensor of a {} node", node.op.type_name()))),
+        let sliced = match node.op.slicing(suffix) {
+            Some(Slicing { by_output: false, by_input: false }) => t.clone(),
+            Some(Slicing { by_output, by_input }) => select(t, rows.filter(|_| by_output), cols.filter(|_| by_input)),
+            None => return Err(Error::tensor(key, format!("unexpected tensor of a {} node", node.op.type_name()))),
         };
         out.insert(key.clone(), sliced);
     }

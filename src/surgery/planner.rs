@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::{GroupPlan, Plan};
 use crate::analysis::{Coupled, Group};
 use crate::error::{Error, Result};
-use crate::ir::{Graph, Op};
+use crate::ir::Graph;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Target {
@@ -107,18 +107,12 @@ impl<'a> Counter<'a> {
     fn cost(&self, n: usize) -> (u64, u64) {
         let out = self.cur[n] as u64;
         let inp = self.inputs[n].first().map_or(0, |&i| self.cur[i]) as u64;
-        let spatial: u64 = self.shapes[n][1..].iter().product::<usize>() as u64;
-        match self.graph.nodes[n].op {
-            Op::Conv2d { kernel_size, groups, in_channels, out_channels, bias, .. } => {
-                let k = (kernel_size[0] * kernel_size[1]) as u64;
-                let depthwise = groups > 1 && groups == in_channels && groups == out_channels;
-                let per_out = if depthwise { k } else { inp / groups as u64 * k };
-                (out * per_out + if bias { out } else { 0 }, out * per_out * spatial)
-            }
-            Op::BatchNorm2d { .. } => (2 * out, 0),
-            Op::Linear { bias, .. } => (out * inp + if bias { out } else { 0 }, out * inp),
-            _ => (0, 0),
-        }
+        // The op as surgery would leave it at the current channel counts: the same parameter
+        // and MAC counts as the cost model's, from the same code.
+        let op = self.graph.nodes[n].op.resized(self.inputs[n].first().map(|_| inp as usize), out as usize);
+        let mut shape = self.shapes[n].clone();
+        shape[0] = out as usize;
+        (op.num_parameters(), op.macs(&shape))
     }
 
     /// Removes one coupled channel; returns the parameters and MACs it saved.

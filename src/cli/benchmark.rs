@@ -1,0 +1,69 @@
+//! `edgeprune bench`: a training step or inference on synthetic data, timed.
+
+use super::*;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// train-step or infer.
+    pub what: String,
+    /// Zoo name or model folder.
+    #[arg(long, default_value = "resnet20")]
+    pub model: String,
+    #[arg(long, default_value_t = 10)]
+    pub num_classes: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    #[arg(long)]
+    pub json: bool,
+    /// Refuse to run if the estimated peak memory exceeds this many bytes (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
+    anyhow::ensure!(a.batch > 0 && a.steps > 0, "--batch and --steps must be at least 1");
+    let device = a.engine.apply()?;
+    let m = load_spec(&a.model, a.num_classes)?;
+    let train = match a.what.as_str() {
+        "train-step" => true,
+        "infer" => false,
+        other => anyhow::bail!("unknown benchmark `{other}`: use train-step or infer"),
+    };
+    let est = if train { memory::training(&m.graph, a.batch, 0)? } else { memory::inference(&m.graph, a.batch, 0)? };
+    let what = if train { "a train step of" } else { "inference of" };
+    let limit = a.max_memory.as_deref().map(memory::parse_bytes).transpose()?;
+    est.check_or_available(limit, &format!("{what} {}", m.graph.name))?;
+    let r = if train {
+        bench::train_step(&m, a.batch, a.steps, a.warmup, device)?
+    } else {
+        bench::infer(&m, a.batch, a.steps, a.warmup, device)?
+    };
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["estimated_peak_bytes"] = est.total().into();
+        println!("{v}");
+    } else {
+        println!(
+            "{} {} batch {} on {} ({} threads): median {:.2} ms (min {:.2}, p90 {:.2}, {} steps), {:.0} img/s, peak RSS {} (estimated {})",
+            r.what,
+            r.model,
+            r.batch,
+            r.device,
+            r.threads,
+            1e3 * r.step_seconds.median,
+            1e3 * r.step_seconds.min,
+            1e3 * r.step_seconds.p90,
+            r.step_seconds.count,
+            r.images_per_second,
+            r.peak_rss_bytes.map_or("unknown".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64)),
+            memory::human(est.total())
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `edgeprune eval`: top-1/top-5 of a model on a split, non-finite outputs reported.
+
+use super::*;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Model folder.
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, value_delimiter = ',')]
+    pub subset: Vec<String>,
+    /// test, train (the 80% that trains), or val (the held-out 20% of the training split).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 0 even when some outputs are NaN or infinite (they always count as wrong).
+    #[arg(long)]
+    pub allow_non_finite: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
+    anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
+    let device = a.engine.apply()?;
+    let mut model = formats::load_model(&a.model)?;
+    let data = RunData::load(a.data.as_deref(), &a.subset, 0.8)?;
+    let ds = match a.split.as_str() {
+        "test" => &data.test,
+        "train" => &data.train,
+        "val" => data.val.as_ref().context("no validation split")?,
+        other => anyhow::bail!("--split must be test, train or val, got `{other}`"),
+    };
+    let norm = train::model_normalize(&mut model, &data.stats);
+    let net = Network::new(&model, device)?;
+    let t = std::time::Instant::now();
+    let s = train::evaluate(&net, ds, &norm, a.batch_size)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "{}: {} images of {} ({} classes): top-1 {:.2}%  top-5 {:.2}%  loss {}  ({:.1}s)",
+            a.model.display(),
+            s.count,
+            a.split,
+            data.classes.len(),
+            100.0 * s.top1,
+            100.0 * s.top5,
+            // The mean over finite outputs only would flatter a broken model: not shown.
+            if s.is_finite() { format!("{:.4}", s.loss) } else { "- (non-finite outputs)".into() },
+            t.elapsed().as_secs_f64()
+        );
+    }
+    // A model with a non-finite weight is broken even where some outputs happen to be finite
+    // (an infinite weight times a zero input is NaN, times a negative one may be ReLU'd away).
+    let broken = model.check_finite().err();
+    if s.non_finite > 0 || broken.is_some() {
+        let msg = format!(
+            "{} of {} images gave NaN or infinite outputs{}; they are counted as wrong predictions",
+            s.non_finite,
+            s.count,
+            broken.map_or(String::new(), |e| format!(" ({e})"))
+        );
+        anyhow::ensure!(a.allow_non_finite, "{msg} (--allow-non-finite to exit 0 anyway)");
+        eprintln!("warning: {msg}");
+    }
+    Ok(())
+}

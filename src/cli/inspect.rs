@@ -1,0 +1,101 @@
+//! `edgeprune inspect` and `analyze`: a model's per-layer costs and its pruning groups.
+
+use super::*;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Model folder or zoo name.
+    pub model: String,
+    /// A second model (e.g. the unpruned original) to show side by side, layer by layer.
+    #[arg(long)]
+    pub against: Option<String>,
+    /// Output classes when MODEL is a zoo name.
+    #[arg(long, default_value_t = 10)]
+    pub num_classes: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) fn cmd_inspect(a: InspectArgs) -> Result<()> {
+    let m = load_spec(&a.model, a.num_classes)?;
+    let c = analysis::cost(&m.graph)?;
+    let other = a
+        .against
+        .as_deref()
+        .map(|o| load_spec(o, a.num_classes).and_then(|m| Ok(analysis::cost(&m.graph)?)))
+        .transpose()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "model": c, "against": other }))?);
+        return Ok(());
+    }
+    let mmacs = |m: u64| m as f64 / 1e6;
+    match &other {
+        None => println!("{:<28} {:<16} {:<16} {:>10} {:>10}", "node", "op", "output", "params", "MMACs"),
+        Some(_) => {
+            println!("{:<28} {:<16} {:<30} {:>21} {:>21}", "node", "op", "output (against -> this)", "params", "MMACs")
+        }
+    }
+    for n in &c.nodes {
+        let shape = format!("{:?}", n.output_shape);
+        match other.as_ref().and_then(|o| o.nodes.iter().find(|x| x.name == n.name)) {
+            None => println!("{:<28} {:<16} {:<16} {:>10} {:>10.3}", n.name, n.op, shape, n.params, mmacs(n.macs)),
+            Some(o) => println!(
+                "{:<28} {:<16} {:<30} {:>10} -> {:>7} {:>10.3} -> {:>7.3}",
+                n.name,
+                n.op,
+                format!("{:?} -> {shape}", o.output_shape),
+                o.params,
+                n.params,
+                mmacs(o.macs),
+                mmacs(n.macs)
+            ),
+        }
+    }
+    let total = |c: &analysis::Cost| {
+        format!(
+            "{} parameters, {:.2} MMACs = {:.4} GOps per image, weights {:.2} MiB, activations {:.2} MiB per image",
+            c.params,
+            mmacs(c.macs),
+            c.gops,
+            c.weight_bytes as f64 / (1 << 20) as f64,
+            c.activation_bytes as f64 / (1 << 20) as f64
+        )
+    };
+    if let Some(o) = &other {
+        println!("against: {}", total(o));
+        println!(
+            "this:    {} ({:.1}% of the parameters and {:.1}% of the GOps removed)",
+            total(&c),
+            100.0 * (1.0 - c.params as f64 / o.params as f64),
+            100.0 * (1.0 - c.gops / o.gops)
+        );
+    } else {
+        println!("total: {}", total(&c));
+    }
+    Ok(())
+}
+
+pub(super) fn cmd_analyze(a: InspectArgs) -> Result<()> {
+    let m = load_spec(&a.model, a.num_classes)?;
+    let groups = analysis::groups(&m.graph)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&groups)?);
+        return Ok(());
+    }
+    let names = |ms: &[analysis::Member]| ms.iter().map(|p| p.node.as_str()).collect::<Vec<_>>().join(" ");
+    println!("{:<24} {:>5}  {:<9} producers -> consumers", "group", "size", "prunable");
+    for g in &groups {
+        let kind = match (&g.frozen, g.joins) {
+            (Some(_), _) => "no",
+            (None, 0) => "yes",
+            (None, _) => "residual",
+        };
+        println!("{:<24} {:>5}  {:<9} {} -> {}", g.name, g.size, kind, names(&g.producers), names(&g.consumers));
+        if let Some(why) = &g.frozen {
+            println!("{:<24} {:>5}  {:<9} ({why})", "", "", "");
+        }
+    }
+    let prunable: usize = groups.iter().filter(|g| g.prunable()).map(|g| g.size).sum();
+    println!("{} groups, {} prunable channels", groups.len(), prunable);
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! `edgeprune prune`: rank channels, plan, remove them, write the smaller model.
+
+use super::*;
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Model folder or zoo name.
+    pub model: String,
+    /// Output classes when MODEL is a zoo name.
+    #[arg(long, default_value_t = 10)]
+    pub num_classes: usize,
+    /// Percent of the model's parameters to remove (the paper's pruning level).
+    #[arg(long, conflicts_with_all = ["gops_level", "channels", "plan"])]
+    pub level: Option<f64>,
+    /// Percent of the model's GOps to remove instead.
+    #[arg(long, conflicts_with_all = ["channels", "plan"])]
+    pub gops_level: Option<f64>,
+    /// Explicit channels to keep per group, e.g. "layer1.0.conv1=8,fire2.conv1=12".
+    #[arg(long, value_delimiter = ',', conflicts_with = "plan")]
+    pub channels: Option<Vec<String>>,
+    /// Importance criterion: paper, l1, l2, bn, taylor, activation, apoz, random.
+    #[arg(long, default_value = "paper")]
+    pub criterion: String,
+    /// global: one ranking over all channels (the paper); layer: the same share from every group.
+    #[arg(long, default_value = "global")]
+    pub scope: String,
+    /// Every layer keeps at least this many channels.
+    #[arg(long, default_value_t = 2)]
+    pub min_channels: usize,
+    /// A residual group keeps at least this share of its channels.
+    #[arg(long, default_value_t = 0.25)]
+    pub residual_min_share: f64,
+    /// Replay a plan written earlier (by --plan-out or in a pruned model folder).
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// Also write the plan here.
+    #[arg(long)]
+    pub plan_out: Option<PathBuf>,
+    /// Local data for data-driven criteria (taylor, activation, apoz).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, value_delimiter = ',')]
+    pub subset: Vec<String>,
+    /// Batches of local data the data-driven criteria look at.
+    #[arg(long, default_value_t = 20)]
+    pub batches: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output model folder (the plan is saved in it as plan.json).
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Replace what an earlier run of this command wrote there (never files edgeprune did not write).
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
+    use crate::criteria::{self, Criterion, DataPass};
+    use crate::surgery::planner::{self, Limits, Scope, Target};
+    use crate::surgery::{self, Plan};
+
+    let device = a.engine.apply()?;
+    // Outputs are checked before any work: none may be an input, none may replace a user's file.
+    let mut inputs: Vec<&Path> = vec![Path::new(&a.model)];
+    inputs.extend(a.plan.as_deref());
+    inputs.extend(a.data.as_deref());
+    claim_model_dir(&a.out, a.overwrite, &inputs)?;
+    if let Some(p) = &a.plan_out {
+        outdir::check_not_input(p, "--plan-out", &inputs)?;
+        outdir::check_not_input(p, "--plan-out", &[&a.out.join("graph.json"), &a.out.join("weights.safetensors")])?;
+        outdir::claim_file(p, a.overwrite)?;
+    }
+    let mut model = load_spec(&a.model, a.num_classes)?;
+    let t0 = std::time::Instant::now();
+    let plan = if let Some(p) = &a.plan {
+        Plan::load(p)?
+    } else {
+        let target = match (a.level, a.gops_level, &a.channels) {
+            (Some(l), None, None) => Target::Params(l),
+            (None, Some(l), None) => Target::Gops(l),
+            (None, None, Some(list)) => {
+                let mut counts = std::collections::BTreeMap::new();
+                for item in list {
+                    let (k, v) = item
+                        .rsplit_once('=')
+                        .with_context(|| format!("--channels item `{item}` is not group=count"))?;
+                    let n = v.parse::<usize>().with_context(|| format!("--channels item `{item}`"))?;
+                    if let Some(old) = counts.insert(k.to_string(), n) {
+                        anyhow::bail!("--channels names group `{k}` twice ({old} and {n}): give each group once");
+                    }
+                }
+                Target::Channels(counts)
+            }
+            _ => anyhow::bail!("give one of --level, --gops-level, --channels or --plan"),
+        };
+        // Before a data-driven criterion loads its data.
+        target.check_level()?;
+        let criterion: Criterion = a.criterion.parse()?;
+        let scope: Scope = a.scope.parse()?;
+        anyhow::ensure!((0.0..=1.0).contains(&a.residual_min_share), "--residual-min-share must be in [0, 1]");
+        let limits = Limits { min_channels: a.min_channels.max(1), residual_min_share: a.residual_min_share };
+        let groups = analysis::groups(&model.graph)?;
+        let scores = if criterion.needs_data() {
+            let data = RunData::load(a.data.as_deref(), &a.subset, 1.0)?;
+            let norm = train::model_normalize(&mut model, &data.stats);
+            let pass = DataPass { dataset: &data.train, norm, batch_size: 128, max_batches: Some(a.batches), device };
+            criteria::score(criterion, &model, &groups, Some(&pass), a.seed)?
+        } else {
+            criteria::score(criterion, &model, &groups, None, a.seed)?
+        };
+        let mut plan = planner::make_plan(&model.graph, &groups, &scores, &target, scope, &limits)?;
+        plan.made_by["criterion"] = criterion.to_string().into();
+        plan.made_by["seed"] = a.seed.into();
+        plan
+    };
+    let planning = t0.elapsed().as_secs_f64();
+    let pruned = surgery::apply(&model, &plan)?;
+    let surgery_s = t0.elapsed().as_secs_f64() - planning;
+    save_model(&pruned, &a.out)?;
+    native::write_atomic(&a.out.join("plan.json"), plan.to_json().as_bytes())?;
+    if let Some(p) = &a.plan_out {
+        native::write_atomic(p, plan.to_json().as_bytes())?;
+    }
+    let (before, after) = (analysis::cost(&model.graph)?, analysis::cost(&pruned.graph)?);
+    println!(
+        "pruned {} channels in {} groups ({:.2}s planning, {:.2}s surgery)",
+        plan.removed(),
+        plan.groups.iter().filter(|g| g.keep.len() < g.size).count(),
+        planning,
+        surgery_s
+    );
+    for g in plan.groups.iter().filter(|g| g.keep.len() < g.size) {
+        println!("  {:<24} {:>5} -> {:<5}", g.name, g.size, g.keep.len());
+    }
+    println!(
+        "parameters {} -> {} ({:.2}% removed), GOps {:.4} -> {:.4} ({:.2}% removed)",
+        before.params,
+        after.params,
+        100.0 * (1.0 - after.params as f64 / before.params as f64),
+        before.gops,
+        after.gops,
+        100.0 * (1.0 - after.gops / before.gops)
+    );
+    println!("wrote {} (plan in {})", a.out.display(), a.out.join("plan.json").display());
+    Ok(())
+}

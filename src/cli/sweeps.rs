@@ -1,0 +1,123 @@
+//! The protocol's commands: `experiment`, `search` (DaPR), `report`, and the hidden `cell`.
+
+use super::*;
+
+#[derive(Args)]
+pub struct ExperimentArgs {
+    /// The experiment recipe (TOML).
+    pub recipe: PathBuf,
+    /// Sweep folder (default: runs/<recipe name>).
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// Run only the cells whose id starts with one of these (e.g. resnet20/pets/aware-p50-s0).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Run cells in this process instead of one child process each.
+    #[arg(long)]
+    pub in_process: bool,
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    pub recipe: PathBuf,
+    #[arg(long)]
+    pub network: String,
+    #[arg(long)]
+    pub subset: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub in_process: bool,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// A sweep folder (holding cells.csv).
+    pub run: PathBuf,
+    /// Where to write the report (default: RUN/report).
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CellArgs {
+    #[arg(long)]
+    pub recipe: PathBuf,
+    #[arg(long)]
+    pub root: PathBuf,
+    #[arg(long)]
+    pub cell: String,
+}
+
+pub(super) fn cmd_experiment(a: ExperimentArgs) -> Result<()> {
+    let recipe = Recipe::load(&a.recipe)?;
+    let root = sweep::root_of(&recipe, a.out.as_deref());
+    let rows = sweep::run(&recipe, &root, &a.only, a.in_process)?;
+    let summary = report::write_report(&rows, &root.join("report"))?;
+    println!(
+        "{} result rows in {}; report in {}",
+        rows.len(),
+        root.join("cells.csv").display(),
+        root.join("report").display()
+    );
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
+    let recipe = Recipe::load(&a.recipe)?;
+    let root = sweep::root_of(&recipe, a.out.as_deref());
+    let r = protocol::search::search(&recipe, &root, &a.network, &a.subset, a.seed, a.in_process)?;
+    for p in &r.probes {
+        println!(
+            "probe {:>4.0}%: {:6.2}% ({}) {:>5.0} epochs {:>7.0}s",
+            p.level,
+            100.0 * p.test_top1,
+            if p.reaches_reference { "reaches" } else { "short" },
+            p.epochs,
+            p.seconds
+        );
+    }
+    match r.level {
+        Some(l) => println!(
+            "DaPR level for {}/{}: {l}% (reference {:.2}%), {} probes, {:.0} epochs, {:.0}s",
+            r.network,
+            r.subset,
+            100.0 * r.reference_top1,
+            r.probes.len(),
+            r.total_epochs,
+            r.total_seconds
+        ),
+        None => println!(
+            "no level in 5..95 reaches the reference {:.2}% for {}/{}",
+            100.0 * r.reference_top1,
+            r.network,
+            r.subset
+        ),
+    }
+    native::write_atomic(
+        &root.join(format!("search-{}-{}.json", r.network, r.subset)),
+        serde_json::to_string_pretty(&r)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+pub(super) fn cmd_report(a: ReportArgs) -> Result<()> {
+    let cells = report::read_cells(&a.run.join("cells.csv"))?;
+    let out = a.out.unwrap_or_else(|| a.run.join("report"));
+    // A report replaces the report it regenerates, never a folder of anything else.
+    outdir::claim(&out, outdir::Kind::Report, outdir::Existing::Accept, "")?;
+    let summary = report::write_report(&cells, &out)?;
+    println!("report written to {}", out.display());
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+pub(super) fn cmd_cell(a: CellArgs) -> Result<()> {
+    let recipe = Recipe::load(&a.recipe)?;
+    let id: protocol::pipeline::CellId = a.cell.parse()?;
+    protocol::pipeline::run_cell(&recipe, &a.root, &id)?;
+    Ok(())
+}

@@ -4,10 +4,14 @@
 
 pub mod checkpoint;
 mod config;
+mod evaluate;
+mod rundata;
 mod schedule;
 
 pub use config::TrainConfig;
 pub(crate) use config::check_checkpoint_minutes;
+pub use evaluate::{EvalStats, evaluate};
+pub use rundata::{RunData, load_or_build, model_normalize};
 pub use schedule::Schedule;
 
 use checkpoint::{Checkpoint, Partial, RunState};
@@ -19,182 +23,16 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{self, Augment, Dataset, Loader, Normalize, Split};
+use crate::data::{Augment, Dataset, Loader, Normalize};
 use crate::engine::{Device, Network, SgdConfig};
 use crate::error::{Error, Result};
 use crate::formats::atomic::StagedDir;
+use crate::formats::native;
 use crate::formats::outdir;
-use crate::formats::{self, native};
-use crate::ir::{self, Model, Weights};
+use crate::ir::{Model, Weights};
 
 /// The most epochs a run or sweep may ask for (a larger count is a typo, refused when read).
 pub const MAX_EPOCHS: usize = 100_000;
-
-/// Accuracy and loss of a model on a dataset.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct EvalStats {
-    /// Mean cross-entropy over the images whose outputs are all finite (0 when there are none).
-    pub loss: f64,
-    pub top1: f64,
-    pub top5: f64,
-    pub count: usize,
-    /// Images whose outputs hold a NaN or an infinity: each counts as a wrong prediction.
-    #[serde(default)]
-    pub non_finite: usize,
-}
-
-impl EvalStats {
-    /// Whether every output was finite: only then are the figures a result.
-    pub fn is_finite(&self) -> bool {
-        self.non_finite == 0 && self.loss.is_finite()
-    }
-
-    /// An error naming `what` (e.g. the model and split) unless every output was finite.
-    pub fn check_finite(&self, what: &str) -> Result<()> {
-        if self.is_finite() {
-            return Ok(());
-        }
-        Err(Error::Engine(format!(
-            "{what}: {} of {} images gave non-finite outputs (NaN or infinity); the model is broken \
-             (look for non-finite weights or a negative BatchNorm running_var)",
-            self.non_finite, self.count
-        )))
-    }
-}
-
-/// Top-1 and top-5 correctness of one row of logits. A row holding a NaN or an infinity is never
-/// correct: comparisons with NaN are false, so counting the logits above the label's would
-/// otherwise find none and call it right.
-fn rank_of_label(row: &[f32], label: usize) -> Option<usize> {
-    if row.iter().any(|v| !v.is_finite()) {
-        return None;
-    }
-    Some(row.iter().filter(|&&v| v > row[label]).count())
-}
-
-/// Evaluates in inference mode (BatchNorm running statistics, no dropout).
-pub fn evaluate(net: &Network, ds: &Dataset, norm: &Normalize, batch_size: usize) -> Result<EvalStats> {
-    if ds.is_empty() {
-        return Err(Error::Data("cannot evaluate on an empty dataset".into()));
-    }
-    let classes = net.num_outputs()?;
-    let loader = Loader::new(
-        Arc::new(ds.clone()),
-        crate::data::LoaderConfig { batch_size, shuffle: false, augment: None, norm: *norm, seed: 0, epoch: 0 },
-    );
-    let (mut loss, mut top1, mut top5, mut non_finite) = (0.0f64, 0usize, 0usize, 0usize);
-    for batch in loader {
-        let logits = net.predict(&batch.images, batch.len())?;
-        for (row, &label) in logits.chunks_exact(classes).zip(&batch.labels) {
-            let label = label as usize;
-            if label >= classes {
-                return Err(Error::Data(format!("label {label} does not fit the model's {classes} outputs")));
-            }
-            let Some(better) = rank_of_label(row, label) else {
-                non_finite += 1;
-                continue;
-            };
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
-            loss += lse - row[label] as f64;
-            top1 += (better == 0) as usize;
-            top5 += (better < 5) as usize;
-        }
-    }
-    let n = ds.len();
-    let finite = n - non_finite;
-    Ok(EvalStats {
-        loss: if finite == 0 { 0.0 } else { loss / finite as f64 },
-        top1: top1 as f64 / n as f64,
-        top5: top5 as f64 / n as f64,
-        count: n,
-        non_finite,
-    })
-}
-
-/// The data of a run: the training images (augmented), the validation images held out of the
-/// training split, and the test images, all restricted to the chosen classes.
-pub struct RunData {
-    pub train: Dataset,
-    pub val: Option<Dataset>,
-    pub test: Dataset,
-    pub classes: Vec<usize>,
-    pub class_names: Vec<String>,
-    /// Classes of the whole dataset (the width of a classifier head for it).
-    pub num_dataset_classes: usize,
-    /// Normalisation computed on the whole training split (all classes).
-    pub stats: Normalize,
-}
-
-impl RunData {
-    pub fn load(data: Option<&Path>, subset: &[String], train_fraction: f64) -> Result<Self> {
-        let path = data::locate(data)?;
-        let src = data::Source::detect(&path)?;
-        let train_all = src.load(Split::Train)?;
-        let test_all = src.load(Split::Test)?;
-        let (mean, std) = train_all.channel_stats();
-        for (c, (m, s)) in mean.iter().zip(&std).enumerate() {
-            if !(*s > 0.0 && s.is_finite()) {
-                return Err(Error::Data(format!(
-                    "{}: channel {c} of the training images has standard deviation {s} (every pixel {:.1} of 255), \
-                     so inputs cannot be normalised by it; a dataset needs variation in every channel",
-                    path.display(),
-                    m * 255.0
-                )));
-            }
-        }
-        let classes = if subset.is_empty() {
-            (0..train_all.classes.len()).collect()
-        } else {
-            data::resolve_subset(&train_all, subset)?
-        };
-        let train = train_all.filter_classes(&classes);
-        let test = test_all.filter_classes(&classes);
-        let (train, val) = if train_fraction < 1.0 {
-            let (t, v) = data::train_val_split(&train, train_fraction);
-            (t, Some(v))
-        } else {
-            (train, None)
-        };
-        if train.is_empty() || test.is_empty() {
-            return Err(Error::Data(format!("the subset {subset:?} leaves no training or test images")));
-        }
-        Ok(RunData {
-            class_names: classes.iter().map(|&c| train_all.classes[c].clone()).collect(),
-            num_dataset_classes: train_all.classes.len(),
-            train,
-            val,
-            test,
-            classes,
-            stats: Normalize { mean, std },
-        })
-    }
-}
-
-/// Normalisation of a model: its own if it records one, else the data's (recorded into it).
-pub fn model_normalize(model: &mut Model, data_stats: &Normalize) -> Normalize {
-    match &model.graph.normalize {
-        Some(n) if n.mean.len() == 3 => {
-            Normalize { mean: [n.mean[0], n.mean[1], n.mean[2]], std: [n.std[0], n.std[1], n.std[2]] }
-        }
-        _ => {
-            model.graph.normalize =
-                Some(ir::Normalize { mean: data_stats.mean.to_vec(), std: data_stats.std.to_vec() });
-            *data_stats
-        }
-    }
-}
-
-/// Loads a model: a zoo name builds a freshly initialised network, anything else is a path.
-pub fn load_or_build(spec: &str, num_classes: usize, seed: u64) -> Result<Model> {
-    if (crate::zoo::NETWORKS.contains(&spec) || crate::zoo::structures::STRUCTURES.contains(&spec))
-        && !Path::new(spec).exists()
-    {
-        Model::init(crate::zoo::build(spec, num_classes)?, seed)
-    } else {
-        formats::load_model(Path::new(spec))
-    }
-}
 
 /// One row of the per-epoch log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,303 @@
+//! The plots of a sweep (SVG and PNG): accuracy vs level and vs GOps.
+
+use super::*;
+
+pub(super) const PLOT_SIZE: (u32, u32) = (1000, 640);
+pub(super) const FONT: &str = "sans-serif";
+
+/// Tableau 10: one colour per subset.
+pub(super) const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Register the embedded DejaVu Sans as the plots' font, once. Both backends lay text out with it.
+pub(super) fn ensure_font() -> std::result::Result<(), String> {
+    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
+                .and_then(|()| plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold()))
+                .map_err(|_| "the embedded DejaVu Sans font could not be parsed".to_string())
+        })
+        .clone()
+}
+
+pub(super) type PlotResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// A chart that can be drawn on any plotters backend.
+pub(super) trait Plot {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> PlotResult
+    where
+        DB::ErrorType: 'static;
+}
+
+/// Draw `plot` as `<stem>.svg` and `<stem>.png` in `dir`.
+pub(super) fn write_plot<P: Plot>(dir: &Path, stem: &str, plot: &P) -> Result<()> {
+    let svg_path = dir.join(format!("{stem}.svg"));
+    let png_path = dir.join(format!("{stem}.png"));
+    ensure_font().map_err(|e| Error::file(&png_path, e))?;
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
+        plot.draw(&root).map_err(|e| Error::file(&svg_path, format!("drawing: {e}")))?;
+        root.present().map_err(|e| Error::file(&svg_path, format!("drawing: {e}")))?;
+    }
+    write_text(&svg_path, &svg)?;
+
+    let (w, h) = PLOT_SIZE;
+    let mut buf = vec![255u8; w as usize * h as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, PLOT_SIZE).into_drawing_area();
+        plot.draw(&root).map_err(|e| Error::file(&png_path, format!("drawing: {e}")))?;
+        root.present().map_err(|e| Error::file(&png_path, format!("drawing: {e}")))?;
+    }
+    image::save_buffer_with_format(&png_path, &buf, w, h, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
+        .map_err(|e| Error::file(&png_path, e.to_string()))
+}
+
+/// The unpruned model in a chart: a horizontal line at its accuracy, or a point (GOps, accuracy).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Reference {
+    Line(f64),
+    Point(f64, f64),
+}
+
+/// A subset's points for the plots: (x, accuracy %) pairs per pipeline, and the unpruned model.
+pub(super) struct Series {
+    pub(super) subset: String,
+    pub(super) color: RGBColor,
+    pub(super) aware: Vec<(f64, f64)>,
+    pub(super) agnostic: Vec<(f64, f64)>,
+    pub(super) unpruned: Option<Reference>,
+}
+
+pub(super) fn series(
+    n: &NetworkData,
+    x: impl Fn(Level, &Point) -> Option<f64>,
+    reference: impl Fn(&SubsetData) -> Option<Reference>,
+) -> Vec<Series> {
+    n.subsets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let pts = |m: &BTreeMap<Level, Point>| -> Vec<(f64, f64)> {
+                m.iter().filter_map(|(l, p)| Some((x(*l, p)?, p.acc()?))).collect()
+            };
+            Series {
+                subset: s.subset.clone(),
+                color: PALETTE[i % PALETTE.len()],
+                aware: pts(&s.aware),
+                agnostic: pts(&s.agnostic),
+                unpruned: reference(s),
+            }
+        })
+        .collect()
+}
+
+/// An axis range around `values`, padded by `pad` of its span, within `[lo, hi]`.
+pub(super) fn padded(
+    values: impl IntoIterator<Item = f64>,
+    pad: f64,
+    lo: f64,
+    hi: f64,
+    empty: (f64, f64),
+) -> (f64, f64) {
+    let v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return empty;
+    }
+    let mn = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let mx = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = (mx - mn).max(1e-9);
+    let (mut a, mut b) = ((mn - pad * span).max(lo), (mx + pad * span).min(hi));
+    if b - a < 1e-6 {
+        a = (mn - 1.0).max(lo);
+        b = (mx + 1.0).min(hi);
+        if b - a < 1e-6 {
+            b = a + 1.0;
+        }
+    }
+    (a, b)
+}
+
+/// The accuracy axis: every accuracy of the network's points, with a margin.
+pub(super) fn acc_range(n: &NetworkData) -> (f64, f64) {
+    let accs = n
+        .subsets
+        .iter()
+        .flat_map(|s| s.aware.values().chain(s.agnostic.values()).chain(s.unpruned.iter()).filter_map(Point::acc));
+    padded(accs, 0.08, 0.0, 100.0, (0.0, 100.0))
+}
+
+pub(super) fn solid(c: RGBColor) -> ShapeStyle {
+    c.stroke_width(2)
+}
+
+/// Draw the pruned pipelines' series: aware solid with filled circles, agnostic dashed with
+/// triangles; legend entries "<subset> aware" and "<subset> agnostic".
+/// A tick label: at most 6 decimals, trailing zeros dropped (10, 72.5, 0.005).
+pub(super) fn tick(v: &f64) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".to_string() } else { s.to_string() }
+}
+
+/// What a chart shows besides its series.
+pub(super) struct Frame<'a> {
+    pub(super) title: String,
+    pub(super) x_desc: &'a str,
+    pub(super) x: (f64, f64),
+    pub(super) y: (f64, f64),
+    pub(super) legend: SeriesLabelPosition,
+}
+
+/// Draw a chart: per subset, aware solid with filled circles, agnostic dashed with triangles, the
+/// unpruned model dotted (a line) or a cross (a point); legend entries "<subset> <pipeline>".
+pub(super) fn draw_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    frame: Frame<'_>,
+    ss: &[Series],
+) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (x0, x1) = frame.x;
+    let mut chart = ChartBuilder::on(root)
+        .caption(frame.title, (FONT, 24))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, frame.y.0..frame.y.1)?;
+    chart
+        .configure_mesh()
+        .x_desc(frame.x_desc)
+        .y_desc("top-1 accuracy on the subset (%)")
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 14))
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .light_line_style(BLACK.mix(0.03))
+        .bold_line_style(BLACK.mix(0.12))
+        .draw()?;
+    for s in ss {
+        let color = s.color;
+        if !s.aware.is_empty() {
+            chart
+                .draw_series(LineSeries::new(s.aware.iter().copied(), solid(color)))?
+                .label(format!("{} aware", s.subset))
+                .legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (24, 0)], solid(color))
+                        + Circle::new((12, 0), 4, color.filled())
+                });
+            chart.draw_series(s.aware.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+        }
+        if !s.agnostic.is_empty() {
+            chart
+                .draw_series(DashedLineSeries::new(s.agnostic.iter().copied(), 8, 5, solid(color)))?
+                .label(format!("{} agnostic", s.subset))
+                .legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + DashedPathElement::new(vec![(0, 0), (24, 0)], 6, 3, solid(color))
+                        + TriangleMarker::new((12, 0), 5, color.filled())
+                });
+            chart.draw_series(s.agnostic.iter().map(|&p| TriangleMarker::new(p, 5, color.filled())))?;
+        }
+        match s.unpruned {
+            Some(Reference::Line(acc)) => {
+                chart
+                    .draw_series(DashedLineSeries::new(vec![(x0, acc), (x1, acc)], 2, 5, solid(color)))?
+                    .label(format!("{} unpruned", s.subset))
+                    .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 2, 4, solid(color)));
+            }
+            Some(Reference::Point(g, acc)) => {
+                let style = color.stroke_width(3);
+                chart
+                    .draw_series(std::iter::once(Cross::new((g, acc), 7, style)))?
+                    .label(format!("{} unpruned", s.subset))
+                    .legend(move |(x, y)| Cross::new((x + 12, y), 6, style));
+            }
+            None => {}
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(frame.legend)
+        .legend_area_size(30)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.6))
+        .label_font((FONT, 14))
+        .draw()?;
+    Ok(())
+}
+
+/// Accuracy vs pruning level, one colour per subset; the unpruned model as a dotted line.
+pub(super) struct LevelPlot<'a>(pub(super) &'a NetworkData);
+
+impl Plot for LevelPlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> PlotResult
+    where
+        DB::ErrorType: 'static,
+    {
+        let n = self.0;
+        let ss = series(n, |l, _| Some(l.pct()), |s| s.unpruned.as_ref().and_then(Point::acc).map(Reference::Line));
+        let max_level = n.subsets.iter().flat_map(|s| s.levels()).map(Level::pct).fold(0.0, f64::max);
+        let frame = Frame {
+            title: format!("{}: test top-1 on the subset vs pruning level", n.network),
+            x_desc: "pruning level (% of parameters removed)",
+            x: (0.0, (max_level + 5.0).clamp(10.0, 100.0)),
+            y: acc_range(n),
+            legend: SeriesLabelPosition::LowerLeft,
+        };
+        draw_chart(root, frame, &ss)
+    }
+}
+
+/// Accuracy vs inference GOps: aware and agnostic points at their `gops_after`, the unpruned model
+/// at `gops_before`.
+pub(super) struct GopsPlot<'a>(pub(super) &'a NetworkData);
+
+impl Plot for GopsPlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> PlotResult
+    where
+        DB::ErrorType: 'static,
+    {
+        let n = self.0;
+        let mut ss = series(
+            n,
+            |_, p| p.gops_after,
+            |s| Some(Reference::Point(s.gops_unpruned()?, s.unpruned.as_ref().and_then(Point::acc)?)),
+        );
+        for s in &mut ss {
+            s.aware.sort_by(|a, b| a.0.total_cmp(&b.0));
+            s.agnostic.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        let xs = ss.iter().flat_map(|s| {
+            let r = match s.unpruned {
+                Some(Reference::Point(g, _)) => Some(g),
+                _ => None,
+            };
+            s.aware.iter().chain(&s.agnostic).map(|p| p.0).chain(r)
+        });
+        let (_, x1) = padded(xs, 0.05, 0.0, f64::INFINITY, (0.0, 1.0));
+        let frame = Frame {
+            title: format!("{}: test top-1 on the subset vs inference GOps", n.network),
+            x_desc: "inference GOps per image (after pruning; unpruned: before)",
+            x: (0.0, x1),
+            y: acc_range(n),
+            legend: SeriesLabelPosition::LowerRight,
+        };
+        draw_chart(root, frame, &ss)
+    }
+}

@@ -1,0 +1,185 @@
+//! The aware - agnostic deltas and the paper's summary of a sweep.
+
+use super::*;
+
+/// One row of `deltas.csv`. Accuracies are test top-1 in percent (means over seeds), `delta` is
+/// `aware - agnostic` in percentage points; empty where a pipeline has no result.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeltaRow {
+    pub network: String,
+    pub subset: String,
+    pub level: f64,
+    pub aware: Option<f64>,
+    pub agnostic: Option<f64>,
+    pub delta: Option<f64>,
+    pub unpruned: Option<f64>,
+    /// Sample std over seeds, where more than one seed.
+    pub aware_std: Option<f64>,
+    pub agnostic_std: Option<f64>,
+    pub aware_seeds: usize,
+    pub agnostic_seeds: usize,
+}
+
+/// Where a delta was measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeltaAt {
+    pub network: String,
+    pub subset: String,
+    pub level: f64,
+    pub delta_pp: f64,
+}
+
+/// The mean delta of one (subset, network) pair over its levels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairMean {
+    pub network: String,
+    pub subset: String,
+    /// Levels with both pipelines present.
+    pub levels: usize,
+    pub mean_delta_pp: f64,
+}
+
+/// The paper's summary of a sweep (docs/protocol.md, "How the reference code computes it").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReportSummary {
+    /// Mean over (subset, network) pairs of the pair's mean over levels of `aware - agnostic`, in
+    /// percentage points; `None` where no level has both pipelines.
+    pub mean_delta_pp: Option<f64>,
+    /// The largest single `aware(p) - agnostic(p)`, in percentage points.
+    pub max_delta_pp: Option<f64>,
+    /// Where the largest delta occurred.
+    pub max_delta_at: Option<DeltaAt>,
+    /// The smallest single delta, in percentage points.
+    pub min_delta_pp: Option<f64>,
+    /// (subset, network) pairs with at least one delta.
+    pub pairs: usize,
+    /// Distinct levels among the deltas.
+    pub levels: usize,
+    /// (subset, network, level) points with a delta.
+    pub points: usize,
+    /// Points where aware was strictly more accurate than agnostic.
+    pub aware_wins: usize,
+    /// Each pair's mean delta.
+    pub pair_means: Vec<PairMean>,
+    /// Cells given, and those left out because `pipeline` names none of the three.
+    pub cells: usize,
+    pub skipped_cells: usize,
+    pub networks: Vec<String>,
+    pub subsets: Vec<String>,
+    /// The formula, in words.
+    pub definition: String,
+    /// Files written, relative to the output folder.
+    pub files: Vec<String>,
+}
+
+pub(super) const DEFINITION: &str = "For each (subset, network) pair, delta(p) = aware(p) - agnostic(p) in percentage points of \
+     test top-1 on the subset (each a mean over seeds), at every level p where both pipelines have a result. \
+     mean delta = mean over pairs of (mean over p of delta(p)); max delta = max over all pairs and levels of delta(p).";
+
+pub(super) fn delta_rows(nets: &[NetworkData]) -> Vec<DeltaRow> {
+    let mut rows = Vec::new();
+    for n in nets {
+        for s in &n.subsets {
+            let unpruned = s.unpruned.as_ref().and_then(Point::acc);
+            for level in s.levels() {
+                let aw = s.aware.get(&level).and_then(|p| p.top1);
+                let ag = s.agnostic.get(&level).and_then(|p| p.top1);
+                let multi = |st: Option<Stat>| st.filter(|s| s.n > 1).map(|s| s.std);
+                rows.push(DeltaRow {
+                    network: n.network.clone(),
+                    subset: s.subset.clone(),
+                    level: level.pct(),
+                    aware: aw.map(|s| s.mean),
+                    agnostic: ag.map(|s| s.mean),
+                    delta: aw.zip(ag).map(|(a, g)| a.mean - g.mean),
+                    unpruned,
+                    aware_std: multi(aw),
+                    agnostic_std: multi(ag),
+                    aware_seeds: aw.map_or(0, |s| s.n),
+                    agnostic_seeds: ag.map_or(0, |s| s.n),
+                });
+            }
+        }
+    }
+    rows
+}
+
+pub(super) fn summarize(cells: &[Cell], nets: &[NetworkData], rows: &[DeltaRow]) -> ReportSummary {
+    let mut pair_means = Vec::new();
+    let mut max_at: Option<DeltaAt> = None;
+    let mut min_delta: Option<f64> = None;
+    let mut levels: Vec<Level> = Vec::new();
+    let mut points = 0;
+    let mut wins = 0;
+    for n in nets {
+        for s in &n.subsets {
+            let ds: Vec<&DeltaRow> =
+                rows.iter().filter(|r| r.network == n.network && r.subset == s.subset && r.delta.is_some()).collect();
+            if ds.is_empty() {
+                continue;
+            }
+            let mut sum = 0.0;
+            for r in &ds {
+                let d = r.delta.unwrap_or(0.0);
+                sum += d;
+                points += 1;
+                if d > 0.0 {
+                    wins += 1;
+                }
+                levels.push(Level::of(r.level));
+                min_delta = Some(min_delta.map_or(d, |m| m.min(d)));
+                if max_at.as_ref().is_none_or(|m| d > m.delta_pp) {
+                    max_at = Some(DeltaAt {
+                        network: r.network.clone(),
+                        subset: r.subset.clone(),
+                        level: r.level,
+                        delta_pp: d,
+                    });
+                }
+            }
+            pair_means.push(PairMean {
+                network: n.network.clone(),
+                subset: s.subset.clone(),
+                levels: ds.len(),
+                mean_delta_pp: sum / ds.len() as f64,
+            });
+        }
+    }
+    levels.sort();
+    levels.dedup();
+    let mut subsets: Vec<String> = Vec::new();
+    for s in nets.iter().flat_map(|n| &n.subsets) {
+        if !subsets.contains(&s.subset) {
+            subsets.push(s.subset.clone());
+        }
+    }
+    ReportSummary {
+        mean_delta_pp: mean(pair_means.iter().map(|p| p.mean_delta_pp)),
+        max_delta_pp: max_at.as_ref().map(|m| m.delta_pp),
+        max_delta_at: max_at,
+        min_delta_pp: min_delta,
+        pairs: pair_means.len(),
+        levels: levels.len(),
+        points,
+        aware_wins: wins,
+        pair_means,
+        cells: cells.len(),
+        skipped_cells: cells.iter().filter(|c| c.pipe().is_none()).count(),
+        networks: nets.iter().map(|n| n.network.clone()).collect(),
+        subsets,
+        definition: DEFINITION.to_string(),
+        files: Vec::new(),
+    }
+}
+
+/// The summary of a set of cells, without writing anything.
+pub fn summarize_cells(cells: &[Cell]) -> ReportSummary {
+    let nets = group(cells);
+    let rows = delta_rows(&nets);
+    summarize(cells, &nets, &rows)
+}
+
+/// The rows of `deltas.csv` for a set of cells.
+pub fn deltas(cells: &[Cell]) -> Vec<DeltaRow> {
+    delta_rows(&group(cells))
+}

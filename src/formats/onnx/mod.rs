@@ -25,6 +25,9 @@
 mod export;
 mod import;
 pub mod proto;
+
+/// The ONNX op types import understands (default domain), from its converter table.
+pub use import::supported_ops;
 #[cfg(test)]
 mod tests;
 
@@ -40,32 +43,6 @@ pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=18;
 
 /// The opset export writes.
 pub const EXPORT_OPSET: i64 = 17;
-
-/// ONNX op types import understands (default domain).
-pub const SUPPORTED_OPS: &[&str] = &[
-    "Conv",
-    "BatchNormalization",
-    "Relu",
-    "Clip",
-    "Sigmoid",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "Add",
-    "Sum",
-    "Mul",
-    "Concat",
-    "Flatten",
-    "Reshape",
-    "Gemm",
-    "MatMul",
-    "Dropout",
-    "Identity",
-    "Constant",
-    "Shape",
-    "Gather",
-    "Unsqueeze",
-];
 
 /// Metadata keys export writes and import reads back.
 pub const META_NAME: &str = "edgeprune.name";

@@ -238,3 +238,35 @@ fn prune_replay_retrain() {
 fn empty_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+#[test]
+fn eval_inspect_and_export_take_a_run_folder_for_its_best_model() {
+    let (t, data) = workdir();
+    let cwd = t.path();
+    let d = data.to_str().unwrap();
+    ok(
+        &[
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            d,
+            "--epochs",
+            "1",
+            "--max-batches",
+            "1",
+            "--batch-size",
+            "8",
+            "-o",
+            "run",
+        ],
+        cwd,
+    );
+    let by_run = ok(&["eval", "run", "--data", d, "--json"], cwd);
+    let by_best = ok(&["eval", "run/best", "--data", d, "--json"], cwd);
+    let top1 = |t: &str| t.lines().find(|l| l.contains("\"top1\"")).unwrap().to_string();
+    assert_eq!(top1(&by_run), top1(&by_best));
+    assert!(ok(&["inspect", "run"], cwd).contains("total:"));
+    ok(&["export", "run", "-o", "run.onnx"], cwd);
+    assert!(cwd.join("run.onnx").exists());
+}

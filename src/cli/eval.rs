@@ -4,7 +4,7 @@ use super::*;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Model folder.
+    /// Model folder, .onnx file, or a training run folder (its best model).
     pub model: PathBuf,
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -28,7 +28,7 @@ pub struct EvalArgs {
 pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
     let device = a.engine.apply()?;
-    let mut model = formats::load_model(&a.model)?;
+    let mut model = formats::load_model(&train::RunDir::model_path(&a.model))?;
     let data = RunData::load(a.data.as_deref(), &a.subset, 0.8)?;
     let ds = match a.split.as_str() {
         "test" => &data.test,

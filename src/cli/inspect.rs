@@ -4,7 +4,7 @@ use super::*;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Model folder or zoo name.
+    /// Model folder, .onnx file, training run folder (its best model) or zoo name.
     pub model: String,
     /// A second model (e.g. the unpruned original) to show side by side, layer by layer.
     #[arg(long)]

@@ -52,7 +52,7 @@ pub struct ConvertDataArgs {
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// Model folder, .onnx file or zoo name.
+    /// Model folder, .onnx file, training run folder (its best model) or zoo name.
     pub model: String,
     /// Output classes when MODEL is a zoo name.
     #[arg(long, default_value_t = 10)]

@@ -4,7 +4,7 @@ use super::*;
 
 #[derive(Args)]
 pub struct PruneArgs {
-    /// Model folder or zoo name.
+    /// Model folder, .onnx file, training run folder (its best model) or zoo name.
     pub model: String,
     /// Output classes when MODEL is a zoo name.
     #[arg(long, default_value_t = 10)]

@@ -71,7 +71,7 @@ pub(super) fn cmd_train(a: TrainArgs) -> Result<()> {
     let resume = a.resume.is_some();
     let out = a.resume.clone().flatten().unwrap_or_else(|| a.out.clone());
     let mut cfg = if resume {
-        let cfg = TrainConfig::from_toml_file(&out.join("config.toml"))?;
+        let cfg = TrainConfig::from_toml_file(&train::RunDir::new(&out).config())?;
         for (given, flag) in [
             (a.config.is_some(), "--config"),
             (a.model.is_some(), "--model"),

@@ -138,6 +138,13 @@ pub fn json_text<T: serde::Serialize + serde::de::DeserializeOwned>(path: &Path,
     Ok(text)
 }
 
+/// Reads a JSON file written by [`write_json`] (a regular file within the text size bound); errors
+/// name the file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = super::read_text(path)?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path, e.to_string()))
+}
+
 /// Writes `v` as JSON to `path` atomically, after [`json_text`]'s read-back check.
 pub fn write_json<T: serde::Serialize + serde::de::DeserializeOwned>(path: &Path, v: &T) -> Result<()> {
     write_atomic(path, json_text(path, v)?.as_bytes())

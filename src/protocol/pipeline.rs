@@ -141,7 +141,37 @@ pub fn cell_dir(root: &Path, id: &CellId) -> PathBuf {
 }
 
 pub fn is_done(root: &Path, id: &CellId) -> bool {
-    cell_dir(root, id).join("metrics.json").exists()
+    CellDir::of(root, id).metrics().exists()
+}
+
+/// The files of one cell's folder: its result (`metrics.json`), its training run (`run/`, a
+/// [`train::RunDir`]), and for a cell that prunes, the plan it applied and the pruned model.
+#[derive(Debug, Clone)]
+pub struct CellDir(PathBuf);
+
+impl CellDir {
+    pub fn of(root: &Path, id: &CellId) -> Self {
+        CellDir(cell_dir(root, id))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.0.join("metrics.json")
+    }
+    pub fn run(&self) -> train::RunDir {
+        train::RunDir::new(self.0.join("run"))
+    }
+    pub fn plan(&self) -> PathBuf {
+        self.0.join("plan.json")
+    }
+    pub fn pruned(&self) -> PathBuf {
+        self.0.join("pruned")
+    }
+    /// The cell's result, as [`run_cell`] wrote it.
+    pub fn read_metrics(&self) -> Result<CellMetrics> {
+        native::read_json(&self.metrics())
+    }
 }
 
 /// What a cell writes when it finishes.
@@ -246,8 +276,8 @@ impl Ctx<'_> {
         plan.made_by["criterion"] = criterion.to_string().into();
         let pruned = surgery::apply(model, &plan)?;
         let secs = t.elapsed().as_secs_f64();
-        native::write_atomic(&dir.join("plan.json"), plan.to_json().as_bytes())?;
-        native::save(&pruned, &dir.join("pruned"))?;
+        native::write_atomic(&CellDir(dir.to_path_buf()).plan(), plan.to_json().as_bytes())?;
+        native::save(&pruned, &CellDir(dir.to_path_buf()).pruned())?;
         Ok((pruned, secs))
     }
 
@@ -334,15 +364,13 @@ fn sizes(before: &analysis::Cost, after: &analysis::Cost) -> Cell {
 }
 
 fn read_metrics(root: &Path, id: &CellId) -> Result<CellMetrics> {
-    let p = cell_dir(root, id).join("metrics.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(&p, e.to_string()))
+    CellDir::of(root, id).read_metrics()
 }
 
 /// Trains in `dir/run`, resuming a half-done run there; the plan the cell applied (its
 /// plan.json) goes with the run's checkpoints.
 fn fit_in(model: Model, data: &RunData, cfg: &TrainConfig, dir: &Path, start: usize) -> Result<train::Summary> {
-    let run = dir.join("run");
+    let run = CellDir(dir.to_path_buf()).run().path().to_path_buf();
     if train::can_resume(&run)? {
         train::fit(None, data, cfg, &run)
     } else {
@@ -393,7 +421,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         CellId::Aware { net, subset, level, seed } => {
             let ft = CellId::FineTune { net: net.clone(), subset: subset.clone(), seed: *seed };
             let data = cx.data(Some(subset))?;
-            let mut tuned = formats::load_model(&train::last_model_dir(&cell_dir(root, &ft).join("run"))?)?;
+            let mut tuned = formats::load_model(&train::last_model_dir(CellDir::of(root, &ft).run().path())?)?;
             let (pruned, secs) = cx.prune(&mut tuned, &data, *level, *seed, &dir)?;
             let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed)?;
             let s = fit_in(pruned.clone(), &data, &cfg, &dir, nf)?;
@@ -416,7 +444,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let tr = CellId::AgnosticTrain { net: net.clone(), level: *level, seed: *seed };
             let trained = read_metrics(root, &tr)?;
             let data = cx.data(Some(subset))?;
-            let mut model = formats::load_model(&cell_dir(root, &tr).join("run/best"))?;
+            let mut model = formats::load_model(&CellDir::of(root, &tr).run().best())?;
             let norm = train::model_normalize(&mut model, &data.stats);
             let net = Network::new(&model, device)?;
             let test = train::evaluate(&net, &data.test, &norm, 256)?;
@@ -441,6 +469,6 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         r.peak_rss_bytes = m.peak_rss_bytes.map(|b| b as f64);
         r.energy_joules = m.energy_joules.map_or("unavailable".into(), |j| format!("{j:.1}"));
     }
-    native::write_json(&dir.join("metrics.json"), &m)?;
+    native::write_json(&CellDir(dir.clone()).metrics(), &m)?;
     Ok(m)
 }

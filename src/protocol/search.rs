@@ -34,9 +34,9 @@ pub struct SearchResult {
 }
 
 fn top1(root: &Path, id: &CellId) -> Result<(f64, f64, f64)> {
-    let p = pipeline::cell_dir(root, id).join("metrics.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    let m: pipeline::CellMetrics = serde_json::from_str(&text).map_err(|e| Error::file(&p, e.to_string()))?;
+    let cell = pipeline::CellDir::of(root, id);
+    let p = cell.metrics();
+    let m = cell.read_metrics()?;
     let row = m.row.ok_or_else(|| Error::file(&p, "no result row"))?;
     let acc = row.test_top1.ok_or_else(|| Error::file(&p, "no test accuracy"))?;
     Ok((acc, row.epochs.unwrap_or(0.0), m.seconds))

@@ -141,9 +141,7 @@ pub fn gather(recipe: &Recipe, root: &Path) -> Result<Vec<Cell>> {
         if !pipeline::is_done(root, &id) {
             continue;
         }
-        let p = pipeline::cell_dir(root, &id).join("metrics.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        let m: CellMetrics = serde_json::from_str(&text).map_err(|e| Error::file(&p, e.to_string()))?;
+        let m: CellMetrics = pipeline::CellDir::of(root, &id).read_metrics()?;
         rows.extend(m.row);
     }
     let mut w = csv::Writer::from_writer(Vec::new());

@@ -5,12 +5,14 @@
 pub mod checkpoint;
 mod config;
 mod evaluate;
+mod run_dir;
 mod rundata;
 mod schedule;
 
 pub use config::TrainConfig;
 pub(crate) use config::check_checkpoint_minutes;
 pub use evaluate::{EvalStats, evaluate};
+pub use run_dir::RunDir;
 pub use rundata::{RunData, load_or_build, model_normalize};
 pub use schedule::Schedule;
 
@@ -68,8 +70,7 @@ fn write_json<T: Serialize + for<'de> Deserialize<'de>>(path: &Path, v: &T) -> R
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = crate::formats::read_text(path)?;
-    serde_json::from_str(&text).map_err(|e| Error::file(path, e.to_string()))
+    native::read_json(path)
 }
 
 /// What [`train`] does with a run folder that already holds a run.
@@ -90,10 +91,11 @@ pub fn train(cfg: &TrainConfig, out: &Path, mode: OutMode) -> Result<Summary> {
     let resume = mode == OutMode::Resume;
     // Locked first, so that a second process is told who holds the folder.
     let _lock = lock_run_dir(out)?;
-    let holds_run = out.join("config.toml").exists() || checkpoint::latest(out)?.is_some();
+    let dir = RunDir::new(out);
+    let holds_run = dir.config().exists() || checkpoint::latest(out)?.is_some();
     match (holds_run, mode) {
         (true, OutMode::Fresh) => {
-            let state = match (out.join("summary.json").exists(), checkpoint::latest(out)?) {
+            let state = match (dir.summary().exists(), checkpoint::latest(out)?) {
                 (true, _) => "a finished run".to_string(),
                 (false, Some(ck)) => format!(
                     "an interrupted run (newest checkpoint {})",
@@ -212,7 +214,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
             ck
         }
     };
-    native::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
+    native::write_atomic(&RunDir::new(out).config(), cfg.to_toml().as_bytes())?;
     let n_out = ck.model.graph.infer_shapes().ok().and_then(|s| s.last().map(|s| s.iter().product::<usize>()));
     if let (Some(&c), Some(n_out)) = (data.classes.iter().max(), n_out)
         && c >= n_out
@@ -279,7 +281,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
         seconds: state.seconds,
         classes: data.class_names.clone(),
     };
-    write_json(&out.join("summary.json"), &summary)?;
+    write_json(&RunDir::new(out).summary(), &summary)?;
     Ok(summary)
 }
 
@@ -329,10 +331,10 @@ impl Run<'_> {
         let cfg = self.cfg;
         net.set_optimizer(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov });
         net.load_optimizer_state(&ck.optimizer)?;
-        write_log(&self.out.join("log.csv"), &ck.state.history)?;
+        write_log(&RunDir::new(self.out).log(), &ck.state.history)?;
         // The best model is written right after the checkpoint of its epoch; a crash in between
         // leaves it behind its record, and that checkpoint is the best model.
-        let best = self.out.join("best");
+        let best = RunDir::new(self.out).best();
         let marker: Option<BestMarker> = read_json(&best.join(BEST_FILE)).ok();
         if ck.state.best_epoch.is_some()
             && marker.map(|m| m.epoch) != ck.state.best_epoch
@@ -471,7 +473,7 @@ impl Run<'_> {
             st.epochs_done = epoch + 1;
             st.batch = 0;
             st.partial = Partial::default();
-            write_log(&self.out.join("log.csv"), &st.history)?;
+            write_log(&RunDir::new(self.out).log(), &st.history)?;
             let due = st.epochs_done.is_multiple_of(cfg.checkpoint_epochs.max(1))
                 || st.epochs_done == cfg.epochs
                 || improved
@@ -480,7 +482,7 @@ impl Run<'_> {
                 let model = self.checkpoint(net, st)?;
                 last_checkpoint = Instant::now();
                 if improved {
-                    save_best(&self.out.join("best"), &model, st)?;
+                    save_best(&RunDir::new(self.out).best(), &model, st)?;
                 }
             }
         }
@@ -576,5 +578,5 @@ pub fn progress(len: u64, prefix: &str) -> ProgressBar {
 
 /// The run folder's paths, for callers that read a finished run.
 pub fn best_model_dir(out: &Path) -> PathBuf {
-    out.join("best")
+    RunDir::new(out).best()
 }

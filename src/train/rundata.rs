@@ -88,6 +88,6 @@ pub fn load_or_build(spec: &str, num_classes: usize, seed: u64) -> Result<Model>
     {
         Model::init(crate::zoo::build(spec, num_classes)?, seed)
     } else {
-        formats::load_model(Path::new(spec))
+        formats::load_model(&super::RunDir::model_path(Path::new(spec)))
     }
 }

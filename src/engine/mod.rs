@@ -40,9 +40,32 @@ impl std::fmt::Display for Device {
     }
 }
 
+/// Inference on batches of images: what evaluation needs of a network, and the seam where a
+/// deployed runtime (e.g. ONNX Runtime) sits beside libtorch. Training stays with [`Network`].
+pub trait Infer {
+    /// Width of the network output (the number of classes).
+    fn num_outputs(&self) -> Result<usize>;
+    /// Logits for `n` images (`images` is n x C x H x W, row-major), in evaluation mode.
+    fn predict(&self, images: &[f32], n: usize) -> Result<Vec<f32>>;
+}
+
+impl Infer for Network {
+    fn num_outputs(&self) -> Result<usize> {
+        Network::num_outputs(self)
+    }
+    fn predict(&self, images: &[f32], n: usize) -> Result<Vec<f32>> {
+        Network::predict(self, images, n)
+    }
+}
+
 impl Device {
     /// Checks that the device exists in this build and on this machine.
-    pub fn check(self) -> Result<tch::Device> {
+    pub fn check(self) -> Result<()> {
+        self.tch().map(|_| ())
+    }
+
+    /// The libtorch device (after the same check).
+    fn tch(self) -> Result<tch::Device> {
         match self {
             Device::Cpu => Ok(tch::Device::Cpu),
             Device::Cuda(i) => {
@@ -227,7 +250,7 @@ impl Network {
     }
 
     pub fn with_layout(model: &Model, device: Device, layout: Layout) -> Result<Self> {
-        let tdev = device.check()?;
+        let tdev = device.tch()?;
         model.validate()?;
         let graph = model.graph.clone();
         let inputs = graph.input_indices()?;

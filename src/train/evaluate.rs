@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Loader, Normalize};
-use crate::engine::Network;
+use crate::engine::Infer;
 use crate::error::{Error, Result};
 
 /// Accuracy and loss of a model on a dataset.
@@ -52,7 +52,7 @@ fn rank_of_label(row: &[f32], label: usize) -> Option<usize> {
 }
 
 /// Evaluates in inference mode (BatchNorm running statistics, no dropout).
-pub fn evaluate(net: &Network, ds: &Dataset, norm: &Normalize, batch_size: usize) -> Result<EvalStats> {
+pub fn evaluate(net: &dyn Infer, ds: &Dataset, norm: &Normalize, batch_size: usize) -> Result<EvalStats> {
     if ds.is_empty() {
         return Err(Error::Data("cannot evaluate on an empty dataset".into()));
     }

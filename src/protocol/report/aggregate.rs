@@ -130,19 +130,26 @@ impl Point {
     }
 }
 
-/// One (network, subset): its points per pipeline and level, and its unpruned reference.
+/// One (network, subset): its points per pruned pipeline and level, and its unpruned reference.
 #[derive(Clone, Debug, Default)]
 pub(super) struct SubsetData {
     pub(super) subset: String,
-    pub(super) aware: BTreeMap<Level, Point>,
-    pub(super) agnostic: BTreeMap<Level, Point>,
+    /// Per pruned pipeline (not `Unpruned`), its points by level.
+    pub(super) pruned: BTreeMap<Pipe, BTreeMap<Level, Point>>,
     pub(super) unpruned: Option<Point>,
 }
 
+static NO_POINTS: BTreeMap<Level, Point> = BTreeMap::new();
+
 impl SubsetData {
-    /// The levels where either pruned pipeline has a cell, ascending.
+    /// The points of one pruned pipeline by level (empty if it has none).
+    pub(super) fn at(&self, pipe: Pipe) -> &BTreeMap<Level, Point> {
+        self.pruned.get(&pipe).unwrap_or(&NO_POINTS)
+    }
+
+    /// The levels where any pruned pipeline has a cell, ascending.
     pub(super) fn levels(&self) -> Vec<Level> {
-        let mut l: Vec<Level> = self.aware.keys().chain(self.agnostic.keys()).copied().collect();
+        let mut l: Vec<Level> = self.pruned.values().flat_map(|m| m.keys()).copied().collect();
         l.sort();
         l.dedup();
         l
@@ -153,7 +160,7 @@ impl SubsetData {
         self.unpruned
             .as_ref()
             .and_then(|p| p.gops_before.or(p.gops_after))
-            .or_else(|| self.aware.values().chain(self.agnostic.values()).find_map(|p| p.gops_before))
+            .or_else(|| self.pruned.values().flat_map(|m| m.values()).find_map(|p| p.gops_before))
     }
 }
 
@@ -188,13 +195,10 @@ pub(super) fn group(cells: &[Cell]) -> Vec<NetworkData> {
         let d = data.entry((network, subset)).or_default();
         let p = Point::of(cs);
         match pipeline {
-            Pipe::Aware => {
-                d.aware.insert(*level, p);
-            }
-            Pipe::Agnostic => {
-                d.agnostic.insert(*level, p);
-            }
             Pipe::Unpruned => d.unpruned = Some(p),
+            pruned => {
+                d.pruned.entry(*pruned).or_default().insert(*level, p);
+            }
         }
     }
     order

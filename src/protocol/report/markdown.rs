@@ -112,8 +112,8 @@ pub(super) fn markdown(summary: &ReportSummary, nets: &[NetworkData], plots: &[(
                  |---|---|---|---|---|---|---|"
             );
             for level in levels {
-                let aw = s.aware.get(&level);
-                let ag = s.agnostic.get(&level);
+                let aw = s.at(Pipe::Aware).get(&level);
+                let ag = s.at(Pipe::Agnostic).get(&level);
                 let delta = aw.and_then(Point::acc).zip(ag.and_then(Point::acc)).map(|(a, g)| a - g);
                 let _ = writeln!(
                     md,
@@ -141,7 +141,7 @@ pub(super) fn costs_table(md: &mut String, n: &NetworkData) {
             rows.push((s.subset.as_str(), Pipe::Unpruned, Level(0), p));
         }
         for level in s.levels() {
-            for (pipeline, map) in [(Pipe::Aware, &s.aware), (Pipe::Agnostic, &s.agnostic)] {
+            for (&pipeline, map) in &s.pruned {
                 if let Some(p) = map.get(&level)
                     && p.costs.any()
                 {

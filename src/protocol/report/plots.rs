@@ -96,8 +96,8 @@ pub(super) fn series(
             Series {
                 subset: s.subset.clone(),
                 color: PALETTE[i % PALETTE.len()],
-                aware: pts(&s.aware),
-                agnostic: pts(&s.agnostic),
+                aware: pts(s.at(Pipe::Aware)),
+                agnostic: pts(s.at(Pipe::Agnostic)),
                 unpruned: reference(s),
             }
         })
@@ -135,7 +135,7 @@ pub(super) fn acc_range(n: &NetworkData) -> (f64, f64) {
     let accs = n
         .subsets
         .iter()
-        .flat_map(|s| s.aware.values().chain(s.agnostic.values()).chain(s.unpruned.iter()).filter_map(Point::acc));
+        .flat_map(|s| s.pruned.values().flat_map(|m| m.values()).chain(s.unpruned.iter()).filter_map(Point::acc));
     padded(accs, 0.08, 0.0, 100.0, (0.0, 100.0))
 }
 

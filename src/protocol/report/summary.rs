@@ -82,8 +82,8 @@ pub(super) fn delta_rows(nets: &[NetworkData]) -> Vec<DeltaRow> {
         for s in &n.subsets {
             let unpruned = s.unpruned.as_ref().and_then(Point::acc);
             for level in s.levels() {
-                let aw = s.aware.get(&level).and_then(|p| p.top1);
-                let ag = s.agnostic.get(&level).and_then(|p| p.top1);
+                let aw = s.at(Pipe::Aware).get(&level).and_then(|p| p.top1);
+                let ag = s.at(Pipe::Agnostic).get(&level).and_then(|p| p.top1);
                 let multi = |st: Option<Stat>| st.filter(|s| s.n > 1).map(|s| s.std);
                 rows.push(DeltaRow {
                     network: n.network.clone(),

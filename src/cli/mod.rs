@@ -95,7 +95,7 @@ pub enum Command {
 pub struct EngineArgs {
     /// Compute device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Device,
     /// CPU threads for libtorch (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -107,7 +107,7 @@ impl EngineArgs {
             anyhow::ensure!(t > 0, "--threads must be at least 1");
             engine::set_threads(t);
         }
-        Ok(self.device.parse()?)
+        Ok(self.device)
     }
 }
 

@@ -43,7 +43,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<crate::engine::Device>,
     /// Checkpoint after every N epochs (and always after the last and the best).
     #[arg(long, value_name = "N")]
     pub checkpoint_epochs: Option<usize>,

@@ -5,6 +5,26 @@ pub mod native;
 pub mod onnx;
 pub mod outdir;
 
+/// Serde through a type's `Display` and `FromStr`, for typed recipe keys written as strings
+/// (`criterion = "paper"`, `device = "cuda:0"`): a bad value is an error naming the key when the
+/// file is read, not when the value is first used.
+pub mod via_str {
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub fn serialize<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
 use std::path::Path;
 
 use crate::error::{Error, Result};

@@ -245,7 +245,7 @@ impl Ctx<'_> {
             max_batches: self.recipe.max_batches,
             seed,
             threads: self.recipe.threads,
-            device: self.recipe.device.clone(),
+            device: self.recipe.device,
             checkpoint_minutes: self.recipe.checkpoint_minutes,
             max_memory: self.recipe.max_memory.as_deref().map(crate::analysis::memory::parse_bytes).transpose()?,
             ..TrainConfig::default()
@@ -259,7 +259,7 @@ impl Ctx<'_> {
     /// Scores, plans and prunes `model` at `level`, with local `data` for data-driven criteria.
     fn prune(&self, model: &mut Model, data: &RunData, level: u32, seed: u64, dir: &Path) -> Result<(Model, f64)> {
         let t = Instant::now();
-        let criterion: Criterion = self.recipe.criterion.parse()?;
+        let criterion: Criterion = self.recipe.criterion;
         let groups = analysis::groups(&model.graph)?;
         let norm = train::model_normalize(model, &data.stats);
         let pass = DataPass {
@@ -271,7 +271,7 @@ impl Ctx<'_> {
         };
         let scores = criteria::score(criterion, model, &groups, criterion.needs_data().then_some(&pass), seed)?;
         let target = planner::Target::Params(level as f64 / 100.0);
-        let scope = self.recipe.scope.parse()?;
+        let scope = self.recipe.scope;
         let mut plan = planner::make_plan(&model.graph, &groups, &scores, &target, scope, &planner::Limits::default())?;
         plan.made_by["criterion"] = criterion.to_string().into();
         let pruned = surgery::apply(model, &plan)?;
@@ -343,7 +343,7 @@ impl Ctx<'_> {
             pipeline: pipeline.to_string(),
             level: level as f64 / 100.0,
             seed,
-            criterion: self.recipe.criterion.clone(),
+            criterion: self.recipe.criterion.to_string(),
             test_top1: Some(test),
             val_top1: val,
             ..costs.clone()
@@ -391,7 +391,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         | CellId::Agnostic { net, .. } => net,
     };
     let net = find(&recipe.networks, net_name, "network", |n| &n.name)?;
-    let device: Device = recipe.device.parse()?;
+    let device: Device = recipe.device;
     crate::engine::set_threads(recipe.threads);
     let cx = Ctx { recipe, net, hyper: recipe.resolve(net)?, device };
     let dir = cell_dir(root, id);

@@ -1,6 +1,9 @@
 //! An experiment recipe (TOML): networks, subsets, levels, seeds, pipelines, and the training
 //! hyperparameters, with the protocol's per-network defaults. Unknown keys are an error.
 
+use crate::criteria::Criterion;
+use crate::engine::Device;
+use crate::surgery::planner::Scope;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -82,11 +85,11 @@ fn default_seeds() -> Vec<u64> {
 fn default_pipelines() -> Vec<Pipeline> {
     vec![Pipeline::Aware, Pipeline::Agnostic, Pipeline::Unpruned]
 }
-fn default_criterion() -> String {
-    "paper".into()
+fn default_criterion() -> Criterion {
+    Criterion::Paper
 }
-fn default_scope() -> String {
-    "global".into()
+fn default_scope() -> Scope {
+    Scope::Global
 }
 fn default_epochs() -> usize {
     30
@@ -97,8 +100,8 @@ fn default_batch() -> usize {
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-fn default_device() -> String {
-    "cpu".into()
+fn default_device() -> Device {
+    Device::Cpu
 }
 fn default_true() -> bool {
     true
@@ -122,10 +125,10 @@ pub struct Recipe {
     pub seeds: Vec<u64>,
     #[serde(default = "default_pipelines")]
     pub pipelines: Vec<Pipeline>,
-    #[serde(default = "default_criterion")]
-    pub criterion: String,
-    #[serde(default = "default_scope")]
-    pub scope: String,
+    #[serde(default = "default_criterion", with = "crate::formats::via_str")]
+    pub criterion: Criterion,
+    #[serde(default = "default_scope", with = "crate::formats::via_str")]
+    pub scope: Scope,
     /// Total epoch budget (the protocol: 30). The protocol's schedules and n_f are scaled to it
     /// unless a network gives its own schedules.
     #[serde(default = "default_epochs")]
@@ -152,8 +155,8 @@ pub struct Recipe {
     pub measure_costs: bool,
     #[serde(default = "default_threads")]
     pub threads: usize,
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default = "default_device", with = "crate::formats::via_str")]
+    pub device: Device,
     /// Each training also checkpoints every this many minutes (between batches if need be), on
     /// top of every epoch.
     #[serde(default)]
@@ -325,9 +328,6 @@ impl Recipe {
                 format!("{nf} leaves no retraining epoch of {}", self.epochs),
             ));
         }
-        self.criterion.parse::<crate::criteria::Criterion>()?;
-        self.scope.parse::<crate::surgery::planner::Scope>()?;
-        self.device.parse::<crate::engine::Device>()?;
         Ok(())
     }
 

@@ -47,6 +47,15 @@ pub enum Scope {
     Layer,
 }
 
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scope::Global => "global",
+            Scope::Layer => "layer",
+        })
+    }
+}
+
 impl std::str::FromStr for Scope {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -38,7 +38,8 @@ pub struct TrainConfig {
     pub max_batches: Option<usize>,
     pub seed: u64,
     pub threads: usize,
-    pub device: String,
+    #[serde(with = "crate::formats::via_str")]
+    pub device: crate::engine::Device,
     /// Checkpoint after every this many epochs (and always after the last and the best).
     pub checkpoint_epochs: usize,
     /// Also checkpoint when this many minutes have passed since the last checkpoint, between
@@ -75,7 +76,7 @@ impl Default for TrainConfig {
             max_batches: None,
             seed: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            device: "cpu".into(),
+            device: crate::engine::Device::Cpu,
             checkpoint_epochs: 1,
             checkpoint_minutes: None,
             keep_checkpoints: 2,
@@ -140,7 +141,6 @@ impl TrainConfig {
         if self.max_memory == Some(0) {
             return bad("max_memory", "must be a positive number of bytes".into());
         }
-        self.device.parse::<crate::engine::Device>()?;
         Ok(())
     }
 }

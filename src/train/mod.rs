@@ -162,7 +162,7 @@ pub fn last_model_dir(out: &Path) -> Result<PathBuf> {
 /// chose them.
 pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) -> Result<Summary> {
     cfg.validate()?;
-    let device: Device = cfg.device.parse()?;
+    let device: Device = cfg.device;
     // Before anything is written: a run that cannot start leaves no run behind.
     device.check()?;
     crate::engine::set_threads(cfg.threads);

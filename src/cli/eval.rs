@@ -29,7 +29,7 @@ pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
     let device = a.engine.apply()?;
     let mut model = formats::load_model(&train::RunDir::model_path(&a.model))?;
-    let data = RunData::load(a.data.as_deref(), &a.subset, 0.8)?;
+    let data = RunData::load(a.data.as_deref(), &a.subset, crate::data::PROTOCOL_TRAIN_FRACTION)?;
     let ds = match a.split.as_str() {
         "test" => &data.test,
         "train" => &data.train,

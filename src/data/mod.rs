@@ -24,7 +24,7 @@ pub use export::write_cifar10_binary;
 pub use folder::{archive_from_bytes, image_from_bytes};
 pub use loader::{Augment, Batch, Loader, LoaderConfig, Normalize};
 pub use source::{Source, Split, cache_dir, locate};
-pub use subset::{random_classes, resolve_subset, train_val_split};
+pub use subset::{PROTOCOL_TRAIN_FRACTION, random_classes, resolve_subset, train_val_split};
 
 /// Images with their labels, all of one shape. `images` holds N images of C x H x W bytes each,
 /// channel-major (the order of the CIFAR binary files and of torchvision's `ToTensor`).

@@ -66,6 +66,9 @@ impl Dataset {
     }
 }
 
+/// The protocol's share of each class's training images that trains (the rest validates).
+pub const PROTOCOL_TRAIN_FRACTION: f64 = 0.8;
+
 /// `k` of the classes `0..n_classes` (all if `k >= n_classes`), drawn by `seed`, sorted.
 pub fn random_classes(n_classes: usize, k: usize, seed: u64) -> Vec<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -18,7 +18,7 @@ use super::report::Cell;
 use crate::analysis;
 use crate::criteria::{self, Criterion, DataPass};
 use crate::data::{self, Loader};
-use crate::engine::{Device, Network};
+use crate::engine::Device;
 use crate::error::{Error, Result};
 use crate::formats::{self, native};
 use crate::ir::Model;
@@ -211,7 +211,7 @@ impl Ctx<'_> {
     }
 
     fn data(&self, subset: Option<&str>) -> Result<RunData> {
-        let fraction = self.recipe.train_fraction.unwrap_or(0.8);
+        let fraction = self.recipe.train_fraction.unwrap_or(data::PROTOCOL_TRAIN_FRACTION);
         let names = match subset {
             None => vec![],
             Some(name) => {
@@ -240,7 +240,7 @@ impl Ctx<'_> {
             lr_schedule: schedule.clone(),
             momentum: self.recipe.momentum,
             weight_decay: self.hyper.weight_decay,
-            train_fraction: self.recipe.train_fraction.unwrap_or(0.8),
+            train_fraction: self.recipe.train_fraction.unwrap_or(data::PROTOCOL_TRAIN_FRACTION),
             best_from_epoch: best_from,
             max_batches: self.recipe.max_batches,
             seed,
@@ -402,12 +402,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         CellId::Unpruned { subset, .. } => {
             let data = cx.data(Some(subset))?;
             let mut model = cx.pretrained()?;
-            let norm = train::model_normalize(&mut model, &data.stats);
-            let net = Network::new(&model, device)?;
-            let test = train::evaluate(&net, &data.test, &norm, 256)?;
-            let val = data.val.as_ref().map(|v| train::evaluate(&net, v, &norm, 256)).transpose()?;
-            test.check_finite(&format!("{id}: test split"))?;
-            val.map_or(Ok(()), |v| v.check_finite(&format!("{id}: validation split")))?;
+            let train::SplitStats { test, val } = train::evaluate_splits(&mut model, &data, device, &id.to_string())?;
             let c = analysis::cost(&model.graph)?;
             let costs = sizes(&c, &c);
             (Some(cx.row(subset, Pipeline::Unpruned, 0, 0, test.top1, val.map(|v| v.top1), &costs)), costs)
@@ -445,12 +440,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let trained = read_metrics(root, &tr)?;
             let data = cx.data(Some(subset))?;
             let mut model = formats::load_model(&CellDir::of(root, &tr).run().best())?;
-            let norm = train::model_normalize(&mut model, &data.stats);
-            let net = Network::new(&model, device)?;
-            let test = train::evaluate(&net, &data.test, &norm, 256)?;
-            let val = data.val.as_ref().map(|v| train::evaluate(&net, v, &norm, 256)).transpose()?;
-            test.check_finite(&format!("{id}: test split"))?;
-            val.map_or(Ok(()), |v| v.check_finite(&format!("{id}: validation split")))?;
+            let train::SplitStats { test, val } = train::evaluate_splits(&mut model, &data, device, &id.to_string())?;
             let row = cx.row(subset, Pipeline::Agnostic, *level, *seed, test.top1, val.map(|v| v.top1), &trained.costs);
             (Some(row), trained.costs)
         }

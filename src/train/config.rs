@@ -70,7 +70,7 @@ impl Default for TrainConfig {
             momentum: 0.9,
             weight_decay: 1e-4,
             nesterov: false,
-            train_fraction: 0.8,
+            train_fraction: crate::data::PROTOCOL_TRAIN_FRACTION,
             augment: true,
             best_from_epoch: 0,
             max_batches: None,

@@ -11,7 +11,7 @@ mod schedule;
 
 pub use config::TrainConfig;
 pub(crate) use config::check_checkpoint_minutes;
-pub use evaluate::{EvalStats, evaluate};
+pub use evaluate::{EVAL_BATCH_SIZE, EvalStats, SplitStats, evaluate, evaluate_splits};
 pub use run_dir::RunDir;
 pub use rundata::{RunData, load_or_build, model_normalize};
 pub use schedule::Schedule;
@@ -270,7 +270,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
             }
         }
     }
-    let final_test = evaluate(&net, &data.test, &norm, 256)?;
+    let final_test = evaluate(&net, &data.test, &norm, EVAL_BATCH_SIZE)?;
     final_test.check_finite("the final model on the test split")?;
     let summary = Summary {
         epochs: state.epochs_done,
@@ -417,8 +417,8 @@ impl Run<'_> {
             self.device.synchronize();
             let train_secs = base.seconds + t0.elapsed().as_secs_f64();
             pb.finish_and_clear();
-            let val = data.val.as_ref().map(|v| evaluate(net, v, &norm, 256)).transpose()?;
-            let test = evaluate(net, &data.test, &norm, 256)?;
+            let val = data.val.as_ref().map(|v| evaluate(net, v, &norm, EVAL_BATCH_SIZE)).transpose()?;
+            let test = evaluate(net, &data.test, &norm, EVAL_BATCH_SIZE)?;
             // A network whose outputs are not finite has diverged, whatever its training loss
             // said: it is never logged, never a best epoch, and the run rolls back.
             for (split, s) in [("validation", val), ("test", Some(test))] {

@@ -156,9 +156,9 @@ pub fn last_model_dir(out: &Path) -> Result<PathBuf> {
 /// earlier run there is replaced). With `start` None, resumes the run in `out` from its newest
 /// checkpoint, optimizer state and random position included, so that the result is the one the
 /// uninterrupted run would have given. `out` must be missing, empty or a run folder of edgeprune
-/// (a folder holding anything else is refused); it is locked while the run lasts. A non-finite loss or weight rolls the run back to its
-/// newest checkpoint and retries with the learning rate scaled by `cfg.nan_lr_factor`, at most
-/// `cfg.nan_retries` times. `cfg.model`, `cfg.data` and `cfg.subset` are not read: the caller
+/// (a folder holding anything else is refused); it is locked while the run lasts. A non-finite
+/// loss, weight or evaluation output rolls the run back to its newest intact checkpoint and
+/// retries with the learning rate scaled by `cfg.nan_lr_factor`, at most `cfg.nan_retries` times. `cfg.model`, `cfg.data` and `cfg.subset` are not read: the caller
 /// chose them.
 pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) -> Result<Summary> {
     cfg.validate()?;

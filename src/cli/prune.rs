@@ -20,10 +20,10 @@ pub struct PruneArgs {
     pub channels: Option<Vec<String>>,
     /// Importance criterion: paper, l1, l2, bn, taylor, activation, apoz, random.
     #[arg(long, default_value = "paper")]
-    pub criterion: String,
+    pub criterion: crate::criteria::Criterion,
     /// global: one ranking over all channels (the paper); layer: the same share from every group.
     #[arg(long, default_value = "global")]
-    pub scope: String,
+    pub scope: crate::surgery::planner::Scope,
     /// Every layer keeps at least this many channels.
     #[arg(long, default_value_t = 2)]
     pub min_channels: usize,
@@ -57,8 +57,8 @@ pub struct PruneArgs {
 }
 
 pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
-    use crate::criteria::{self, Criterion, DataPass};
-    use crate::surgery::planner::{self, Limits, Scope, Target};
+    use crate::criteria::{self, DataPass};
+    use crate::surgery::planner::{self, Limits, Target};
     use crate::surgery::{self, Plan};
 
     let device = a.engine.apply()?;
@@ -97,8 +97,7 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         };
         // Before a data-driven criterion loads its data.
         target.check_level()?;
-        let criterion: Criterion = a.criterion.parse()?;
-        let scope: Scope = a.scope.parse()?;
+        let (criterion, scope) = (a.criterion, a.scope);
         anyhow::ensure!((0.0..=1.0).contains(&a.residual_min_share), "--residual-min-share must be in [0, 1]");
         let limits = Limits { min_channels: a.min_channels.max(1), residual_min_share: a.residual_min_share };
         let groups = analysis::groups(&model.graph)?;

@@ -71,69 +71,34 @@ pub(super) fn cmd_train(a: TrainArgs) -> Result<()> {
     let resume = a.resume.is_some();
     let out = a.resume.clone().flatten().unwrap_or_else(|| a.out.clone());
     let mut cfg = if resume {
-        let cfg = TrainConfig::from_toml_file(&train::RunDir::new(&out).config())?;
-        for (given, flag) in [
-            (a.config.is_some(), "--config"),
-            (a.model.is_some(), "--model"),
-            (a.subset.is_some(), "--subset"),
-            (a.batch_size.is_some(), "--batch-size"),
-            (a.lr_schedule.is_some(), "--lr-schedule"),
-            (a.seed.is_some(), "--seed"),
-            (a.max_batches.is_some(), "--max-batches"),
-            (a.momentum.is_some(), "--momentum"),
-            (a.weight_decay.is_some(), "--weight-decay"),
-            (a.train_fraction.is_some(), "--train-fraction"),
-            (a.num_classes.is_some(), "--num-classes"),
-            (a.no_augment, "--no-augment"),
-            (a.device.is_some(), "--device"),
-        ] {
-            anyhow::ensure!(!given, "{flag} cannot change when resuming: the run keeps its config.toml");
-        }
-        cfg
+        anyhow::ensure!(a.config.is_none(), "--config cannot change when resuming: the run keeps its config.toml");
+        TrainConfig::from_toml_file(&train::RunDir::new(&out).config())?
     } else if let Some(p) = &a.config {
         TrainConfig::from_toml_file(p)?
     } else {
         TrainConfig::default()
     };
-    if let Some(e) = a.epochs {
-        cfg.epochs = e; // extending a finished run is allowed
-    }
-    if a.data.is_some() {
-        cfg.data = a.data.clone(); // the same data may have moved
-    }
-    if let Some(t) = a.threads {
-        cfg.threads = t;
-    }
-    if let Some(n) = a.checkpoint_epochs {
-        cfg.checkpoint_epochs = n;
-    }
-    if a.checkpoint_minutes.is_some() {
-        cfg.checkpoint_minutes = a.checkpoint_minutes;
-    }
-    if let Some(m) = &a.max_memory {
-        cfg.max_memory = Some(memory::parse_bytes(m)?);
-    }
-    if !resume {
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { cfg.$f = v.into(); } )* };
-        }
-        set!(model, batch_size, momentum, weight_decay, train_fraction, seed, device);
-        if let Some(s) = &a.subset {
-            cfg.subset = s.clone();
-        }
-        if let Some(s) = &a.lr_schedule {
-            cfg.lr_schedule = s.parse()?;
-        }
-        if a.num_classes.is_some() {
-            cfg.num_classes = a.num_classes;
-        }
-        if a.max_batches.is_some() {
-            cfg.max_batches = a.max_batches;
-        }
-        if a.no_augment {
-            cfg.augment = false;
-        }
-    }
+    let overrides = train::Overrides {
+        model: a.model.clone(),
+        data: a.data.clone(),
+        subset: a.subset.clone(),
+        num_classes: a.num_classes,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr_schedule: a.lr_schedule.as_deref().map(str::parse).transpose()?,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        train_fraction: a.train_fraction,
+        no_augment: a.no_augment,
+        max_batches: a.max_batches,
+        seed: a.seed,
+        threads: a.threads,
+        device: a.device,
+        checkpoint_epochs: a.checkpoint_epochs,
+        checkpoint_minutes: a.checkpoint_minutes,
+        max_memory: a.max_memory.as_deref().map(memory::parse_bytes).transpose()?,
+    };
+    cfg.apply(overrides, resume)?;
     let mode = match (resume, a.overwrite) {
         (true, true) => anyhow::bail!("--resume continues a run and --overwrite replaces it: give one"),
         (true, false) => train::OutMode::Resume,

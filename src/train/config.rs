@@ -145,6 +145,91 @@ impl TrainConfig {
     }
 }
 
+/// Values given on a command line for a run; `None` (or `false`) keeps the recipe's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub model: Option<String>,
+    pub data: Option<PathBuf>,
+    pub subset: Option<Vec<String>>,
+    pub num_classes: Option<usize>,
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub lr_schedule: Option<Schedule>,
+    pub momentum: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub train_fraction: Option<f64>,
+    pub no_augment: bool,
+    pub max_batches: Option<usize>,
+    pub seed: Option<u64>,
+    pub threads: Option<usize>,
+    pub device: Option<crate::engine::Device>,
+    pub checkpoint_epochs: Option<usize>,
+    pub checkpoint_minutes: Option<f64>,
+    pub max_memory: Option<u64>,
+}
+
+impl TrainConfig {
+    /// Applies command-line values. A resumed run keeps its config.toml: only `epochs` (to extend
+    /// it), `data` (moved), `threads`, the checkpoint frequency and `max_memory` may change; any
+    /// other value given is an error naming its flag.
+    pub fn apply(&mut self, o: Overrides, resuming: bool) -> Result<()> {
+        if resuming {
+            for (given, flag) in [
+                (o.model.is_some(), "--model"),
+                (o.subset.is_some(), "--subset"),
+                (o.batch_size.is_some(), "--batch-size"),
+                (o.lr_schedule.is_some(), "--lr-schedule"),
+                (o.seed.is_some(), "--seed"),
+                (o.max_batches.is_some(), "--max-batches"),
+                (o.momentum.is_some(), "--momentum"),
+                (o.weight_decay.is_some(), "--weight-decay"),
+                (o.train_fraction.is_some(), "--train-fraction"),
+                (o.num_classes.is_some(), "--num-classes"),
+                (o.no_augment, "--no-augment"),
+                (o.device.is_some(), "--device"),
+            ] {
+                if given {
+                    return Err(Error::config(flag, "cannot change when resuming: the run keeps its config.toml"));
+                }
+            }
+        }
+        // Allowed in both cases.
+        if let Some(e) = o.epochs {
+            self.epochs = e;
+        }
+        if o.data.is_some() {
+            self.data = o.data;
+        }
+        if let Some(t) = o.threads {
+            self.threads = t;
+        }
+        if let Some(n) = o.checkpoint_epochs {
+            self.checkpoint_epochs = n;
+        }
+        if o.checkpoint_minutes.is_some() {
+            self.checkpoint_minutes = o.checkpoint_minutes;
+        }
+        if o.max_memory.is_some() {
+            self.max_memory = o.max_memory;
+        }
+        // A fresh run only (refused above when resuming).
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = o.$f { self.$f = v; } )* };
+        }
+        set!(model, subset, lr_schedule, batch_size, momentum, weight_decay, train_fraction, seed, device);
+        if o.num_classes.is_some() {
+            self.num_classes = o.num_classes;
+        }
+        if o.max_batches.is_some() {
+            self.max_batches = o.max_batches;
+        }
+        if o.no_augment {
+            self.augment = false;
+        }
+        self.validate()
+    }
+}
+
 /// `checkpoint_minutes`, where given, is a positive finite number (train configs and recipes).
 pub(crate) fn check_checkpoint_minutes(minutes: Option<f64>) -> Result<()> {
     match minutes {
@@ -167,6 +252,19 @@ mod tests {
         assert_eq!(c.lr_schedule.lr_at(4), 0.01);
         assert_eq!(c.batch_size, 128);
         assert_eq!(TrainConfig::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_resumed_run_takes_only_the_overrides_that_keep_it_the_same_run() {
+        let mut c = TrainConfig::default();
+        let o = Overrides { seed: Some(3), ..Overrides::default() };
+        let e = c.clone().apply(o.clone(), true).unwrap_err().to_string();
+        assert!(e.contains("--seed") && e.contains("resuming"), "{e}");
+        c.apply(o, false).unwrap();
+        assert_eq!(c.seed, 3);
+        c.apply(Overrides { epochs: Some(50), threads: Some(1), ..Overrides::default() }, true).unwrap();
+        assert_eq!((c.epochs, c.threads, c.seed), (50, 1, 3));
+        assert!(c.apply(Overrides { epochs: Some(0), ..Overrides::default() }, true).is_err());
     }
 
     #[test]

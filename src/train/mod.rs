@@ -9,8 +9,8 @@ mod run_dir;
 mod rundata;
 mod schedule;
 
-pub use config::TrainConfig;
 pub(crate) use config::check_checkpoint_minutes;
+pub use config::{Overrides, TrainConfig};
 pub use evaluate::{EVAL_BATCH_SIZE, EvalStats, SplitStats, evaluate, evaluate_splits};
 pub use run_dir::RunDir;
 pub use rundata::{RunData, load_or_build, model_normalize};

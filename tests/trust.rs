@@ -277,6 +277,14 @@ fn an_output_that_is_an_input_is_refused() {
         let text = fails(args, cwd);
         assert!(text.contains("would overwrite the input"), "{args:?}: {text}");
     }
+    // A training run replacing the folder that holds its own starting model.
+    let d = cwd.join("data");
+    common::write_image_folder(&d, &["a", "b"], (8, 2), 32, common::tinted);
+    let quick = ["--data", d.to_str().unwrap(), "--epochs", "1", "--max-batches", "1", "--batch-size", "8"];
+    ok(&[&["train", "--model", "resnet20", "-o", "run"][..], &quick].concat(), cwd);
+    let text = fails(&[&["train", "--model", "run/best", "-o", "run", "--overwrite"][..], &quick].concat(), cwd);
+    assert!(text.contains("would overwrite the input run/best"), "{text}");
+    assert!(cwd.join("run/best/graph.json").exists());
     std::os::unix::fs::symlink(cwd.join("m/weights.safetensors"), cwd.join("w.link")).unwrap();
     let text = fails(&["export", "m", "-o", "w.link", "--overwrite"], cwd);
     assert!(text.contains("would overwrite the input"), "{text}");

@@ -99,6 +99,12 @@ pub(super) fn cmd_train(a: TrainArgs) -> Result<()> {
         max_memory: a.max_memory.as_deref().map(memory::parse_bytes).transpose()?,
     };
     cfg.apply(overrides, resume)?;
+    if !resume {
+        // --overwrite replaces the run folder: it must not hold the model or data the run reads.
+        let mut inputs: Vec<&Path> = vec![Path::new(&cfg.model)];
+        inputs.extend(cfg.data.as_deref());
+        outdir::check_not_input(&out, "-o", &inputs)?;
+    }
     let mode = match (resume, a.overwrite) {
         (true, true) => anyhow::bail!("--resume continues a run and --overwrite replaces it: give one"),
         (true, false) => train::OutMode::Resume,

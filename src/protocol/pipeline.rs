@@ -416,7 +416,8 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         CellId::Aware { net, subset, level, seed } => {
             let ft = CellId::FineTune { net: net.clone(), subset: subset.clone(), seed: *seed };
             let data = cx.data(Some(subset))?;
-            let mut tuned = formats::load_model(&train::last_model_dir(CellDir::of(root, &ft).run().path())?)?;
+            // Loaded (and verified) once, from the newest intact checkpoint.
+            let mut tuned = train::last_model(CellDir::of(root, &ft).run().path())?;
             let (pruned, secs) = cx.prune(&mut tuned, &data, *level, *seed, &dir)?;
             let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed)?;
             let s = fit_in(pruned.clone(), &data, &cfg, &dir, nf)?;

@@ -225,8 +225,10 @@ impl Recipe {
                 .map_err(|e| Error::config(format!("network `{}`", n.name), format!("model: {e}")))?;
             m.check_finite().map_err(|e| Error::config(format!("network `{}`", n.name), e.to_string()))?;
         }
-        let data = crate::train::RunData::load(self.data.as_deref(), &[], 1.0)?;
-        let all = &data.class_names;
+        // The training split's class names are all a subset needs (no test split, no statistics).
+        let source = crate::data::Source::detect(&crate::data::locate(self.data.as_deref())?)?;
+        let train = source.load(crate::data::Split::Train)?;
+        let all = &train.classes;
         for s in &self.subsets {
             let key = format!("subset `{}`", s.name);
             if let Some(k) = s.random {
@@ -234,7 +236,7 @@ impl Recipe {
                     return Err(Error::config(key, format!("random = {k}, but the dataset has {} classes", all.len())));
                 }
             } else {
-                crate::data::resolve_subset(&data.train, &s.classes).map_err(|e| Error::config(key, e.to_string()))?;
+                crate::data::resolve_subset(&train, &s.classes).map_err(|e| Error::config(key, e.to_string()))?;
             }
         }
         Ok(())

@@ -92,10 +92,11 @@ pub fn train(cfg: &TrainConfig, out: &Path, mode: OutMode) -> Result<Summary> {
     // Locked first, so that a second process is told who holds the folder.
     let _lock = lock_run_dir(out)?;
     let dir = RunDir::new(out);
-    let holds_run = dir.config().exists() || checkpoint::latest(out)?.is_some();
+    let latest = checkpoint::latest(out)?;
+    let holds_run = dir.config().exists() || latest.is_some();
     match (holds_run, mode) {
         (true, OutMode::Fresh) => {
-            let state = match (dir.summary().exists(), checkpoint::latest(out)?) {
+            let state = match (dir.summary().exists(), latest) {
                 (true, _) => "a finished run".to_string(),
                 (false, Some(ck)) => format!(
                     "an interrupted run (newest checkpoint {})",
@@ -146,9 +147,9 @@ pub fn can_resume(out: &Path) -> Result<bool> {
     Ok(checkpoint::latest(out)?.is_some())
 }
 
-/// The newest intact checkpoint of a run folder, itself a model folder (the last weights of the run).
-pub fn last_model_dir(out: &Path) -> Result<PathBuf> {
-    Ok(checkpoint::load_latest(out)?.ok_or_else(|| Error::file(out, "no checkpoint in this run folder"))?.dir)
+/// The model of the newest intact checkpoint of a run folder (the last weights of the run).
+pub fn last_model(out: &Path) -> Result<Model> {
+    Ok(checkpoint::load_latest(out)?.ok_or_else(|| Error::file(out, "no checkpoint in this run folder"))?.model)
 }
 
 /// Trains on `data` for epochs `start.epoch + 1 ..= cfg.epochs` (the learning rate of epoch e is

@@ -44,6 +44,12 @@ fn model_with(dir: &Path, edit: impl FnOnce(&mut Model)) {
     native::save(&m, dir).unwrap();
 }
 
+/// `train` of a fresh ResNet-20 on `data` for `epochs` epochs of one batch of 8 images into `out`.
+fn quick_train<'a>(data: &'a str, epochs: &'a str, out: &'a str) -> Vec<&'a str> {
+    let args = ["--model", "resnet20", "--data", data, "--epochs", epochs, "--max-batches", "1", "--batch-size", "8"];
+    [&["train"][..], &args, &["-o", out]].concat()
+}
+
 fn set(m: &mut Model, key: &str, value: f32) {
     m.weights.tensors.get_mut(key).unwrap().as_f32_mut().unwrap()[0] = value;
 }
@@ -378,24 +384,7 @@ fn a_duplicate_channels_group_and_an_inconsistent_or_foreign_resume_are_refused(
     ok(&["init", "resnet20", "--num-classes", "3", "-o", "m"], cwd);
     let text = fails(&["prune", "m", "--channels", "conv1=8,conv1=4", "-o", "p"], cwd);
     assert!(text.contains("`conv1` twice"), "{text}");
-    ok(
-        &[
-            "train",
-            "--model",
-            "resnet20",
-            "--data",
-            d,
-            "--epochs",
-            "1",
-            "--max-batches",
-            "1",
-            "--batch-size",
-            "8",
-            "-o",
-            "run",
-        ],
-        cwd,
-    );
+    ok(&quick_train(d, "1", "run"), cwd);
     // Renamed classes: the same images under other names.
     let other = cwd.join("other");
     common::write_image_folder(&other, &["rouge", "vert", "bleu"], (24, 8), 32, common::tinted);
@@ -509,24 +498,7 @@ fn a_corrupt_newest_checkpoint_is_skipped_with_a_warning_and_the_run_resumes() {
     let (t, data) = workdir();
     let cwd = t.path();
     let d = data.to_str().unwrap();
-    ok(
-        &[
-            "train",
-            "--model",
-            "resnet20",
-            "--data",
-            d,
-            "--epochs",
-            "2",
-            "--max-batches",
-            "1",
-            "--batch-size",
-            "8",
-            "-o",
-            "run",
-        ],
-        cwd,
-    );
+    ok(&quick_train(d, "2", "run"), cwd);
     let newest = cwd.join("run/checkpoints/e0002-b000000");
     let w = newest.join("weights.safetensors");
     let mut bytes = std::fs::read(&w).unwrap();

@@ -12,7 +12,9 @@ use edgeprune::zoo;
 
 const WEIGHT: [Criterion; 5] = [Criterion::Paper, Criterion::L1, Criterion::L2, Criterion::Bn, Criterion::Random];
 const DATA: [Criterion; 3] = [Criterion::Taylor, Criterion::Activation, Criterion::Apoz];
-const NORM: Normalize = Normalize { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+fn norm() -> Normalize {
+    Normalize { mean: vec![0.5; 3], std: vec![0.25; 3] }
+}
 
 /// `n` pseudo-random 3 x `hw` x `hw` images, labels cycling through 3 classes.
 fn dataset(n: usize, hw: usize) -> Dataset {
@@ -34,7 +36,7 @@ fn dataset(n: usize, hw: usize) -> Dataset {
 }
 
 fn pass(ds: &Dataset, batch_size: usize) -> DataPass<'_> {
-    DataPass { dataset: ds, norm: NORM, batch_size, max_batches: None, device: Device::Cpu }
+    DataPass { dataset: ds, norm: norm(), batch_size, max_batches: None, device: Device::Cpu }
 }
 
 fn model(name: &str) -> (Model, Vec<Group>) {
@@ -122,7 +124,7 @@ fn data_pass_averages_over_batches() {
     let net = Network::new(&m, Device::Cpu).unwrap();
     let batch = edgeprune::data::Loader::new(
         std::sync::Arc::new(ds.clone()),
-        edgeprune::data::LoaderConfig { batch_size: 24, shuffle: false, augment: None, norm: NORM, seed: 0, epoch: 0 },
+        edgeprune::data::LoaderConfig { batch_size: 24, shuffle: false, augment: None, norm: norm(), seed: 0, epoch: 0 },
     )
     .next()
     .unwrap();

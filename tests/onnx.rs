@@ -284,8 +284,7 @@ fn b_pruned_exports_run_in_onnxruntime() {
 /// The argmax of every image of `ds`, as edgeprune's evaluation scores it.
 fn predictions(m: &Model, ds: &edgeprune::data::Dataset) -> Vec<u8> {
     let n = m.graph.normalize.as_ref().expect("the model records its normalisation");
-    let norm =
-        edgeprune::data::Normalize { mean: [n.mean[0], n.mean[1], n.mean[2]], std: [n.std[0], n.std[1], n.std[2]] };
+    let norm = n.clone();
     let net = Network::new(m, Device::Cpu).unwrap();
     let classes = net.num_outputs().unwrap();
     let loader = edgeprune::data::Loader::new(

@@ -36,7 +36,7 @@ pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
         "val" => data.val.as_ref().context("no validation split")?,
         other => anyhow::bail!("--split must be test, train or val, got `{other}`"),
     };
-    let norm = train::model_normalize(&mut model, &data.stats);
+    let norm = train::model_normalize(&mut model, &data.stats)?;
     let net = Network::new(&model, device)?;
     let t = std::time::Instant::now();
     let s = train::evaluate(&net, ds, &norm, a.batch_size)?;

@@ -103,7 +103,7 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         let groups = analysis::groups(&model.graph)?;
         let scores = if criterion.needs_data() {
             let data = RunData::load(a.data.as_deref(), &a.subset, 1.0)?;
-            let norm = train::model_normalize(&mut model, &data.stats);
+            let norm = train::model_normalize(&mut model, &data.stats)?;
             let pass = DataPass { dataset: &data.train, norm, batch_size: 128, max_batches: Some(a.batches), device };
             criteria::score(criterion, &model, &groups, Some(&pass), a.seed)?
         } else {

@@ -174,7 +174,7 @@ pub(super) fn collect(
             batch_size: data.batch_size,
             shuffle: false,
             augment: None,
-            norm: data.norm,
+            norm: data.norm.clone(),
             seed,
             epoch: 0,
         },

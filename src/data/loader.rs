@@ -11,17 +11,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::Dataset;
+use super::{Dataset, Normalize};
 
 /// Batches prepared ahead of the consumer.
 const PREFETCH: usize = 3;
-
-/// Per-channel normalisation of pixel / 255: (x - mean) / std.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Normalize {
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
 
 /// Training augmentation: pad by `crop_padding` zero pixels on each side and crop back to the
 /// image size at a random offset, then flip left-right with probability 1/2 if `hflip`.
@@ -56,8 +49,9 @@ impl Batch {
 }
 
 /// How a [`Loader`] draws an epoch: the batch size, whether it shuffles and augments, the input
-/// normalisation, and the (seed, epoch) every random draw is a function of.
-#[derive(Debug, Clone, Copy)]
+/// normalisation (one mean and std per image channel), and the (seed, epoch) every random draw
+/// is a function of.
+#[derive(Debug, Clone)]
 pub struct LoaderConfig {
     pub batch_size: usize,
     pub shuffle: bool,
@@ -77,7 +71,8 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Panics if `batch_size` is 0 or the images do not have 3 channels.
+    /// Panics if `batch_size` is 0 or `norm` does not have one mean and std per image channel
+    /// (callers check a model's normalisation against the data first: [`Normalize::check`]).
     pub fn new(ds: Arc<Dataset>, cfg: LoaderConfig) -> Loader {
         Self::starting_at(ds, cfg, 0)
     }
@@ -88,7 +83,13 @@ impl Loader {
     pub fn starting_at(ds: Arc<Dataset>, cfg: LoaderConfig, first: usize) -> Loader {
         let LoaderConfig { batch_size, shuffle, augment, norm, seed, epoch } = cfg;
         assert!(batch_size > 0, "batch size must be positive");
-        assert_eq!(ds.shape[0], 3, "the loader needs 3-channel images");
+        assert!(
+            norm.mean.len() == ds.shape[0] && norm.std.len() == ds.shape[0],
+            "the normalisation has {} means and {} stds for {}-channel images",
+            norm.mean.len(),
+            norm.std.len(),
+            ds.shape[0]
+        );
         let batches = ds.len().div_ceil(batch_size);
         let first = first.min(batches);
         let (tx, rx) = sync_channel(PREFETCH);
@@ -163,8 +164,8 @@ fn epoch_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
 }
 
 /// The normalised value of each byte, per channel.
-fn lookup(norm: &Normalize) -> [[f32; 256]; 3] {
-    std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - norm.mean[c]) / norm.std[c]))
+fn lookup(norm: &Normalize) -> Vec<[f32; 256]> {
+    (0..norm.mean.len()).map(|c| std::array::from_fn(|v| (v as f32 / 255.0 - norm.mean[c]) / norm.std[c])).collect()
 }
 
 /// Sends the batches of `order` until done or the receiver is gone.
@@ -173,7 +174,7 @@ fn produce(
     order: &[usize],
     batch_size: usize,
     augment: Option<Augment>,
-    lut: &[[f32; 256]; 3],
+    lut: &[[f32; 256]],
     rng: &mut ChaCha8Rng,
     tx: &SyncSender<Batch>,
 ) {
@@ -215,7 +216,7 @@ struct View {
 }
 
 /// Writes the normalised `view` of the C x H x W image `src` to `out`.
-fn transform(src: &[u8], [channels, h, w]: [usize; 3], view: View, lut: &[[f32; 256]; 3], out: &mut [f32]) {
+fn transform(src: &[u8], [channels, h, w]: [usize; 3], view: View, lut: &[[f32; 256]], out: &mut [f32]) {
     let plane = h * w;
     for c in 0..channels {
         let (src, out, lut) = (&src[c * plane..(c + 1) * plane], &mut out[c * plane..(c + 1) * plane], &lut[c]);
@@ -239,7 +240,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const IDENTITY: Normalize = Normalize { mean: [0.0; 3], std: [1.0; 3] };
+    fn identity() -> Normalize {
+        Normalize { mean: vec![0.0; 3], std: vec![1.0; 3] }
+    }
 
     /// `n` images of 3 x 4 x 4 where image i's first pixel is i % 256 and its second i / 256.
     fn numbered(n: usize) -> Arc<Dataset> {
@@ -270,13 +273,13 @@ mod tests {
         let aug = Some(Augment::default());
         let whole: Vec<Batch> = Loader::new(
             ds.clone(),
-            LoaderConfig { batch_size: 64, shuffle: true, augment: aug, norm: IDENTITY, seed: 3, epoch: 2 },
+            LoaderConfig { batch_size: 64, shuffle: true, augment: aug, norm: identity(), seed: 3, epoch: 2 },
         )
         .collect();
         for first in [0, 1, 4, 5, 9] {
             let rest = Loader::starting_at(
                 ds.clone(),
-                LoaderConfig { batch_size: 64, shuffle: true, augment: aug, norm: IDENTITY, seed: 3, epoch: 2 },
+                LoaderConfig { batch_size: 64, shuffle: true, augment: aug, norm: identity(), seed: 3, epoch: 2 },
                 first,
             );
             assert_eq!(rest.len(), whole.len().saturating_sub(first));
@@ -290,7 +293,7 @@ mod tests {
         for shuffle in [false, true] {
             let loader = Loader::new(
                 ds.clone(),
-                LoaderConfig { batch_size: 64, shuffle, augment: None, norm: IDENTITY, seed: 7, epoch: 0 },
+                LoaderConfig { batch_size: 64, shuffle, augment: None, norm: identity(), seed: 7, epoch: 0 },
             );
             assert_eq!(loader.len_batches(), 5);
             let batches: Vec<Batch> = loader.collect();
@@ -317,7 +320,7 @@ mod tests {
                     batch_size: 32,
                     shuffle: true,
                     augment: Some(Augment::default()),
-                    norm: IDENTITY,
+                    norm: identity(),
                     seed,
                     epoch,
                 },
@@ -336,7 +339,7 @@ mod tests {
                     batch_size: 32,
                     shuffle: false,
                     augment: Some(Augment::default()),
-                    norm: IDENTITY,
+                    norm: identity(),
                     seed: 1,
                     epoch,
                 },
@@ -353,7 +356,7 @@ mod tests {
         let flip = Augment { crop_padding: 0, hflip: true };
         let batches: Vec<Batch> = Loader::new(
             ds.clone(),
-            LoaderConfig { batch_size: 400, shuffle: false, augment: Some(flip), norm: IDENTITY, seed: 5, epoch: 0 },
+            LoaderConfig { batch_size: 400, shuffle: false, augment: Some(flip), norm: identity(), seed: 5, epoch: 0 },
         )
         .collect();
         let flipped = (0..400).filter(|&i| batches[0].images[i * 48 + 3] == ds.image(i)[0] as f32 / 255.0).count();
@@ -362,7 +365,7 @@ mod tests {
 
     #[test]
     fn normalises_per_channel_and_pads_with_zero_pixels() {
-        let norm = Normalize { mean: [0.5, 0.25, 0.0], std: [0.5, 0.25, 2.0] };
+        let norm = Normalize { mean: vec![0.5, 0.25, 0.0], std: vec![0.5, 0.25, 2.0] };
         let lut = lookup(&norm);
         let src: Vec<u8> = vec![255, 0, 51, 102, 0, 0];
         let mut out = vec![0f32; 6];
@@ -378,7 +381,7 @@ mod tests {
     fn flip_reverses_columns_and_crop_shifts() {
         // One 3 x 2 x 3 image: channel c, row y, column x holds 10c + 3y + x + 1.
         let src: Vec<u8> = (0..3).flat_map(|c| (0..6).map(move |p| (10 * c + p + 1) as u8)).collect();
-        let lut = lookup(&IDENTITY);
+        let lut = lookup(&identity());
         let view = |pad, dy, dx, flip| {
             let mut out = vec![0f32; 18];
             transform(&src, [3, 2, 3], View { pad, dy, dx, flip }, &lut, &mut out);
@@ -424,7 +427,7 @@ mod tests {
             let v = View { pad, dy: (oy * (2 * pad + 1) as f64) as usize, dx: (ox * (2 * pad + 1) as f64) as usize, flip };
             let src: Vec<u8> = (0..3 * h * w).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed) | 1).collect();
             let mut out = vec![0f32; src.len()];
-            transform(&src, [3, h, w], v, &lookup(&IDENTITY), &mut out);
+            transform(&src, [3, h, w], v, &lookup(&identity()), &mut out);
             let got: Vec<u8> = out.iter().map(|x| (x * 255.0).round() as u8).collect();
             prop_assert_eq!(got, reference(&src, [3, h, w], v));
         }
@@ -441,7 +444,7 @@ mod tests {
                     batch_size: 1,
                     shuffle: true,
                     augment: Some(Augment::default()),
-                    norm: IDENTITY,
+                    norm: identity(),
                     seed: 0,
                     epoch: 0,
                 },

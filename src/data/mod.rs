@@ -22,7 +22,8 @@ pub use cifar::{
 };
 pub use export::write_cifar10_binary;
 pub use folder::{archive_from_bytes, image_from_bytes};
-pub use loader::{Augment, Batch, Loader, LoaderConfig, Normalize};
+pub use crate::ir::Normalize;
+pub use loader::{Augment, Batch, Loader, LoaderConfig};
 pub use source::{Source, Split, cache_dir, locate};
 pub use subset::{PROTOCOL_TRAIN_FRACTION, random_classes, resolve_subset, train_val_split};
 
@@ -79,27 +80,28 @@ impl Dataset {
     }
 
     /// Per-channel mean and population standard deviation of pixel / 255 over all images (the
-    /// values for [`Normalize`]). Datasets have 3 channels; an empty dataset gives zeros.
-    pub fn channel_stats(&self) -> ([f32; 3], [f32; 3]) {
+    /// values for [`Normalize`]), one of each per channel; an empty dataset gives zeros.
+    pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
         let [channels, h, w] = self.shape;
-        assert_eq!(channels, 3, "channel_stats needs 3 channels");
         let plane = h * w;
-        let mut histogram = [[0u64; 256]; 3];
-        for image in self.images.chunks_exact(3 * plane) {
-            for (c, pixels) in image.chunks_exact(plane).enumerate() {
-                for &p in pixels {
-                    histogram[c][p as usize] += 1;
+        let mut histogram = vec![[0u64; 256]; channels];
+        if plane > 0 {
+            for image in self.images.chunks_exact(channels * plane) {
+                for (c, pixels) in image.chunks_exact(plane).enumerate() {
+                    for &p in pixels {
+                        histogram[c][p as usize] += 1;
+                    }
                 }
             }
         }
         let count = (self.len() * plane) as f64;
-        let (mut mean, mut std) = ([0f32; 3], [0f32; 3]);
+        let (mut mean, mut std) = (vec![0f32; channels], vec![0f32; channels]);
         if count == 0.0 {
             return (mean, std);
         }
-        for c in 0..3 {
+        for (c, hist) in histogram.iter().enumerate() {
             let (mut sum, mut sum_sq) = (0f64, 0f64);
-            for (v, &n) in histogram[c].iter().enumerate() {
+            for (v, &n) in hist.iter().enumerate() {
                 let x = v as f64 / 255.0;
                 sum += x * n as f64;
                 sum_sq += x * x * n as f64;

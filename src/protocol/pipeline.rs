@@ -261,7 +261,7 @@ impl Ctx<'_> {
         let t = Instant::now();
         let criterion: Criterion = self.recipe.criterion;
         let groups = analysis::groups(&model.graph)?;
-        let norm = train::model_normalize(model, &data.stats);
+        let norm = train::model_normalize(model, &data.stats)?;
         let pass = DataPass {
             dataset: &data.train,
             norm,
@@ -297,7 +297,7 @@ impl Ctx<'_> {
             return Ok(sizes);
         }
         // Data time: preparing augmented, normalised batches, with nothing else running.
-        let norm = data.stats;
+        let norm = data.stats.clone();
         let t = Instant::now();
         let n = Loader::new(
             Arc::new(data.train.clone()),

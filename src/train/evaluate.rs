@@ -59,7 +59,7 @@ pub fn evaluate(net: &dyn Infer, ds: &Dataset, norm: &Normalize, batch_size: usi
     let classes = net.num_outputs()?;
     let loader = Loader::new(
         Arc::new(ds.clone()),
-        crate::data::LoaderConfig { batch_size, shuffle: false, augment: None, norm: *norm, seed: 0, epoch: 0 },
+        crate::data::LoaderConfig { batch_size, shuffle: false, augment: None, norm: norm.clone(), seed: 0, epoch: 0 },
     );
     let (mut loss, mut top1, mut top5, mut non_finite) = (0.0f64, 0usize, 0usize, 0usize);
     for batch in loader {
@@ -110,7 +110,7 @@ pub fn evaluate_splits(
     device: crate::engine::Device,
     what: &str,
 ) -> Result<SplitStats> {
-    let norm = super::model_normalize(model, &data.stats);
+    let norm = super::model_normalize(model, &data.stats)?;
     let net = crate::engine::Network::new(model, device)?;
     let test = evaluate(&net, &data.test, &norm, EVAL_BATCH_SIZE)?;
     test.check_finite(&format!("{what}: test split"))?;

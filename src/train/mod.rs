@@ -175,7 +175,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
         Some(start) => {
             let mut model = start.model;
             model.check_finite().map_err(|e| Error::file(&cfg.model, format!("cannot train this model: {e}")))?;
-            model_normalize(&mut model, &data.stats);
+            model_normalize(&mut model, &data.stats)?;
             check_memory(cfg, &model, data)?;
             for old in [checkpoint::DIR, "best", "last"] {
                 let p = out.join(old);
@@ -235,7 +235,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
     );
 
     // Recorded in the model when the run began; the data's statistics only for an older model.
-    let norm = model_normalize(&mut ck.model, &data.stats);
+    let norm = model_normalize(&mut ck.model, &data.stats)?;
     let mut run = Run {
         cfg,
         data,
@@ -243,7 +243,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
         device,
         train: Arc::new(data.train.clone()),
         plan: ck.plan.clone(),
-        norm,
+        norm: norm.clone(),
         poison: test_poison(),
     };
     let (mut net, mut state) = run.restore(ck)?;
@@ -349,7 +349,7 @@ impl Run<'_> {
 
     /// Trains until the last epoch (None) or until a loss or weight stops being finite (Some(why)).
     fn epochs(&mut self, net: &mut Network, st: &mut RunState) -> Result<Option<String>> {
-        let (cfg, data, norm) = (self.cfg, self.data, self.norm);
+        let (cfg, data, norm) = (self.cfg, self.data, &self.norm);
         let mut last_checkpoint = Instant::now();
         while st.epochs_done < cfg.epochs {
             let epoch = st.epochs_done;
@@ -361,7 +361,7 @@ impl Run<'_> {
                     batch_size: cfg.batch_size,
                     shuffle: true,
                     augment: aug,
-                    norm,
+                    norm: norm.clone(),
                     seed: cfg.seed,
                     epoch: epoch as u64,
                 },
@@ -418,8 +418,8 @@ impl Run<'_> {
             self.device.synchronize();
             let train_secs = base.seconds + t0.elapsed().as_secs_f64();
             pb.finish_and_clear();
-            let val = data.val.as_ref().map(|v| evaluate(net, v, &norm, EVAL_BATCH_SIZE)).transpose()?;
-            let test = evaluate(net, &data.test, &norm, EVAL_BATCH_SIZE)?;
+            let val = data.val.as_ref().map(|v| evaluate(net, v, norm, EVAL_BATCH_SIZE)).transpose()?;
+            let test = evaluate(net, &data.test, norm, EVAL_BATCH_SIZE)?;
             // A network whose outputs are not finite has diverged, whatever its training loss
             // said: it is never logged, never a best epoch, and the run rolls back.
             for (split, s) in [("validation", val), ("test", Some(test))] {

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::data::{self, Dataset, Normalize, Split};
 use crate::error::{Error, Result};
 use crate::formats;
-use crate::ir::{self, Model};
+use crate::ir::Model;
 
 /// The data of a run: the training images (augmented), the validation images held out of the
 /// training split, and the test images, all restricted to the chosen classes.
@@ -67,16 +67,19 @@ impl RunData {
     }
 }
 
-/// Normalisation of a model: its own if it records one, else the data's (recorded into it).
-pub fn model_normalize(model: &mut Model, data_stats: &Normalize) -> Normalize {
+/// Normalisation of a model: its own if it records one (it must have one mean and std per
+/// channel of the data), else the data's, recorded into it.
+pub fn model_normalize(model: &mut Model, data_stats: &Normalize) -> Result<Normalize> {
     match &model.graph.normalize {
-        Some(n) if n.mean.len() == 3 => {
-            Normalize { mean: [n.mean[0], n.mean[1], n.mean[2]], std: [n.std[0], n.std[1], n.std[2]] }
+        Some(n) => {
+            n.check(data_stats.mean.len()).map_err(|e| {
+                Error::Data(format!("the model's normalisation does not fit the data's images: {e}"))
+            })?;
+            Ok(n.clone())
         }
-        _ => {
-            model.graph.normalize =
-                Some(ir::Normalize { mean: data_stats.mean.to_vec(), std: data_stats.std.to_vec() });
-            *data_stats
+        None => {
+            model.graph.normalize = Some(data_stats.clone());
+            Ok(data_stats.clone())
         }
     }
 }
@@ -89,5 +92,25 @@ pub fn load_or_build(spec: &str, num_classes: usize, seed: u64) -> Result<Model>
         Model::init(crate::zoo::build(spec, num_classes)?, seed)
     } else {
         formats::load_model(&super::RunDir::model_path(Path::new(spec)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_keeps_its_own_normalisation_records_the_data_s_and_refuses_a_misfit() {
+        let data = Normalize { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.2, 0.2] };
+        let mut m = Model::init(crate::zoo::build("resnet20", 10).unwrap(), 0).unwrap();
+        assert_eq!(model_normalize(&mut m, &data).unwrap(), data);
+        assert_eq!(m.graph.normalize.as_ref(), Some(&data));
+        let own = Normalize { mean: vec![0.1; 3], std: vec![0.9; 3] };
+        m.graph.normalize = Some(own.clone());
+        assert_eq!(model_normalize(&mut m, &data).unwrap(), own);
+        // A grayscale model's normalisation on RGB images is an error, not the data's statistics.
+        m.graph.normalize = Some(Normalize { mean: vec![0.1], std: vec![0.9] });
+        let e = model_normalize(&mut m, &data).unwrap_err().to_string();
+        assert!(e.contains("does not fit the data") && e.contains("1 means and 1 stds"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod surgery;
 pub mod train;
+pub mod workflow;
 pub mod zoo;
 
 pub use error::{Error, Result};

@@ -56,10 +56,32 @@ pub struct PruneArgs {
     pub engine: EngineArgs,
 }
 
+/// The target the flags name: a parameter or GOps level, or explicit channel counts.
+fn target(a: &PruneArgs) -> Result<crate::surgery::planner::Target> {
+    use crate::surgery::planner::Target;
+    Ok(match (a.level, a.gops_level, &a.channels) {
+        (Some(l), None, None) => Target::Params(l),
+        (None, Some(l), None) => Target::Gops(l),
+        (None, None, Some(list)) => {
+            let mut counts = std::collections::BTreeMap::new();
+            for item in list {
+                let (k, v) =
+                    item.rsplit_once('=').with_context(|| format!("--channels item `{item}` is not group=count"))?;
+                let n = v.parse::<usize>().with_context(|| format!("--channels item `{item}`"))?;
+                if let Some(old) = counts.insert(k.to_string(), n) {
+                    anyhow::bail!("--channels names group `{k}` twice ({old} and {n}): give each group once");
+                }
+            }
+            Target::Channels(counts)
+        }
+        _ => anyhow::bail!("give one of --level, --gops-level, --channels or --plan"),
+    })
+}
+
 pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
-    use crate::criteria::{self, DataPass};
-    use crate::surgery::planner::{self, Limits, Target};
-    use crate::surgery::{self, Plan};
+    use crate::surgery::Plan;
+    use crate::surgery::planner::Limits;
+    use crate::workflow::{self, PruneRequest};
 
     let device = a.engine.apply()?;
     // Outputs are checked before any work: none may be an input, none may replace a user's file.
@@ -73,62 +95,38 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         outdir::claim_file(p, a.overwrite)?;
     }
     let mut model = load_spec(&a.model, a.num_classes)?;
-    let t0 = std::time::Instant::now();
-    let plan = if let Some(p) = &a.plan {
-        Plan::load(p)?
+    let pruned = if let Some(p) = &a.plan {
+        workflow::apply_plan(&model, Plan::load(p)?)?
     } else {
-        let target = match (a.level, a.gops_level, &a.channels) {
-            (Some(l), None, None) => Target::Params(l),
-            (None, Some(l), None) => Target::Gops(l),
-            (None, None, Some(list)) => {
-                let mut counts = std::collections::BTreeMap::new();
-                for item in list {
-                    let (k, v) = item
-                        .rsplit_once('=')
-                        .with_context(|| format!("--channels item `{item}` is not group=count"))?;
-                    let n = v.parse::<usize>().with_context(|| format!("--channels item `{item}`"))?;
-                    if let Some(old) = counts.insert(k.to_string(), n) {
-                        anyhow::bail!("--channels names group `{k}` twice ({old} and {n}): give each group once");
-                    }
-                }
-                Target::Channels(counts)
-            }
-            _ => anyhow::bail!("give one of --level, --gops-level, --channels or --plan"),
+        anyhow::ensure!((0.0..=1.0).contains(&a.residual_min_share), "--residual-min-share must be in [0, 1]");
+        let request = PruneRequest {
+            criterion: a.criterion,
+            scope: a.scope,
+            target: target(&a)?,
+            limits: Limits { min_channels: a.min_channels.max(1), residual_min_share: a.residual_min_share },
+            batch_size: 128,
+            max_batches: a.batches,
+            seed: a.seed,
+            device,
         };
         // Before a data-driven criterion loads its data.
-        target.check_level()?;
-        let (criterion, scope) = (a.criterion, a.scope);
-        anyhow::ensure!((0.0..=1.0).contains(&a.residual_min_share), "--residual-min-share must be in [0, 1]");
-        let limits = Limits { min_channels: a.min_channels.max(1), residual_min_share: a.residual_min_share };
-        let groups = analysis::groups(&model.graph)?;
-        let scores = if criterion.needs_data() {
-            let data = RunData::load(a.data.as_deref(), &a.subset, 1.0)?;
-            let norm = train::model_normalize(&mut model, &data.stats)?;
-            let pass = DataPass { dataset: &data.train, norm, batch_size: 128, max_batches: Some(a.batches), device };
-            criteria::score(criterion, &model, &groups, Some(&pass), a.seed)?
-        } else {
-            criteria::score(criterion, &model, &groups, None, a.seed)?
-        };
-        let mut plan = planner::make_plan(&model.graph, &groups, &scores, &target, scope, &limits)?;
-        plan.made_by["criterion"] = criterion.to_string().into();
-        plan.made_by["seed"] = a.seed.into();
-        plan
+        request.check()?;
+        let data = if a.criterion.needs_data() { Some(RunData::load(a.data.as_deref(), &a.subset, 1.0)?) } else { None };
+        request.run(&mut model, data.as_ref())?
     };
-    let planning = t0.elapsed().as_secs_f64();
-    let pruned = surgery::apply(&model, &plan)?;
-    let surgery_s = t0.elapsed().as_secs_f64() - planning;
-    save_model(&pruned, &a.out)?;
+    let plan = &pruned.plan;
+    save_model(&pruned.model, &a.out)?;
     native::write_atomic(&a.out.join("plan.json"), plan.to_json().as_bytes())?;
     if let Some(p) = &a.plan_out {
         native::write_atomic(p, plan.to_json().as_bytes())?;
     }
-    let (before, after) = (analysis::cost(&model.graph)?, analysis::cost(&pruned.graph)?);
+    let (before, after) = (analysis::cost(&model.graph)?, analysis::cost(&pruned.model.graph)?);
     println!(
         "pruned {} channels in {} groups ({:.2}s planning, {:.2}s surgery)",
         plan.removed(),
         plan.groups.iter().filter(|g| g.keep.len() < g.size).count(),
-        planning,
-        surgery_s
+        pruned.planning_seconds,
+        pruned.surgery_seconds
     );
     for g in plan.groups.iter().filter(|g| g.keep.len() < g.size) {
         println!("  {:<24} {:>5} -> {:<5}", g.name, g.size, g.keep.len());

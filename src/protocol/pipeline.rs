@@ -16,15 +16,15 @@ use serde::{Deserialize, Serialize};
 use super::recipe::{NetworkSpec, Pipeline, Recipe, Resolved, SubsetSpec};
 use super::report::Cell;
 use crate::analysis;
-use crate::criteria::{self, Criterion, DataPass};
 use crate::data::{self, Loader};
 use crate::engine::Device;
 use crate::error::{Error, Result};
 use crate::formats::{self, native};
 use crate::ir::Model;
 use crate::metrics::{self, bench};
-use crate::surgery::{self, planner};
+use crate::surgery::planner;
 use crate::train::{self, RunData, TrainConfig};
+use crate::workflow::{self, PruneRequest};
 
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -256,29 +256,25 @@ impl Ctx<'_> {
         formats::load_model(&self.net.model)
     }
 
-    /// Scores, plans and prunes `model` at `level`, with local `data` for data-driven criteria.
+    /// Scores, plans and prunes `model` at `level`, with local `data` for data-driven criteria;
+    /// the plan and the pruned model are saved in the cell folder `dir`.
     fn prune(&self, model: &mut Model, data: &RunData, level: u32, seed: u64, dir: &Path) -> Result<(Model, f64)> {
-        let t = Instant::now();
-        let criterion: Criterion = self.recipe.criterion;
-        let groups = analysis::groups(&model.graph)?;
-        let norm = train::model_normalize(model, &data.stats)?;
-        let pass = DataPass {
-            dataset: &data.train,
-            norm,
+        let request = PruneRequest {
+            criterion: self.recipe.criterion,
+            scope: self.recipe.scope,
+            target: planner::Target::Params(level as f64 / 100.0),
+            limits: planner::Limits::default(),
             batch_size: self.recipe.batch_size,
-            max_batches: Some(self.recipe.criterion_batches.unwrap_or(20)),
+            max_batches: self.recipe.criterion_batches.unwrap_or(20),
+            seed,
             device: self.device,
         };
-        let scores = criteria::score(criterion, model, &groups, criterion.needs_data().then_some(&pass), seed)?;
-        let target = planner::Target::Params(level as f64 / 100.0);
-        let scope = self.recipe.scope;
-        let mut plan = planner::make_plan(&model.graph, &groups, &scores, &target, scope, &planner::Limits::default())?;
-        plan.made_by["criterion"] = criterion.to_string().into();
-        let pruned = surgery::apply(model, &plan)?;
-        let secs = t.elapsed().as_secs_f64();
-        native::write_atomic(&CellDir(dir.to_path_buf()).plan(), plan.to_json().as_bytes())?;
-        native::save(&pruned, &CellDir(dir.to_path_buf()).pruned())?;
-        Ok((pruned, secs))
+        let pruned = request.run(model, Some(data))?;
+        let cell = CellDir(dir.to_path_buf());
+        native::write_atomic(&cell.plan(), pruned.plan.to_json().as_bytes())?;
+        native::save(&pruned.model, &cell.pruned())?;
+        let secs = pruned.seconds();
+        Ok((pruned.model, secs))
     }
 
     /// Measured costs of running `before` and `after` (train step, inference, data loading);
@@ -367,16 +363,11 @@ fn read_metrics(root: &Path, id: &CellId) -> Result<CellMetrics> {
     CellDir::of(root, id).read_metrics()
 }
 
-/// Trains in `dir/run`, resuming a half-done run there; the plan the cell applied (its
-/// plan.json) goes with the run's checkpoints.
+/// Trains in `dir/run` from epoch `start`, resuming a half-done run there; the plan the cell
+/// applied (its plan.json) goes with the run's checkpoints.
 fn fit_in(model: Model, data: &RunData, cfg: &TrainConfig, dir: &Path, start: usize) -> Result<train::Summary> {
-    let run = CellDir(dir.to_path_buf()).run().path().to_path_buf();
-    if train::can_resume(&run)? {
-        train::fit(None, data, cfg, &run)
-    } else {
-        let plan = train::checkpoint::read_plan(dir)?;
-        train::fit(Some(train::Start { model, plan, epoch: start }), data, cfg, &run)
-    }
+    let plan = train::checkpoint::read_plan(dir)?;
+    workflow::train_from(train::Start { model, plan, epoch: start }, data, cfg, CellDir(dir.to_path_buf()).run().path())
 }
 
 /// Runs one cell of the recipe (its inputs must be done) and writes its metrics.json.
@@ -402,7 +393,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         CellId::Unpruned { subset, .. } => {
             let data = cx.data(Some(subset))?;
             let mut model = cx.pretrained()?;
-            let train::SplitStats { test, val } = train::evaluate_splits(&mut model, &data, device, &id.to_string())?;
+            let workflow::SplitStats { test, val } = workflow::evaluate_splits(&mut model, &data, device, &id.to_string())?;
             let c = analysis::cost(&model.graph)?;
             let costs = sizes(&c, &c);
             (Some(cx.row(subset, Pipeline::Unpruned, 0, 0, test.top1, val.map(|v| v.top1), &costs)), costs)
@@ -441,7 +432,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let trained = read_metrics(root, &tr)?;
             let data = cx.data(Some(subset))?;
             let mut model = formats::load_model(&CellDir::of(root, &tr).run().best())?;
-            let train::SplitStats { test, val } = train::evaluate_splits(&mut model, &data, device, &id.to_string())?;
+            let workflow::SplitStats { test, val } = workflow::evaluate_splits(&mut model, &data, device, &id.to_string())?;
             let row = cx.row(subset, Pipeline::Agnostic, *level, *seed, test.top1, val.map(|v| v.top1), &trained.costs);
             (Some(row), trained.costs)
         }

@@ -93,30 +93,3 @@ pub fn evaluate(net: &dyn Infer, ds: &Dataset, norm: &Normalize, batch_size: usi
 
 /// Batch size of every evaluation edgeprune runs itself (it changes nothing but speed and memory).
 pub const EVAL_BATCH_SIZE: usize = 256;
-
-/// A model's accuracy on a run's test split and, where one is held out, its validation split.
-#[derive(Debug, Clone, Copy)]
-pub struct SplitStats {
-    pub test: EvalStats,
-    pub val: Option<EvalStats>,
-}
-
-/// Normalises `model` as it records (else as `data` says, recorded into it), builds it on
-/// `device` and evaluates the test and validation splits; non-finite outputs are an error naming
-/// `what` and the split.
-pub fn evaluate_splits(
-    model: &mut crate::ir::Model,
-    data: &super::RunData,
-    device: crate::engine::Device,
-    what: &str,
-) -> Result<SplitStats> {
-    let norm = super::model_normalize(model, &data.stats)?;
-    let net = crate::engine::Network::new(model, device)?;
-    let test = evaluate(&net, &data.test, &norm, EVAL_BATCH_SIZE)?;
-    test.check_finite(&format!("{what}: test split"))?;
-    let val = data.val.as_ref().map(|v| evaluate(&net, v, &norm, EVAL_BATCH_SIZE)).transpose()?;
-    if let Some(v) = &val {
-        v.check_finite(&format!("{what}: validation split"))?;
-    }
-    Ok(SplitStats { test, val })
-}

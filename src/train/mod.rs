@@ -11,7 +11,7 @@ mod schedule;
 
 pub(crate) use config::check_checkpoint_minutes;
 pub use config::{Overrides, TrainConfig};
-pub use evaluate::{EVAL_BATCH_SIZE, EvalStats, SplitStats, evaluate, evaluate_splits};
+pub use evaluate::{EVAL_BATCH_SIZE, EvalStats, evaluate};
 pub use run_dir::RunDir;
 pub use rundata::{RunData, load_or_build, model_normalize};
 pub use schedule::Schedule;

@@ -6,7 +6,7 @@
 use edgeprune::analysis::{Group, groups};
 use edgeprune::criteria::{Criterion, DataPass, chosen_tensors, score};
 use edgeprune::data::{Dataset, Normalize};
-use edgeprune::engine::{Device, Network};
+use edgeprune::engine::{Device, Network, Train};
 use edgeprune::ir::Model;
 use edgeprune::zoo;
 

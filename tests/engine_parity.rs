@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use edgeprune::engine::{Device, Layout, Network, SgdConfig};
+use edgeprune::engine::{Device, Infer, Layout, Network, SgdConfig, Train};
 use edgeprune::formats::native;
 use edgeprune::ir::{TensorData, Weights};
 

@@ -1,7 +1,7 @@
 //! Every zoo network runs, trains and agrees with itself across memory layouts; the engine
 //! refuses what it cannot do with a clear error.
 
-use edgeprune::engine::{Device, Layout, Network, SgdConfig};
+use edgeprune::engine::{Device, Infer, Layout, Network, SgdConfig, Train};
 use edgeprune::ir::Model;
 use edgeprune::zoo;
 

@@ -17,7 +17,7 @@ use std::process::Command;
 
 use edgeprune::analysis;
 use edgeprune::criteria::{Criterion, score};
-use edgeprune::engine::{Device, Layout, Network};
+use edgeprune::engine::{Device, Infer, Layout, Network};
 use edgeprune::formats::{self, native, onnx};
 use edgeprune::ir::{HostTensor, Model, Op, Weights};
 use edgeprune::surgery::{

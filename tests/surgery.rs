@@ -4,7 +4,7 @@
 //! convs, squeeze-excitation, flatten into linear), and on random graphs.
 
 use edgeprune::analysis::{self, Group};
-use edgeprune::engine::{Device, Layout, Network};
+use edgeprune::engine::{Device, Infer, Layout, Network, Train};
 use edgeprune::ir::{Graph, HostTensor, Model, Op};
 use edgeprune::surgery::{self, GroupPlan, Plan};
 use edgeprune::zoo::{self, Builder};

@@ -37,9 +37,9 @@ pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
         other => anyhow::bail!("--split must be test, train or val, got `{other}`"),
     };
     let norm = train::model_normalize(&mut model, &data.stats)?;
-    let net = Network::new(&model, device)?;
+    let net = engine::infer(&model, device)?;
     let t = std::time::Instant::now();
-    let s = train::evaluate(&net, ds, &norm, a.batch_size)?;
+    let s = train::evaluate(&*net, ds, &norm, a.batch_size)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::analysis::{self, memory};
-use crate::engine::{self, Device, Network};
+use crate::engine::{self, Device};
 use crate::formats::{self, native, outdir};
 use crate::ir::Model;
 use crate::metrics::bench;

@@ -1,5 +1,5 @@
 //! The data pass shared by the data-driven criteria (taylor, activation, apoz): one pass over the
-//! data in inference mode, collecting per-channel statistics ([`Network::channel_statistics`]) of
+//! data in inference mode, collecting per-channel statistics ([`engine::Train::channel_statistics`]) of
 //! a few chosen tensors of every group (see [`chosen_tensors`]) in one engine call per batch,
 //! summed over the images and then divided by their number.
 
@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{Criterion, DataPass};
 use crate::analysis::{Group, Member};
 use crate::data::Loader;
-use crate::engine::Network;
+use crate::engine;
 use crate::error::{Error, Result};
 use crate::ir::{ChannelMap, Model, Op};
 
@@ -145,7 +145,7 @@ pub(super) fn collect(
         return Ok(Activations { chosen, nodes: HashMap::new() });
     }
 
-    let net = Network::new(model, data.device)?;
+    let net = engine::trainer(model, data.device)?;
     let classes = net.num_outputs()?;
     let limit = data.max_batches.map_or(usize::MAX, |b| b.saturating_mul(data.batch_size));
     let ds = if limit < ds.len() {

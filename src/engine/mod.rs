@@ -1,14 +1,18 @@
-//! The compute engine: the only module that touches tch (libtorch). It builds a network from an
-//! IR [`Model`], runs forward and backward passes, and applies SGD steps, on a device chosen at
-//! run time. Everything it hands back is plain host data (IR [`Weights`], `Vec<f32>`).
+//! The compute engine, behind two small interfaces: [`Infer`] (logits for a batch of images:
+//! what evaluation needs, and where a deployed runtime such as ONNX Runtime sits) and [`Train`]
+//! (SGD steps, per-channel statistics with gradients, weights and optimizer state in and out:
+//! what training and the data-driven criteria need). libtorch implements both ([`Network`], in
+//! `torch.rs`, the only file that touches tch); the rest of edgeprune builds networks through
+//! [`trainer`] and [`infer`] and sees plain host data only (IR [`Weights`], `Vec<f32>`).
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use tch::{Kind, Tensor};
-
 use crate::error::{Error, Result};
-use crate::ir::{DType, Graph, HostTensor, Model, Op, TensorData, TensorKind, Weights};
+use crate::ir::{Model, Weights};
+
+mod torch;
+
+pub use torch::Network;
 
 /// Where tensors live and compute runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,62 +44,21 @@ impl std::fmt::Display for Device {
     }
 }
 
-/// Inference on batches of images: what evaluation needs of a network, and the seam where a
-/// deployed runtime (e.g. ONNX Runtime) sits beside libtorch. Training stays with [`Network`].
-pub trait Infer {
-    /// Width of the network output (the number of classes).
-    fn num_outputs(&self) -> Result<usize>;
-    /// Logits for `n` images (`images` is n x C x H x W, row-major), in evaluation mode.
-    fn predict(&self, images: &[f32], n: usize) -> Result<Vec<f32>>;
-}
-
-impl Infer for Network {
-    fn num_outputs(&self) -> Result<usize> {
-        Network::num_outputs(self)
-    }
-    fn predict(&self, images: &[f32], n: usize) -> Result<Vec<f32>> {
-        Network::predict(self, images, n)
-    }
-}
-
 impl Device {
     /// Checks that the device exists in this build and on this machine.
     pub fn check(self) -> Result<()> {
-        self.tch().map(|_| ())
-    }
-
-    /// The libtorch device (after the same check).
-    fn tch(self) -> Result<tch::Device> {
-        match self {
-            Device::Cpu => Ok(tch::Device::Cpu),
-            Device::Cuda(i) => {
-                let n = tch::Cuda::device_count();
-                if !tch::Cuda::is_available() || n <= 0 {
-                    Err(Error::Engine(format!(
-                        "device {self} requested, but CUDA is not available: this libtorch has no CUDA \
-                         support or no GPU is visible. Point LIBTORCH at a CUDA build of libtorch 2.13 \
-                         and rebuild, or use --device cpu"
-                    )))
-                } else if i as i64 >= n {
-                    Err(Error::Engine(format!("device {self} requested, but only {n} CUDA device(s) are visible")))
-                } else {
-                    Ok(tch::Device::Cuda(i))
-                }
-            }
-        }
+        torch::device(self).map(|_| ())
     }
 
     /// Waits for queued work to finish (for timing).
     pub fn synchronize(self) {
-        if let Device::Cuda(i) = self {
-            tch::Cuda::synchronize(i as i64);
-        }
+        torch::synchronize(self)
     }
 }
 
-/// Sets the number of CPU threads libtorch uses for intra-op parallelism.
-/// Sets libtorch's CPU threads, capped at the machine's CPU count (more only oversubscribes the
-/// cores, and an absurd count makes libgomp abort): a capped request is reported once.
+/// Sets the training backend's CPU threads (intra-op parallelism), capped at the machine's CPU
+/// count (more only oversubscribes the cores, and an absurd count makes libgomp abort): a capped
+/// request is reported once.
 pub fn set_threads(n: usize) {
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let n = if n > cpus {
@@ -106,16 +69,17 @@ pub fn set_threads(n: usize) {
     } else {
         n.max(1)
     };
-    tch::set_num_threads(n as i32);
+    torch::set_threads(n);
 }
 
+/// The training backend's CPU threads.
 pub fn threads() -> usize {
-    tch::get_num_threads().max(1) as usize
+    torch::threads()
 }
 
-/// Seeds libtorch's own generator (dropout masks).
+/// Seeds the training backend's own generator (dropout masks).
 pub fn manual_seed(seed: u64) {
-    tch::manual_seed(seed as i64);
+    torch::manual_seed(seed)
 }
 
 /// SGD as PyTorch's `torch.optim.SGD` (no dampening): d = g + wd * p; b = m * b + d (b = d at the
@@ -164,437 +128,49 @@ impl Layout {
     }
 }
 
-/// A network on a device, ready to run and train.
-pub struct Network {
-    graph: Graph,
-    inputs: Vec<Vec<usize>>,
-    last_use: Vec<usize>,
-    /// ReLU nodes that may overwrite their input (see [`relu_in_place`]).
-    relu_in_place: Vec<bool>,
-    output: usize,
-    device: Device,
-    tdev: tch::Device,
-    layout: Layout,
-    /// All tensors by state_dict key; parameters require gradients.
-    tensors: BTreeMap<String, Tensor>,
-    params: Vec<String>,
-    sgd: Option<(SgdConfig, BTreeMap<String, Tensor>)>,
-    /// Gradients of the last training step, in `params` order.
-    grads: Vec<Tensor>,
-}
-
-fn tch_err(e: tch::TchError) -> Error {
-    Error::Engine(e.to_string())
-}
-
-fn to_tch(t: &HostTensor, dev: tch::Device) -> Tensor {
-    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-    let x = match &t.data {
-        TensorData::F32(v) => Tensor::from_slice(v),
-        TensorData::I64(v) => Tensor::from_slice(v),
-    };
-    x.reshape(&shape).to_device(dev)
-}
-
-/// Which ReLU nodes may run in place, overwriting their input: those whose input is read by
-/// nothing else and comes from an op that owns a fresh output tensor and does not need that
-/// output for its own backward pass (conv, BN, linear, add, concat, pools). This saves one
-/// activation buffer per conv-BN-ReLU. Autograd checks tensor versions, so a wrong choice here
-/// would fail loudly at backward, never silently.
-fn relu_in_place(graph: &Graph, inputs: &[Vec<usize>], output: usize) -> Result<Vec<bool>> {
-    let consumers = graph.consumers()?;
-    Ok(graph
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            let Op::ReLU = node.op else { return false };
-            let j = inputs[i][0];
-            j != output
-                && consumers[j].len() == 1
-                && inputs[i].len() == 1
-                && matches!(
-                    graph.nodes[j].op,
-                    Op::Conv2d { .. }
-                        | Op::BatchNorm2d { .. }
-                        | Op::Linear { .. }
-                        | Op::Add
-                        | Op::Concat
-                        | Op::MaxPool2d { .. }
-                        | Op::AvgPool2d { .. }
-                        | Op::GlobalAvgPool
-                )
-        })
-        .collect())
-}
-
-/// The same values in channels-last (NHWC) memory order, still indexed as NCHW: libtorch's
-/// oneDNN convolutions run markedly faster on CPU with this layout.
-fn channels_last(t: Tensor) -> Tensor {
-    if t.dim() == 4 { t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]) } else { t }
-}
-
-fn to_host(t: &Tensor) -> Result<HostTensor> {
-    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    let t = t.detach().to_device(tch::Device::Cpu).contiguous().flatten(0, -1);
-    Ok(match t.kind() {
-        Kind::Int64 => HostTensor::i64(shape, Vec::<i64>::try_from(&t).map_err(tch_err)?),
-        _ => HostTensor::f32(shape, Vec::<f32>::try_from(&t.to_kind(Kind::Float)).map_err(tch_err)?),
-    })
-}
-
-impl Network {
-    /// Builds the network on `device` in that device's faster layout.
-    pub fn new(model: &Model, device: Device) -> Result<Self> {
-        Self::with_layout(model, device, Layout::default_for(device))
-    }
-
-    pub fn with_layout(model: &Model, device: Device, layout: Layout) -> Result<Self> {
-        let tdev = device.tch()?;
-        model.validate()?;
-        let graph = model.graph.clone();
-        let inputs = graph.input_indices()?;
-        let output = graph.output_index()?;
-        let mut last_use: Vec<usize> = (0..graph.nodes.len()).collect();
-        for (i, ins) in inputs.iter().enumerate() {
-            for &j in ins {
-                last_use[j] = last_use[j].max(i);
-            }
-        }
-        last_use[output] = usize::MAX;
-        let relu_in_place = relu_in_place(&graph, &inputs, output)?;
-        let mut tensors = BTreeMap::new();
-        let mut params = Vec::new();
-        for (key, spec) in graph.tensor_specs() {
-            let mut t = to_tch(model.weights.get(&key)?, tdev);
-            if layout == Layout::ChannelsLast {
-                t = channels_last(t);
-            }
-            let t = if spec.kind == TensorKind::Parameter {
-                params.push(key.clone());
-                t.set_requires_grad(true)
-            } else {
-                t
-            };
-            tensors.insert(key, t);
-        }
-        Ok(Network {
-            graph,
-            inputs,
-            last_use,
-            relu_in_place,
-            output,
-            device,
-            tdev,
-            layout,
-            tensors,
-            params,
-            sgd: None,
-            grads: Vec::new(),
-        })
-    }
-
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    pub fn graph(&self) -> &Graph {
-        &self.graph
-    }
-
+/// Inference on batches of images: what evaluation needs of a network, and the seam where a
+/// deployed runtime (e.g. ONNX Runtime) sits beside libtorch.
+pub trait Infer {
     /// Width of the network output (the number of classes).
-    pub fn num_outputs(&self) -> Result<usize> {
-        let shapes = self.graph.infer_shapes()?;
-        match shapes[self.output].as_slice() {
-            &[n] => Ok(n),
-            s => Err(Error::node(&self.graph.output, format!("the output must be flat logits, got shape {s:?}"))),
-        }
-    }
-
-    fn t(&self, node: &str, suffix: &str) -> &Tensor {
-        &self.tensors[&format!("{node}.{suffix}")]
-    }
-
-    /// Runs the graph; also returns the outputs of the nodes in `keep` (which are then neither
-    /// freed early nor overwritten in place).
-    fn forward_t(&self, x: &Tensor, train: bool, keep: &[usize]) -> Result<(Tensor, Vec<Tensor>)> {
-        let n = self.graph.nodes.len();
-        let mut vals: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
-        let mut kept: Vec<Option<Tensor>> = (0..keep.len()).map(|_| None).collect();
-        for (i, node) in self.graph.nodes.iter().enumerate() {
-            let arg = |k: usize| vals[self.inputs[i][k]].as_ref().expect("inputs computed before use");
-            let name = node.name.as_str();
-            let y = match &node.op {
-                Op::Input { .. } => x.shallow_clone(),
-                &Op::Conv2d { stride, padding, dilation, groups, bias, .. } => {
-                    let b = bias.then(|| self.t(name, "bias"));
-                    arg(0)
-                        .f_conv2d(
-                            self.t(name, "weight"),
-                            b,
-                            [stride[0] as i64, stride[1] as i64],
-                            [padding[0] as i64, padding[1] as i64],
-                            [dilation[0] as i64, dilation[1] as i64],
-                            groups as i64,
-                        )
-                        .map_err(tch_err)?
-                }
-                &Op::BatchNorm2d { eps, momentum, .. } => {
-                    if train {
-                        let nbt = self.t(name, "num_batches_tracked");
-                        tch::no_grad(|| {
-                            let _ = nbt.shallow_clone().g_add_scalar_(1);
-                        });
-                    }
-                    arg(0)
-                        .f_batch_norm(
-                            Some(self.t(name, "weight")),
-                            Some(self.t(name, "bias")),
-                            Some(self.t(name, "running_mean")),
-                            Some(self.t(name, "running_var")),
-                            train,
-                            momentum,
-                            eps,
-                            true,
-                        )
-                        .map_err(tch_err)?
-                }
-                Op::ReLU if self.relu_in_place[i] && !keep.contains(&self.inputs[i][0]) => {
-                    let mut v = vals[self.inputs[i][0]].take().expect("input computed before use");
-                    v.relu_()
-                }
-                Op::ReLU => arg(0).relu(),
-                Op::ReLU6 => arg(0).clamp(0.0, 6.0),
-                Op::Sigmoid => arg(0).sigmoid(),
-                &Op::MaxPool2d { kernel_size, stride, padding, ceil_mode } => arg(0)
-                    .f_max_pool2d(
-                        [kernel_size[0] as i64, kernel_size[1] as i64],
-                        [stride[0] as i64, stride[1] as i64],
-                        [padding[0] as i64, padding[1] as i64],
-                        [1, 1],
-                        ceil_mode,
-                    )
-                    .map_err(tch_err)?,
-                &Op::AvgPool2d { kernel_size, stride, padding, ceil_mode, count_include_pad } => arg(0)
-                    .f_avg_pool2d(
-                        [kernel_size[0] as i64, kernel_size[1] as i64],
-                        [stride[0] as i64, stride[1] as i64],
-                        [padding[0] as i64, padding[1] as i64],
-                        ceil_mode,
-                        count_include_pad,
-                        None::<i64>,
-                    )
-                    .map_err(tch_err)?,
-                Op::GlobalAvgPool => arg(0).adaptive_avg_pool2d([1, 1]),
-                Op::Add => {
-                    let mut s = arg(0) + arg(1);
-                    for k in 2..self.inputs[i].len() {
-                        s += arg(k);
-                    }
-                    s
-                }
-                Op::Mul => arg(0) * arg(1),
-                Op::Concat => {
-                    let parts: Vec<&Tensor> = (0..self.inputs[i].len()).map(arg).collect();
-                    Tensor::f_cat(&parts, 1).map_err(tch_err)?
-                }
-                Op::Flatten => arg(0).flatten(1, -1),
-                &Op::Linear { bias, .. } => {
-                    let b = bias.then(|| self.t(name, "bias"));
-                    arg(0).f_linear(self.t(name, "weight"), b).map_err(tch_err)?
-                }
-                &Op::Dropout { p } => arg(0).dropout(p, train),
-                Op::Identity => arg(0).shallow_clone(),
-            };
-            if let Some(k) = keep.iter().position(|&k| k == i) {
-                kept[k] = Some(y.shallow_clone());
-            }
-            vals[i] = Some(y);
-            for &j in &self.inputs[i] {
-                if self.last_use[j] == i {
-                    vals[j] = None;
-                }
-            }
-        }
-        let kept = kept.into_iter().map(|t| t.expect("kept nodes computed")).collect();
-        Ok((vals[self.output].take().expect("output computed"), kept))
-    }
-
-    fn batch_tensor(&self, images: &[f32], n: usize) -> Result<Tensor> {
-        let shape = self.graph.input_shape()?;
-        let per: usize = shape.iter().product();
-        if images.len() != n * per {
-            return Err(Error::Engine(format!("batch holds {} values, expected {n} x {shape:?}", images.len())));
-        }
-        let dims: Vec<i64> = std::iter::once(n as i64).chain(shape.iter().map(|&d| d as i64)).collect();
-        let x = Tensor::from_slice(images).reshape(&dims).to_device(self.tdev);
-        Ok(if self.layout == Layout::ChannelsLast { channels_last(x) } else { x })
-    }
-
+    fn num_outputs(&self) -> Result<usize>;
     /// Logits for `n` images (`images` is n x C x H x W, row-major), in evaluation mode.
-    pub fn predict(&self, images: &[f32], n: usize) -> Result<Vec<f32>> {
-        let x = self.batch_tensor(images, n)?;
-        let (y, _) = tch::no_grad(|| self.forward_t(&x, false, &[]))?;
-        Vec::<f32>::try_from(&y.to_device(tch::Device::Cpu).contiguous().flatten(0, -1)).map_err(tch_err)
-    }
+    fn predict(&self, images: &[f32], n: usize) -> Result<Vec<f32>>;
+}
 
-    /// Per-channel statistics of the outputs of `nodes` on one batch, in inference mode (BN
-    /// running statistics), with gradients of the cross-entropy loss: for each node, per
-    /// channel, summed over the batch: |mean over positions of activation x gradient| (first-order
-    /// Taylor), the mean activation, and the fraction of zero activations (APoZ).
-    /// Nothing is updated: weights, BN statistics and the optimizer stay as they were.
-    pub fn channel_statistics(&self, images: &[f32], labels: &[i64], nodes: &[usize]) -> Result<Vec<ChannelStats>> {
-        let n = labels.len();
-        let x = self.batch_tensor(images, n)?;
-        let y = Tensor::from_slice(labels).to_device(self.tdev);
-        let (logits, acts) = self.forward_t(&x, false, nodes)?;
-        let loss = logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0).map_err(tch_err)?;
-        let grads = Tensor::f_run_backward(&[&loss], &acts, false, false).map_err(tch_err)?;
-        let host = |t: Tensor| -> Result<Vec<f64>> {
-            Vec::<f64>::try_from(&t.to_kind(Kind::Double).to_device(tch::Device::Cpu).contiguous()).map_err(tch_err)
-        };
-        tch::no_grad(|| {
-            acts.iter()
-                .zip(&grads)
-                .map(|(a, g)| {
-                    // Activations are [N, C, H, W] or [N, F]: reduce over everything but N and C.
-                    let a = a.detach();
-                    let a3 = a.reshape([n as i64, a.size()[1], -1]);
-                    let g3 = g.reshape([n as i64, a.size()[1], -1]);
-                    let taylor =
-                        (&a3 * &g3).mean_dim(2, false, Kind::Float).abs().sum_dim_intlist(0, false, Kind::Float);
-                    let mean = a3.mean_dim(2, false, Kind::Float).sum_dim_intlist(0, false, Kind::Float);
-                    let zeros = a3.eq(0.0).to_kind(Kind::Float).mean_dim(2, false, Kind::Float).sum_dim_intlist(
-                        0,
-                        false,
-                        Kind::Float,
-                    );
-                    Ok(ChannelStats { taylor: host(taylor)?, mean: host(mean)?, zeros: host(zeros)?, count: n })
-                })
-                .collect()
-        })
-    }
-
+/// A network being trained: what the training loop, the data-driven criteria and checkpoints
+/// need of a backend. Everything in and out is host data.
+pub trait Train: Infer {
     /// Replaces the optimizer (and drops its momentum), as a fresh `torch.optim.SGD`.
-    pub fn set_optimizer(&mut self, cfg: SgdConfig) {
-        self.sgd = Some((cfg, BTreeMap::new()));
-    }
-
-    /// One training step on a batch: zero gradients, forward in training mode, cross-entropy,
-    /// backward, SGD update with learning rate `lr`.
-    pub fn train_step(&mut self, images: &[f32], labels: &[i64], lr: f64) -> Result<StepStats> {
-        let n = labels.len();
-        let x = self.batch_tensor(images, n)?;
-        let y = Tensor::from_slice(labels).to_device(self.tdev);
-        let (logits, _) = self.forward_t(&x, true, &[])?;
-        let loss = logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0).map_err(tch_err)?;
-        // Gradients as fresh tensors (torch.autograd.grad), nothing accumulated into `.grad`.
-        let params: Vec<&Tensor> = self.params.iter().map(|k| &self.tensors[k]).collect();
-        let grads = Tensor::f_run_backward(&[&loss], &params, false, false).map_err(tch_err)?;
-        let loss_v = loss.double_value(&[]);
-        let correct = logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]) as usize;
-        if !loss_v.is_finite() {
-            // No update: the caller sees the loss and decides (the weights stay as they were).
-            self.grads = grads;
-            return Ok(StepStats { loss: loss_v, correct, count: n });
-        }
-        let (cfg, bufs) = self.sgd.as_mut().ok_or_else(|| Error::Engine("no optimizer set".into()))?;
-        let cfg = *cfg;
-        tch::no_grad(|| {
-            for ((k, p), g) in self.params.iter().zip(&params).zip(&grads) {
-                let mut d = if cfg.weight_decay != 0.0 { g + *p * cfg.weight_decay } else { g.shallow_clone() };
-                if cfg.momentum != 0.0 {
-                    let b = match bufs.get_mut(k) {
-                        Some(b) => {
-                            let _ = b.g_mul_scalar_(cfg.momentum).g_add_(&d);
-                            b.shallow_clone()
-                        }
-                        None => {
-                            let b = d.detach().copy();
-                            bufs.insert(k.clone(), b.shallow_clone());
-                            b
-                        }
-                    };
-                    d = if cfg.nesterov { d + &b * cfg.momentum } else { b };
-                }
-                let _ = p.shallow_clone().g_add_(&(d * -lr));
-            }
-        });
-        self.grads = grads;
-        Ok(StepStats { loss: loss_v, correct, count: n })
-    }
-
-    /// The first parameter or buffer (by key) holding a NaN or an infinity, if any: one pass over
-    /// the weights on the device, read back as one small vector.
-    pub fn first_non_finite_parameter(&self) -> Result<Option<String>> {
-        let keys: Vec<&String> = self.tensors.keys().collect();
-        let sums: Vec<Tensor> = tch::no_grad(|| {
-            keys.iter().map(|k| self.tensors[*k].f_sum(Kind::Double)).collect::<Result<_, _>>().map_err(tch_err)
-        })?;
-        let finite = Tensor::f_stack(&sums, 0).and_then(|t| t.f_isfinite()).map_err(tch_err)?;
-        let finite = Vec::<bool>::try_from(&finite.to_device(tch::Device::Cpu)).map_err(tch_err)?;
-        Ok(finite.iter().position(|f| !f).map(|i| keys[i].clone()))
-    }
-
-    /// Writes a NaN into the first floating-point parameter, as a numerical fault would: used by
-    /// the tests of divergence handling.
-    pub fn corrupt_for_test(&mut self) -> Result<()> {
-        let key = self.params.first().ok_or_else(|| Error::Engine("the network has no parameters".into()))?;
-        tch::no_grad(|| {
-            let mut first = self.tensors[key].shallow_clone();
-            while first.dim() > 0 {
-                first = first.f_get(0)?;
-            }
-            first.f_fill_(f64::NAN).map(|_| ())
-        })
-        .map_err(tch_err)
-    }
-
-    /// The current weights and buffers, copied to the host.
-    pub fn weights(&self) -> Result<Weights> {
-        let mut w = Weights::default();
-        for (k, t) in &self.tensors {
-            w.insert(k.clone(), to_host(t)?);
-        }
-        Ok(w)
-    }
-
-    pub fn model(&self) -> Result<Model> {
-        Model::new(self.graph.clone(), self.weights()?)
-    }
-
+    fn set_optimizer(&mut self, cfg: SgdConfig);
+    /// One training step on a batch: forward in training mode, cross-entropy, backward, and an
+    /// SGD update with learning rate `lr` (none if the loss is not finite).
+    fn train_step(&mut self, images: &[f32], labels: &[i64], lr: f64) -> Result<StepStats>;
+    /// Per-channel statistics of the outputs of `nodes` on one batch, in inference mode, with
+    /// gradients of the cross-entropy loss; nothing is updated.
+    fn channel_statistics(&self, images: &[f32], labels: &[i64], nodes: &[usize]) -> Result<Vec<ChannelStats>>;
+    /// The first parameter or buffer (by key) holding a NaN or an infinity, if any.
+    fn first_non_finite_parameter(&self) -> Result<Option<String>>;
+    /// The current weights and buffers.
+    fn weights(&self) -> Result<Weights>;
+    /// The current model (graph and weights).
+    fn model(&self) -> Result<Model>;
     /// Gradients of the last training step, by parameter key.
-    pub fn gradients(&self) -> Result<Weights> {
-        let mut w = Weights::default();
-        for (k, g) in self.params.iter().zip(&self.grads) {
-            w.insert(k.clone(), to_host(g)?);
-        }
-        Ok(w)
-    }
-
+    fn gradients(&self) -> Result<Weights>;
     /// The optimizer's momentum buffers, by parameter key (empty before the first step).
-    pub fn optimizer_state(&self) -> Result<Weights> {
-        let mut w = Weights::default();
-        if let Some((_, bufs)) = &self.sgd {
-            for (k, b) in bufs {
-                w.insert(k.clone(), to_host(b)?);
-            }
-        }
-        Ok(w)
-    }
+    fn optimizer_state(&self) -> Result<Weights>;
+    /// Restores momentum buffers saved by [`Train::optimizer_state`].
+    fn load_optimizer_state(&mut self, state: &Weights) -> Result<()>;
+    /// Writes a NaN into the first floating-point parameter, as a numerical fault would: for the
+    /// tests of divergence handling.
+    fn corrupt_for_test(&mut self) -> Result<()>;
+}
 
-    /// Restores momentum buffers saved by [`Network::optimizer_state`].
-    pub fn load_optimizer_state(&mut self, state: &Weights) -> Result<()> {
-        let (_, bufs) = self.sgd.as_mut().ok_or_else(|| Error::Engine("no optimizer set".into()))?;
-        bufs.clear();
-        for (k, t) in &state.tensors {
-            let p = self.tensors.get(k).ok_or_else(|| Error::tensor(k, "momentum for an unknown parameter"))?;
-            let dims: Vec<usize> = p.size().iter().map(|&d| d as usize).collect();
-            if dims != t.shape || t.dtype() != DType::F32 {
-                return Err(Error::tensor(k, format!("momentum shape {:?}, parameter shape {dims:?}", t.shape)));
-            }
-            bufs.insert(k.clone(), to_tch(t, self.tdev));
-        }
-        Ok(())
-    }
+/// A network to train (or to score channels with gradients) on `device`: libtorch's.
+pub fn trainer(model: &Model, device: Device) -> Result<Box<dyn Train>> {
+    Ok(Box::new(Network::new(model, device)?))
+}
+
+/// A network to run inference with on `device`: libtorch's.
+pub fn infer(model: &Model, device: Device) -> Result<Box<dyn Infer>> {
+    Ok(Box::new(Network::new(model, device)?))
 }

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::{TimeStats, peak_rss_bytes};
-use crate::engine::{Device, Network, SgdConfig};
+use crate::engine::{self, Device, SgdConfig};
 use crate::error::Result;
 use crate::ir::Model;
 
@@ -51,7 +51,7 @@ fn finish(what: &str, model: &Model, batch: usize, device: Device, warmup: usize
 /// Times `steps` SGD steps (forward, cross-entropy, backward, update) after `warmup` untimed ones.
 pub fn train_step(model: &Model, batch: usize, steps: usize, warmup: usize, device: Device) -> Result<BenchResult> {
     let (x, y, _) = random_batch(model, batch, 0)?;
-    let mut net = Network::new(model, device)?;
+    let mut net = engine::trainer(model, device)?;
     net.set_optimizer(SgdConfig { momentum: 0.9, weight_decay: 1e-4, nesterov: false });
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps.max(1) {
@@ -68,7 +68,7 @@ pub fn train_step(model: &Model, batch: usize, steps: usize, warmup: usize, devi
 /// Times `steps` forward passes in inference mode.
 pub fn infer(model: &Model, batch: usize, steps: usize, warmup: usize, device: Device) -> Result<BenchResult> {
     let (x, _, _) = random_batch(model, batch, 0)?;
-    let net = Network::new(model, device)?;
+    let net = engine::infer(model, device)?;
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps.max(1) {
         let t = Instant::now();

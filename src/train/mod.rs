@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Augment, Dataset, Loader, Normalize};
-use crate::engine::{Device, Network, SgdConfig};
+use crate::engine::{self, Device, SgdConfig, Train};
 use crate::error::{Error, Result};
 use crate::formats::atomic::StagedDir;
 use crate::formats::native;
@@ -248,7 +248,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
     };
     let (mut net, mut state) = run.restore(ck)?;
     loop {
-        match run.epochs(&mut net, &mut state)? {
+        match run.epochs(&mut *net, &mut state)? {
             None => break,
             Some(why) => {
                 let back =
@@ -271,7 +271,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
             }
         }
     }
-    let final_test = evaluate(&net, &data.test, &norm, EVAL_BATCH_SIZE)?;
+    let final_test = evaluate(&*net, &data.test, &norm, EVAL_BATCH_SIZE)?;
     final_test.check_finite("the final model on the test split")?;
     let summary = Summary {
         epochs: state.epochs_done,
@@ -323,12 +323,12 @@ fn step_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
 
 impl Run<'_> {
     /// A network and state from a checkpoint; the log and the best model are made to agree with it.
-    fn restore(&self, ck: Checkpoint) -> Result<(Network, RunState)> {
+    fn restore(&self, ck: Checkpoint) -> Result<(Box<dyn Train>, RunState)> {
         if ck.state.seed != self.cfg.seed {
             let why = format!("seed {} differs from the checkpoint's {}", self.cfg.seed, ck.state.seed);
             return Err(Error::file(ck.dir.join("state.json"), why));
         }
-        let mut net = Network::new(&ck.model, self.device)?;
+        let mut net = engine::trainer(&ck.model, self.device)?;
         let cfg = self.cfg;
         net.set_optimizer(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov });
         net.load_optimizer_state(&ck.optimizer)?;
@@ -348,7 +348,7 @@ impl Run<'_> {
     }
 
     /// Trains until the last epoch (None) or until a loss or weight stops being finite (Some(why)).
-    fn epochs(&mut self, net: &mut Network, st: &mut RunState) -> Result<Option<String>> {
+    fn epochs(&mut self, net: &mut dyn Train, st: &mut RunState) -> Result<Option<String>> {
         let (cfg, data, norm) = (self.cfg, self.data, &self.norm);
         let mut last_checkpoint = Instant::now();
         while st.epochs_done < cfg.epochs {
@@ -490,7 +490,7 @@ impl Run<'_> {
         Ok(None)
     }
 
-    fn checkpoint(&self, net: &Network, st: &RunState) -> Result<Model> {
+    fn checkpoint(&self, net: &dyn Train, st: &RunState) -> Result<Model> {
         let model = net.model()?;
         checkpoint::save(
             self.out,

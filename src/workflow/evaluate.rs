@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::engine::{Device, Network};
+use crate::engine::{self, Device};
 use crate::error::Result;
 use crate::ir::Model;
 use crate::train::{self, EVAL_BATCH_SIZE, EvalStats, RunData, Start, Summary, TrainConfig, evaluate};
@@ -19,10 +19,10 @@ pub struct SplitStats {
 /// `what` and the split.
 pub fn evaluate_splits(model: &mut Model, data: &RunData, device: Device, what: &str) -> Result<SplitStats> {
     let norm = train::model_normalize(model, &data.stats)?;
-    let net = Network::new(model, device)?;
-    let test = evaluate(&net, &data.test, &norm, EVAL_BATCH_SIZE)?;
+    let net = engine::infer(model, device)?;
+    let test = evaluate(&*net, &data.test, &norm, EVAL_BATCH_SIZE)?;
     test.check_finite(&format!("{what}: test split"))?;
-    let val = data.val.as_ref().map(|v| evaluate(&net, v, &norm, EVAL_BATCH_SIZE)).transpose()?;
+    let val = data.val.as_ref().map(|v| evaluate(&*net, v, &norm, EVAL_BATCH_SIZE)).transpose()?;
     if let Some(v) = &val {
         v.check_finite(&format!("{what}: validation split"))?;
     }

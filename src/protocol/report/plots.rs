@@ -72,13 +72,38 @@ pub(super) enum Reference {
     Point(f64, f64),
 }
 
-/// A subset's points for the plots: (x, accuracy %) pairs per pipeline, and the unpruned model.
+/// A subset's points for the plots: (x, accuracy %) pairs per pruned pipeline (in the order of
+/// [`Pipe`]), and the unpruned model.
 pub(super) struct Series {
     pub(super) subset: String,
     pub(super) color: RGBColor,
-    pub(super) aware: Vec<(f64, f64)>,
-    pub(super) agnostic: Vec<(f64, f64)>,
+    pub(super) curves: Vec<(Pipe, Vec<(f64, f64)>)>,
     pub(super) unpruned: Option<Reference>,
+}
+
+impl Series {
+    fn xs(&self) -> impl Iterator<Item = f64> + '_ {
+        self.curves.iter().flat_map(|(_, c)| c.iter().map(|p| p.0))
+    }
+}
+
+/// How a pruned pipeline's curve is drawn: its line dashed or solid, its points' marker.
+#[derive(Clone, Copy)]
+enum Mark {
+    /// Solid line, filled circles.
+    Circle,
+    /// Dashed line, filled triangles.
+    Triangle,
+}
+
+/// The mark of each pruned pipeline: a new pipeline says here how it looks.
+fn mark(p: Pipe) -> Option<Mark> {
+    match p {
+        Pipe::Aware => Some(Mark::Circle),
+        Pipe::Agnostic => Some(Mark::Triangle),
+        // Drawn as a reference (a line or a cross), not as a curve.
+        Pipe::Unpruned => None,
+    }
 }
 
 pub(super) fn series(
@@ -96,8 +121,7 @@ pub(super) fn series(
             Series {
                 subset: s.subset.clone(),
                 color: PALETTE[i % PALETTE.len()],
-                aware: pts(s.at(Pipe::Aware)),
-                agnostic: pts(s.at(Pipe::Agnostic)),
+                curves: s.pruned.iter().map(|(&p, m)| (p, pts(m))).filter(|(_, c)| !c.is_empty()).collect(),
                 unpruned: reference(s),
             }
         })
@@ -143,8 +167,6 @@ pub(super) fn solid(c: RGBColor) -> ShapeStyle {
     c.stroke_width(2)
 }
 
-/// Draw the pruned pipelines' series: aware solid with filled circles, agnostic dashed with
-/// triangles; legend entries "<subset> aware" and "<subset> agnostic".
 /// A tick label: at most 6 decimals, trailing zeros dropped (10, 72.5, 0.005).
 pub(super) fn tick(v: &f64) -> String {
     let s = format!("{v:.6}");
@@ -161,8 +183,9 @@ pub(super) struct Frame<'a> {
     pub(super) legend: SeriesLabelPosition,
 }
 
-/// Draw a chart: per subset, aware solid with filled circles, agnostic dashed with triangles, the
-/// unpruned model dotted (a line) or a cross (a point); legend entries "<subset> <pipeline>".
+/// Draw a chart: per subset, each pruned pipeline's curve in its [`mark`] (aware solid with filled
+/// circles, agnostic dashed with triangles), the unpruned model dotted (a line) or a cross (a
+/// point); legend entries "<subset> <pipeline>".
 pub(super) fn draw_chart<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     frame: Frame<'_>,
@@ -192,27 +215,33 @@ where
         .draw()?;
     for s in ss {
         let color = s.color;
-        if !s.aware.is_empty() {
-            chart
-                .draw_series(LineSeries::new(s.aware.iter().copied(), solid(color)))?
-                .label(format!("{} aware", s.subset))
-                .legend(move |(x, y)| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (24, 0)], solid(color))
-                        + Circle::new((12, 0), 4, color.filled())
-                });
-            chart.draw_series(s.aware.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
-        }
-        if !s.agnostic.is_empty() {
-            chart
-                .draw_series(DashedLineSeries::new(s.agnostic.iter().copied(), 8, 5, solid(color)))?
-                .label(format!("{} agnostic", s.subset))
-                .legend(move |(x, y)| {
-                    EmptyElement::at((x, y))
-                        + DashedPathElement::new(vec![(0, 0), (24, 0)], 6, 3, solid(color))
-                        + TriangleMarker::new((12, 0), 5, color.filled())
-                });
-            chart.draw_series(s.agnostic.iter().map(|&p| TriangleMarker::new(p, 5, color.filled())))?;
+        for (pipe, curve) in &s.curves {
+            let label = format!("{} {pipe}", s.subset);
+            match mark(*pipe) {
+                Some(Mark::Circle) => {
+                    chart
+                        .draw_series(LineSeries::new(curve.iter().copied(), solid(color)))?
+                        .label(label)
+                        .legend(move |(x, y)| {
+                            EmptyElement::at((x, y))
+                                + PathElement::new(vec![(0, 0), (24, 0)], solid(color))
+                                + Circle::new((12, 0), 4, color.filled())
+                        });
+                    chart.draw_series(curve.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+                }
+                Some(Mark::Triangle) => {
+                    chart
+                        .draw_series(DashedLineSeries::new(curve.iter().copied(), 8, 5, solid(color)))?
+                        .label(label)
+                        .legend(move |(x, y)| {
+                            EmptyElement::at((x, y))
+                                + DashedPathElement::new(vec![(0, 0), (24, 0)], 6, 3, solid(color))
+                                + TriangleMarker::new((12, 0), 5, color.filled())
+                        });
+                    chart.draw_series(curve.iter().map(|&p| TriangleMarker::new(p, 5, color.filled())))?;
+                }
+                None => {}
+            }
         }
         match s.unpruned {
             Some(Reference::Line(acc)) => {
@@ -279,16 +308,15 @@ impl Plot for GopsPlot<'_> {
             |_, p| p.gops_after,
             |s| Some(Reference::Point(s.gops_unpruned()?, s.unpruned.as_ref().and_then(Point::acc)?)),
         );
-        for s in &mut ss {
-            s.aware.sort_by(|a, b| a.0.total_cmp(&b.0));
-            s.agnostic.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (_, curve) in ss.iter_mut().flat_map(|s| s.curves.iter_mut()) {
+            curve.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
         let xs = ss.iter().flat_map(|s| {
             let r = match s.unpruned {
                 Some(Reference::Point(g, _)) => Some(g),
                 _ => None,
             };
-            s.aware.iter().chain(&s.agnostic).map(|p| p.0).chain(r)
+            s.xs().chain(r)
         });
         let (_, x1) = padded(xs, 0.05, 0.0, f64::INFINITY, (0.0, 1.0));
         let frame = Frame {

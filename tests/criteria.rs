@@ -124,7 +124,14 @@ fn data_pass_averages_over_batches() {
     let net = Network::new(&m, Device::Cpu).unwrap();
     let batch = edgeprune::data::Loader::new(
         std::sync::Arc::new(ds.clone()),
-        edgeprune::data::LoaderConfig { batch_size: 24, shuffle: false, augment: None, norm: norm(), seed: 0, epoch: 0 },
+        edgeprune::data::LoaderConfig {
+            batch_size: 24,
+            shuffle: false,
+            augment: None,
+            norm: norm(),
+            seed: 0,
+            epoch: 0,
+        },
     )
     .next()
     .unwrap();

@@ -16,13 +16,13 @@ use std::fmt;
 /// Largest image side (height or width) accepted from any file: encoded images, cache files.
 pub(crate) const MAX_IMAGE_SIDE: u32 = 4096;
 
+pub use crate::ir::Normalize;
 pub use cifar::{
     CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR100_FINE_TO_COARSE, cifar10_from_bytes,
     cifar100_from_bytes,
 };
 pub use export::write_cifar10_binary;
 pub use folder::{archive_from_bytes, image_from_bytes};
-pub use crate::ir::Normalize;
 pub use loader::{Augment, Batch, Loader, LoaderConfig};
 pub use source::{Source, Split, cache_dir, locate};
 pub use subset::{PROTOCOL_TRAIN_FRACTION, random_classes, resolve_subset, train_val_split};

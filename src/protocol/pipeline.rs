@@ -393,7 +393,8 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         CellId::Unpruned { subset, .. } => {
             let data = cx.data(Some(subset))?;
             let mut model = cx.pretrained()?;
-            let workflow::SplitStats { test, val } = workflow::evaluate_splits(&mut model, &data, device, &id.to_string())?;
+            let workflow::SplitStats { test, val } =
+                workflow::evaluate_splits(&mut model, &data, device, &id.to_string())?;
             let c = analysis::cost(&model.graph)?;
             let costs = sizes(&c, &c);
             (Some(cx.row(subset, Pipeline::Unpruned, 0, 0, test.top1, val.map(|v| v.top1), &costs)), costs)
@@ -432,7 +433,8 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let trained = read_metrics(root, &tr)?;
             let data = cx.data(Some(subset))?;
             let mut model = formats::load_model(&CellDir::of(root, &tr).run().best())?;
-            let workflow::SplitStats { test, val } = workflow::evaluate_splits(&mut model, &data, device, &id.to_string())?;
+            let workflow::SplitStats { test, val } =
+                workflow::evaluate_splits(&mut model, &data, device, &id.to_string())?;
             let row = cx.row(subset, Pipeline::Agnostic, *level, *seed, test.top1, val.map(|v| v.top1), &trained.costs);
             (Some(row), trained.costs)
         }

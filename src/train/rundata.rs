@@ -72,9 +72,8 @@ impl RunData {
 pub fn model_normalize(model: &mut Model, data_stats: &Normalize) -> Result<Normalize> {
     match &model.graph.normalize {
         Some(n) => {
-            n.check(data_stats.mean.len()).map_err(|e| {
-                Error::Data(format!("the model's normalisation does not fit the data's images: {e}"))
-            })?;
+            n.check(data_stats.mean.len())
+                .map_err(|e| Error::Data(format!("the model's normalisation does not fit the data's images: {e}")))?;
             Ok(n.clone())
         }
         None => {

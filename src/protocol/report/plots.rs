@@ -219,14 +219,13 @@ where
             let label = format!("{} {pipe}", s.subset);
             match mark(*pipe) {
                 Some(Mark::Circle) => {
-                    chart
-                        .draw_series(LineSeries::new(curve.iter().copied(), solid(color)))?
-                        .label(label)
-                        .legend(move |(x, y)| {
+                    chart.draw_series(LineSeries::new(curve.iter().copied(), solid(color)))?.label(label).legend(
+                        move |(x, y)| {
                             EmptyElement::at((x, y))
                                 + PathElement::new(vec![(0, 0), (24, 0)], solid(color))
                                 + Circle::new((12, 0), 4, color.filled())
-                        });
+                        },
+                    );
                     chart.draw_series(curve.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
                 }
                 Some(Mark::Triangle) => {

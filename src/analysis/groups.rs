@@ -98,112 +98,158 @@ pub const MAX_CHANNELS: usize = 1 << 24;
 pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
     let shapes = graph.infer_shapes()?;
     let inputs = graph.input_indices()?;
-    let output = graph.output_index()?;
-    let width = |i: usize| shapes[i][0];
-    let mut base = Vec::with_capacity(shapes.len());
-    let mut total = 0usize;
-    for i in 0..shapes.len() {
-        base.push(total);
-        total += width(i);
-        if total > MAX_CHANNELS {
-            return Err(Error::node(
-                &graph.nodes[i].name,
-                format!(
-                    "the graph has more than {MAX_CHANNELS} channels over all nodes up to here, too many to analyse"
-                ),
-            ));
-        }
-    }
-    let el = |node: usize, ch: usize| base[node] + ch;
-    let mut uf = UnionFind { parent: (0..total).collect() };
-    // Reasons for elements that may not be removed, by element.
-    let mut frozen: HashMap<usize, String> = HashMap::new();
-    let mut joins: HashMap<usize, usize> = HashMap::new();
-
+    let mut els = Elements::of(graph, &shapes)?;
     for (i, node) in graph.nodes.iter().enumerate() {
-        let ins = &inputs[i];
-        match node.op.channel_map() {
-            ChannelMap::Input => {
-                for c in 0..width(i) {
-                    frozen.insert(el(i, c), format!("`{}` is the network input", node.name));
-                }
-            }
-            ChannelMap::Frozen(why) => {
-                let why = format!("`{}` {why}", node.name);
-                for &j in ins {
-                    for c in 0..width(j) {
-                        frozen.insert(el(j, c), why.clone());
-                    }
-                }
-                for c in 0..width(i) {
-                    frozen.insert(el(i, c), why.clone());
-                }
-            }
-            ChannelMap::Create => {} // fresh output channels
-            ChannelMap::PassThrough | ChannelMap::Depthwise => {
-                for c in 0..width(i) {
-                    uf.union(el(ins[0], c), el(i, c));
-                }
-            }
-            ChannelMap::Tie => {
-                for &j in ins {
-                    for c in 0..width(i) {
-                        uf.union(el(j, c), el(i, c));
-                    }
-                }
-                for c in 0..width(i) {
-                    *joins.entry(el(i, c)).or_default() += 1;
-                }
-            }
-            ChannelMap::Concat => {
-                let mut off = 0;
-                for &j in ins {
-                    for c in 0..width(j) {
-                        uf.union(el(j, c), el(i, off + c));
-                    }
-                    off += width(j);
-                }
-            }
-            ChannelMap::Flatten => {
-                let src = &shapes[ins[0]];
-                let per: usize = src[1..].iter().product();
-                for f in 0..width(i) {
-                    uf.union(el(ins[0], f / per), el(i, f));
-                }
-            }
-        }
+        els.couple(i, &node.name, node.op.channel_map(), &inputs[i], &shapes);
     }
-    for c in 0..width(output) {
-        frozen.insert(el(output, c), format!("`{}` is the network output", graph.output));
+    let output = graph.output_index()?;
+    for c in 0..els.width(output) {
+        els.frozen.insert(els.el(output, c), format!("`{}` is the network output", graph.output));
     }
 
     // Gather the coupled channels, in order of their first element.
     let mut classes: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-    for (n, &b) in base.iter().enumerate() {
-        for c in 0..width(n) {
-            let r = uf.find(b + c);
+    for n in 0..shapes.len() {
+        for c in 0..els.width(n) {
+            let r = els.uf.find(els.el(n, c));
             classes.entry(r).or_default().push((n, c));
         }
     }
-
     // Group coupled channels by signature: the nodes they touch and how many elements each.
     let mut by_sig: BTreeMap<Vec<(usize, usize)>, Vec<usize>> = BTreeMap::new();
-    let roots: Vec<usize> = classes.keys().copied().collect();
-    for &r in &roots {
+    for (&r, class) in &classes {
         let mut sig: BTreeMap<usize, usize> = BTreeMap::new();
-        for &(n, _) in &classes[&r] {
+        for &(n, _) in class {
             *sig.entry(n).or_default() += 1;
         }
         by_sig.entry(sig.into_iter().collect()).or_default().push(r);
     }
 
     let consumers = graph.consumers()?;
-    let mut out = Vec::with_capacity(by_sig.len());
-    for (sig, rs) in by_sig {
+    let mut out: Vec<Group> =
+        by_sig.into_iter().map(|(sig, rs)| els.group(graph, &consumers, &classes, &sig, rs)).collect();
+    let index = graph.index();
+    out.sort_by_key(|g| index[g.name.as_str()]);
+    // Names must be unique for plans; two groups starting at one node (a concat split) get a suffix.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for g in &mut out {
+        let k = seen.entry(g.name.clone()).or_default();
+        *k += 1;
+        if *k > 1 {
+            g.name = format!("{}#{}", g.name, *k);
+        }
+    }
+    Ok(out)
+}
+
+/// Every (node, channel) of a graph as one element, the union-find that couples them, and what
+/// each element carries: why it may not be removed, how many inputs an Add/Mul joins at it.
+struct Elements {
+    /// The first element of each node; node n's channel c is element `base[n] + c`.
+    base: Vec<usize>,
+    widths: Vec<usize>,
+    uf: UnionFind,
+    frozen: HashMap<usize, String>,
+    joins: HashMap<usize, usize>,
+}
+
+impl Elements {
+    fn of(graph: &Graph, shapes: &[Vec<usize>]) -> Result<Self> {
+        let mut base = Vec::with_capacity(shapes.len());
+        let mut total = 0usize;
+        for (i, s) in shapes.iter().enumerate() {
+            base.push(total);
+            total += s[0];
+            if total > MAX_CHANNELS {
+                return Err(Error::node(
+                    &graph.nodes[i].name,
+                    format!(
+                        "the graph has more than {MAX_CHANNELS} channels over all nodes up to here, too many to analyse"
+                    ),
+                ));
+            }
+        }
+        Ok(Elements {
+            base,
+            widths: shapes.iter().map(|s| s[0]).collect(),
+            uf: UnionFind { parent: (0..total).collect() },
+            frozen: HashMap::new(),
+            joins: HashMap::new(),
+        })
+    }
+
+    fn el(&self, node: usize, ch: usize) -> usize {
+        self.base[node] + ch
+    }
+
+    fn width(&self, node: usize) -> usize {
+        self.widths[node]
+    }
+
+    fn freeze(&mut self, node: usize, why: &str) {
+        for c in 0..self.width(node) {
+            self.frozen.insert(self.el(node, c), why.to_string());
+        }
+    }
+
+    /// Couples node `i`'s channels with its inputs' as its channel map says.
+    fn couple(&mut self, i: usize, name: &str, map: ChannelMap, ins: &[usize], shapes: &[Vec<usize>]) {
+        let w = self.width(i);
+        match map {
+            ChannelMap::Input => self.freeze(i, &format!("`{name}` is the network input")),
+            ChannelMap::Frozen(why) => {
+                let why = format!("`{name}` {why}");
+                for &j in ins {
+                    self.freeze(j, &why);
+                }
+                self.freeze(i, &why);
+            }
+            ChannelMap::Create => {} // fresh output channels
+            ChannelMap::PassThrough | ChannelMap::Depthwise => {
+                for c in 0..w {
+                    self.uf.union(self.el(ins[0], c), self.el(i, c));
+                }
+            }
+            ChannelMap::Tie => {
+                for &j in ins {
+                    for c in 0..w {
+                        self.uf.union(self.el(j, c), self.el(i, c));
+                    }
+                }
+                for c in 0..w {
+                    *self.joins.entry(self.el(i, c)).or_default() += 1;
+                }
+            }
+            ChannelMap::Concat => {
+                let mut off = 0;
+                for &j in ins {
+                    for c in 0..self.width(j) {
+                        self.uf.union(self.el(j, c), self.el(i, off + c));
+                    }
+                    off += self.width(j);
+                }
+            }
+            ChannelMap::Flatten => {
+                let per: usize = shapes[ins[0]][1..].iter().product();
+                for f in 0..w {
+                    self.uf.union(self.el(ins[0], f / per), self.el(i, f));
+                }
+            }
+        }
+    }
+
+    /// The group of the coupled channels `rs` (roots of `classes`) touching the nodes of `sig`.
+    fn group(
+        &self,
+        graph: &Graph,
+        consumers: &[Vec<usize>],
+        classes: &BTreeMap<usize, Vec<(usize, usize)>>,
+        sig: &[(usize, usize)],
+        mut rs: Vec<usize>,
+    ) -> Group {
         let nodes: Vec<usize> = sig.iter().map(|&(n, _)| n).collect();
         let first = nodes[0];
         // Order the group's channels by their index in the first node.
-        let mut rs = rs;
         rs.sort_by_key(|r| classes[r].iter().filter(|(n, _)| *n == first).map(|&(_, c)| c).min());
         let channels: Vec<Coupled> = rs.iter().map(|r| Coupled { elements: classes[r].clone() }).collect();
         let member = |n: usize| Member {
@@ -230,13 +276,15 @@ pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
                 }
             }
         }
-        let why = channels.iter().flat_map(|ch| ch.elements.iter()).find_map(|&(n, c)| frozen.get(&el(n, c)).cloned());
+        let elements = || channels.iter().flat_map(|ch| ch.elements.iter());
+        let why = elements().find_map(|&(n, c)| self.frozen.get(&self.el(n, c)).cloned());
         let creates = nodes
             .iter()
             .any(|&n| matches!(graph.nodes[n].op.channel_map(), ChannelMap::Create | ChannelMap::Depthwise));
         let why = why.or_else(|| (!creates).then(|| "no conv or linear layer creates these channels".to_string()));
-        let joins = channels[0].elements.iter().map(|&(n, c)| joins.get(&el(n, c)).copied().unwrap_or(0)).sum();
-        out.push(Group {
+        let joins =
+            channels[0].elements.iter().map(|&(n, c)| self.joins.get(&self.el(n, c)).copied().unwrap_or(0)).sum();
+        Group {
             name: graph.nodes[first].name.clone(),
             size: channels.len(),
             producers,
@@ -245,18 +293,6 @@ pub fn groups(graph: &Graph) -> Result<Vec<Group>> {
             frozen: why,
             joins,
             channels,
-        });
-    }
-    let index = graph.index();
-    out.sort_by_key(|g| index[g.name.as_str()]);
-    // Names must be unique for plans; two groups starting at one node (a concat split) get a suffix.
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for g in &mut out {
-        let k = seen.entry(g.name.clone()).or_default();
-        *k += 1;
-        if *k > 1 {
-            g.name = format!("{}#{}", g.name, *k);
         }
     }
-    Ok(out)
 }

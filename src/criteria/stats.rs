@@ -39,10 +39,13 @@ pub(super) struct NodeStats {
     pub zeros: Vec<f64>,
 }
 
+/// For each group, its chosen tensors that reach the network output: the node's name and, per
+/// channel of the group, the node's channel indices.
+type Chosen = Vec<Vec<(String, Vec<Vec<usize>>)>>;
+
 /// The statistics of every group's chosen tensors.
 pub(super) struct Activations {
-    /// For each group, the chosen tensors (as node names) that reach the network output.
-    chosen: Vec<Vec<(String, Vec<Vec<usize>>)>>,
+    chosen: Chosen,
     nodes: HashMap<String, NodeStats>,
 }
 
@@ -86,8 +89,46 @@ pub(super) fn collect(
     seed: u64,
 ) -> Result<Activations> {
     let graph = &model.graph;
+    check_pass(criterion, model, data)?;
     let shapes = graph.infer_shapes()?;
-    let index = graph.index();
+    let (chosen, nodes) = choose_nodes(model, groups, &shapes)?;
+    if nodes.is_empty() {
+        return Ok(Activations { chosen, nodes: HashMap::new() });
+    }
+    let net = engine::trainer(model, data.device)?;
+    let classes = net.num_outputs()?;
+    let limit = data.max_batches.map_or(usize::MAX, |b| b.saturating_mul(data.batch_size));
+    let ds = if limit < data.dataset.len() {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut idx = rand::seq::index::sample(&mut rng, data.dataset.len(), limit).into_vec();
+        idx.sort_unstable();
+        data.dataset.select(&idx)
+    } else {
+        data.dataset.clone()
+    };
+    if let Some(&l) = ds.labels.iter().find(|&&l| l as usize >= classes) {
+        return Err(Error::Data(format!("label {l} does not fit the model's {classes} outputs")));
+    }
+    let (sums, count) = accumulate(criterion, &*net, model, ds, data, &nodes, &shapes, seed)?;
+    let n = count.max(1) as f64;
+    let mut by_name = HashMap::with_capacity(nodes.len());
+    for (mut s, &i) in sums.into_iter().zip(&nodes) {
+        for v in s.taylor.iter_mut().chain(&mut s.mean).chain(&mut s.zeros) {
+            *v /= n;
+            if !v.is_finite() {
+                return Err(Error::node(
+                    &graph.nodes[i].name,
+                    format!("criterion {criterion}: the activation statistics are not finite; the model diverges"),
+                ));
+            }
+        }
+        by_name.insert(graph.nodes[i].name.clone(), s);
+    }
+    Ok(Activations { chosen, nodes: by_name })
+}
+
+/// Refuses a data pass that cannot run: no batches, no images, images the model does not take.
+fn check_pass(criterion: Criterion, model: &Model, data: &DataPass) -> Result<()> {
     if data.batch_size == 0 {
         return Err(Error::config("batch_size", "must be positive"));
     }
@@ -98,17 +139,24 @@ pub(super) fn collect(
     if ds.is_empty() {
         return Err(Error::Data(format!("criterion {criterion} needs images, the dataset is empty")));
     }
-    let input = graph.input_shape()?;
+    let input = model.graph.input_shape()?;
     if ds.shape.as_slice() != input || ds.shape[0] != 3 {
         return Err(Error::Data(format!(
             "the images are {:?} (C, H, W) but model `{}` takes {input:?}{}",
             ds.shape,
-            graph.name,
+            model.graph.name,
             if input.first() == Some(&3) { "" } else { " (the loader needs 3 channels)" }
         )));
     }
+    Ok(())
+}
 
-    // Nodes from which the output is reachable: only those have gradients.
+/// Chosen tensors of each group, per group (as node names and channel indices) and as the
+/// sorted node indices to collect: only nodes from which the output is reachable (only those have
+/// gradients).
+fn choose_nodes(model: &Model, groups: &[Group], shapes: &[Vec<usize>]) -> Result<(Chosen, Vec<usize>)> {
+    let graph = &model.graph;
+    let index = graph.index();
     let inputs = graph.input_indices()?;
     let mut live = vec![false; graph.nodes.len()];
     let mut stack = vec![graph.output_index()?];
@@ -141,25 +189,21 @@ pub(super) fn collect(
     }
     nodes.sort_unstable();
     nodes.dedup();
-    if nodes.is_empty() {
-        return Ok(Activations { chosen, nodes: HashMap::new() });
-    }
+    Ok((chosen, nodes))
+}
 
-    let net = engine::trainer(model, data.device)?;
-    let classes = net.num_outputs()?;
-    let limit = data.max_batches.map_or(usize::MAX, |b| b.saturating_mul(data.batch_size));
-    let ds = if limit < ds.len() {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut idx = rand::seq::index::sample(&mut rng, ds.len(), limit).into_vec();
-        idx.sort_unstable();
-        ds.select(&idx)
-    } else {
-        ds.clone()
-    };
-    if let Some(&l) = ds.labels.iter().find(|&&l| l as usize >= classes) {
-        return Err(Error::Data(format!("label {l} does not fit the model's {classes} outputs")));
-    }
-
+/// Sums over the images of `ds` of the statistics of `nodes`, and the number of images.
+#[allow(clippy::too_many_arguments)]
+fn accumulate(
+    criterion: Criterion,
+    net: &dyn engine::Train,
+    model: &Model,
+    ds: crate::data::Dataset,
+    data: &DataPass,
+    nodes: &[usize],
+    shapes: &[Vec<usize>],
+    seed: u64,
+) -> Result<(Vec<NodeStats>, usize)> {
     let mut sums: Vec<NodeStats> = nodes
         .iter()
         .map(|&i| {
@@ -181,14 +225,15 @@ pub(super) fn collect(
     );
     let pb = crate::train::progress(loader.len_batches() as u64, &format!("scoring ({criterion})"));
     for batch in loader {
-        let stats = net.channel_statistics(&batch.images, &batch.labels, &nodes)?;
+        let stats = net.channel_statistics(&batch.images, &batch.labels, nodes)?;
         if stats.len() != nodes.len() {
             return Err(Error::Engine(format!("asked for {} nodes' statistics, got {}", nodes.len(), stats.len())));
         }
-        for ((s, t), &i) in sums.iter_mut().zip(&stats).zip(&nodes) {
+        for ((s, t), &i) in sums.iter_mut().zip(&stats).zip(nodes) {
             let c = s.taylor.len();
             if t.taylor.len() != c || t.mean.len() != c || t.zeros.len() != c {
-                return Err(Error::node(&graph.nodes[i].name, format!("statistics of the wrong width (expected {c})")));
+                let why = format!("statistics of the wrong width (expected {c})");
+                return Err(Error::node(&model.graph.nodes[i].name, why));
             }
             // The engine differentiates the batch's mean loss, so each image's gradient is 1/n of
             // the gradient of its own loss: scale back, so that scores do not depend on the batch
@@ -204,20 +249,5 @@ pub(super) fn collect(
         pb.inc(1);
     }
     pb.finish_and_clear();
-
-    let n = count.max(1) as f64;
-    let mut by_name = HashMap::with_capacity(nodes.len());
-    for (mut s, &i) in sums.into_iter().zip(&nodes) {
-        for v in s.taylor.iter_mut().chain(&mut s.mean).chain(&mut s.zeros) {
-            *v /= n;
-            if !v.is_finite() {
-                return Err(Error::node(
-                    &graph.nodes[i].name,
-                    format!("criterion {criterion}: the activation statistics are not finite; the model diverges"),
-                ));
-            }
-        }
-        by_name.insert(graph.nodes[i].name.clone(), s);
-    }
-    Ok(Activations { chosen, nodes: by_name })
+    Ok((sums, count))
 }

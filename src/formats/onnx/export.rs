@@ -127,22 +127,8 @@ pub fn export(model: &Model, opts: ExportOptions) -> Result<ModelProto> {
     let shapes = model.validate()?;
     let g = &model.graph;
     let ins = g.input_indices()?;
-    let consumers = g.consumers()?;
     let out = g.output_index()?;
-    // fold[i] = Some(j): BatchNorm i is folded into convolution j, which is not written itself.
-    let mut fold = vec![None; g.nodes.len()];
-    let mut folded = vec![false; g.nodes.len()];
-    if opts.fold_bn {
-        for (i, n) in g.nodes.iter().enumerate() {
-            if let Op::BatchNorm2d { .. } = n.op {
-                let j = ins[i][0];
-                if matches!(g.nodes[j].op, Op::Conv2d { .. }) && consumers[j] == [i] && j != out {
-                    fold[i] = Some(j);
-                    folded[j] = true;
-                }
-            }
-        }
-    }
+    let folds = if opts.fold_bn { Folds::of(g, &ins)? } else { Folds::none(g.nodes.len()) };
     let mut w = Writer { nodes: Vec::new(), inits: Vec::new(), names: HashSet::new(), clip_bounds: None };
     for n in &g.nodes {
         w.names.insert(n.name.clone());
@@ -156,86 +142,8 @@ pub fn export(model: &Model, opts: ExportOptions) -> Result<ModelProto> {
         }
     }
 
-    for (i, n) in g.nodes.iter().enumerate() {
-        let x = || ins[i].iter().map(|&j| g.nodes[j].name.clone()).collect::<Vec<_>>();
-        let key = |s: &str| format!("{}.{s}", n.name);
-        match &n.op {
-            Op::Input { .. } => {}
-            Op::Conv2d { .. } if folded[i] => {}
-            &Op::Conv2d { kernel_size, stride, padding, dilation, groups, bias, out_channels, .. } => {
-                let mut inputs = x();
-                inputs.push(key("weight"));
-                let wt = model.weights.get(&key("weight"))?;
-                w.init(&key("weight"), &wt.shape, f32s(model, &key("weight"))?);
-                if bias {
-                    inputs.push(key("bias"));
-                    w.init(&key("bias"), &[out_channels], f32s(model, &key("bias"))?);
-                }
-                w.node("Conv", &n.name, inputs, &n.name, conv_attrs(kernel_size, stride, padding, dilation, groups));
-            }
-            &Op::BatchNorm2d { num_features, eps, momentum } => {
-                if let Some(j) = fold[i] {
-                    fold_conv(model, j, i, &mut w)?;
-                    continue;
-                }
-                let mut inputs = x();
-                for s in ["weight", "bias", "running_mean", "running_var"] {
-                    inputs.push(key(s));
-                    w.init(&key(s), &[num_features], f32s(model, &key(s))?);
-                }
-                let attrs = vec![attr_float("epsilon", eps as f32), attr_float("momentum", (1.0 - momentum) as f32)];
-                w.node("BatchNormalization", &n.name, inputs, &n.name, attrs);
-            }
-            Op::ReLU => w.node("Relu", &n.name, x(), &n.name, vec![]),
-            Op::ReLU6 => {
-                let (lo, hi) = match &w.clip_bounds {
-                    Some(b) => b.clone(),
-                    None => {
-                        let b = (w.scalar("relu6_min", 0.0), w.scalar("relu6_max", 6.0));
-                        w.clip_bounds = Some(b.clone());
-                        b
-                    }
-                };
-                let mut inputs = x();
-                inputs.extend([lo, hi]);
-                w.node("Clip", &n.name, inputs, &n.name, vec![]);
-            }
-            Op::Sigmoid => w.node("Sigmoid", &n.name, x(), &n.name, vec![]),
-            &Op::MaxPool2d { kernel_size, stride, padding, ceil_mode } => {
-                let attrs = pool_attrs(kernel_size, stride, padding, ceil_mode);
-                w.node("MaxPool", &n.name, x(), &n.name, attrs);
-            }
-            &Op::AvgPool2d { kernel_size, stride, padding, ceil_mode, count_include_pad } => {
-                let mut attrs = pool_attrs(kernel_size, stride, padding, ceil_mode);
-                attrs.push(attr_int("count_include_pad", count_include_pad as i64));
-                w.node("AveragePool", &n.name, x(), &n.name, attrs);
-            }
-            Op::GlobalAvgPool => w.node("GlobalAveragePool", &n.name, x(), &n.name, vec![]),
-            Op::Add => {
-                let op = if n.inputs.len() == 2 { "Add" } else { "Sum" };
-                w.node(op, &n.name, x(), &n.name, vec![]);
-            }
-            Op::Mul => w.node("Mul", &n.name, x(), &n.name, vec![]),
-            Op::Concat => w.node("Concat", &n.name, x(), &n.name, vec![attr_int("axis", 1)]),
-            Op::Flatten => w.node("Flatten", &n.name, x(), &n.name, vec![attr_int("axis", 1)]),
-            &Op::Linear { in_features, out_features, bias } => {
-                let mut inputs = x();
-                inputs.push(key("weight"));
-                w.init(&key("weight"), &[out_features, in_features], f32s(model, &key("weight"))?);
-                if bias {
-                    inputs.push(key("bias"));
-                    w.init(&key("bias"), &[out_features], f32s(model, &key("bias"))?);
-                }
-                w.node("Gemm", &n.name, inputs, &n.name, vec![attr_int("transB", 1)]);
-            }
-            &Op::Dropout { p } => {
-                let ratio = w.scalar(&format!("{}.ratio", n.name), p as f32);
-                let mut inputs = x();
-                inputs.push(ratio);
-                w.node("Dropout", &n.name, inputs, &n.name, vec![]);
-            }
-            Op::Identity => w.node("Identity", &n.name, x(), &n.name, vec![]),
-        }
+    for (i, node_ins) in ins.iter().enumerate() {
+        write_node(model, i, node_ins, &folds, &mut w)?;
     }
 
     let mut metadata_props = vec![StringStringEntryProto { key: Some(META_NAME.into()), value: Some(g.name.clone()) }];
@@ -260,6 +168,122 @@ pub fn export(model: &Model, opts: ExportOptions) -> Result<ModelProto> {
         metadata_props,
         ..Default::default()
     })
+}
+
+/// Which BatchNorms fold into the convolution before them: `into[i] = Some(j)` folds BN `i` into
+/// conv `j` (read by nothing else, not the output), which is then not written itself
+/// (`folded[j]`).
+struct Folds {
+    into: Vec<Option<usize>>,
+    folded: Vec<bool>,
+}
+
+impl Folds {
+    fn none(n: usize) -> Self {
+        Folds { into: vec![None; n], folded: vec![false; n] }
+    }
+
+    fn of(g: &crate::ir::Graph, ins: &[Vec<usize>]) -> Result<Self> {
+        let consumers = g.consumers()?;
+        let out = g.output_index()?;
+        let mut f = Folds::none(g.nodes.len());
+        for (i, n) in g.nodes.iter().enumerate() {
+            if let Op::BatchNorm2d { .. } = n.op {
+                let j = ins[i][0];
+                if matches!(g.nodes[j].op, Op::Conv2d { .. }) && consumers[j] == [i] && j != out {
+                    f.into[i] = Some(j);
+                    f.folded[j] = true;
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// The ONNX nodes (and initializers) of node `i`, whose inputs are the nodes `ins`.
+fn write_node(model: &Model, i: usize, ins: &[usize], folds: &Folds, w: &mut Writer) -> Result<()> {
+    let g = &model.graph;
+    let n = &g.nodes[i];
+    let x = || ins.iter().map(|&j| g.nodes[j].name.clone()).collect::<Vec<_>>();
+    let key = |s: &str| format!("{}.{s}", n.name);
+    match &n.op {
+        Op::Input { .. } => {}
+        Op::Conv2d { .. } if folds.folded[i] => {}
+        &Op::Conv2d { kernel_size, stride, padding, dilation, groups, bias, out_channels, .. } => {
+            let mut inputs = x();
+            inputs.push(key("weight"));
+            let wt = model.weights.get(&key("weight"))?;
+            w.init(&key("weight"), &wt.shape, f32s(model, &key("weight"))?);
+            if bias {
+                inputs.push(key("bias"));
+                w.init(&key("bias"), &[out_channels], f32s(model, &key("bias"))?);
+            }
+            w.node("Conv", &n.name, inputs, &n.name, conv_attrs(kernel_size, stride, padding, dilation, groups));
+        }
+        &Op::BatchNorm2d { num_features, eps, momentum } => {
+            if let Some(j) = folds.into[i] {
+                fold_conv(model, j, i, w)?;
+                return Ok(());
+            }
+            let mut inputs = x();
+            for s in ["weight", "bias", "running_mean", "running_var"] {
+                inputs.push(key(s));
+                w.init(&key(s), &[num_features], f32s(model, &key(s))?);
+            }
+            let attrs = vec![attr_float("epsilon", eps as f32), attr_float("momentum", (1.0 - momentum) as f32)];
+            w.node("BatchNormalization", &n.name, inputs, &n.name, attrs);
+        }
+        Op::ReLU => w.node("Relu", &n.name, x(), &n.name, vec![]),
+        Op::ReLU6 => {
+            let (lo, hi) = match &w.clip_bounds {
+                Some(b) => b.clone(),
+                None => {
+                    let b = (w.scalar("relu6_min", 0.0), w.scalar("relu6_max", 6.0));
+                    w.clip_bounds = Some(b.clone());
+                    b
+                }
+            };
+            let mut inputs = x();
+            inputs.extend([lo, hi]);
+            w.node("Clip", &n.name, inputs, &n.name, vec![]);
+        }
+        Op::Sigmoid => w.node("Sigmoid", &n.name, x(), &n.name, vec![]),
+        &Op::MaxPool2d { kernel_size, stride, padding, ceil_mode } => {
+            let attrs = pool_attrs(kernel_size, stride, padding, ceil_mode);
+            w.node("MaxPool", &n.name, x(), &n.name, attrs);
+        }
+        &Op::AvgPool2d { kernel_size, stride, padding, ceil_mode, count_include_pad } => {
+            let mut attrs = pool_attrs(kernel_size, stride, padding, ceil_mode);
+            attrs.push(attr_int("count_include_pad", count_include_pad as i64));
+            w.node("AveragePool", &n.name, x(), &n.name, attrs);
+        }
+        Op::GlobalAvgPool => w.node("GlobalAveragePool", &n.name, x(), &n.name, vec![]),
+        Op::Add => {
+            let op = if n.inputs.len() == 2 { "Add" } else { "Sum" };
+            w.node(op, &n.name, x(), &n.name, vec![]);
+        }
+        Op::Mul => w.node("Mul", &n.name, x(), &n.name, vec![]),
+        Op::Concat => w.node("Concat", &n.name, x(), &n.name, vec![attr_int("axis", 1)]),
+        Op::Flatten => w.node("Flatten", &n.name, x(), &n.name, vec![attr_int("axis", 1)]),
+        &Op::Linear { in_features, out_features, bias } => {
+            let mut inputs = x();
+            inputs.push(key("weight"));
+            w.init(&key("weight"), &[out_features, in_features], f32s(model, &key("weight"))?);
+            if bias {
+                inputs.push(key("bias"));
+                w.init(&key("bias"), &[out_features], f32s(model, &key("bias"))?);
+            }
+            w.node("Gemm", &n.name, inputs, &n.name, vec![attr_int("transB", 1)]);
+        }
+        &Op::Dropout { p } => {
+            let ratio = w.scalar(&format!("{}.ratio", n.name), p as f32);
+            let mut inputs = x();
+            inputs.push(ratio);
+            w.node("Dropout", &n.name, inputs, &n.name, vec![]);
+        }
+        Op::Identity => w.node("Identity", &n.name, x(), &n.name, vec![]),
+    }
+    Ok(())
 }
 
 fn conv_attrs(

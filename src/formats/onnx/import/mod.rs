@@ -123,7 +123,45 @@ impl Importer {
     }
 
     fn run(&mut self, g: &GraphProto, meta: &HashMap<&str, &str>) -> Result<Model> {
-        // Constants: initializers (sparse ones are recognised only to say so).
+        let mut outside = self.constants(g)?;
+        let input = self.graph_input(g, &outside)?;
+        outside.insert(input.name(), "the graph input");
+        let shape = self.input_shape(input)?;
+        let order = self.structure(g, &outside)?;
+        let out = match g.output.as_slice() {
+            [one] => one.name(),
+            [] => return Err(self.ferr("the graph has no output")),
+            many => {
+                let names: Vec<&str> = many.iter().map(|o| o.name()).collect();
+                return Err(self.ferr(format!("the graph has {} outputs ({names:?}); edgeprune needs one", many.len())));
+            }
+        };
+        let live = live(g, out);
+        self.count_uses(g, &order, &live, out);
+
+        let in_name = self.unique(clean(input.name()), false);
+        self.nodes.push(Node { name: in_name.clone(), op: Op::Input { shape }, inputs: vec![] });
+        self.origin.insert(in_name.clone(), format!("graph input `{}`", input.name()));
+        self.values.insert(input.name().to_string(), Val::Act(in_name));
+        for &i in &order {
+            if live[i] {
+                self.convert(&g.node[i])?;
+            }
+        }
+        let output = match self.values.get(out) {
+            Some(Val::Act(n)) => n.clone(),
+            Some(Val::Bad(why)) => return Err(self.ferr(format!("graph output `{out}`: {why}"))),
+            _ => return Err(self.ferr(format!("graph output `{out}` is a constant, not computed from the input"))),
+        };
+        if output == self.nodes[0].name {
+            return Err(self.ferr(format!("graph output `{out}` is the input itself")));
+        }
+        self.finish(g, meta, output)
+    }
+
+    /// The initializers as constant values (sparse ones are recognised only to say so), and what
+    /// defines each name from outside the nodes.
+    fn constants<'g>(&mut self, g: &'g GraphProto) -> Result<HashMap<&'g str, &'static str>> {
         let mut outside: HashMap<&str, &'static str> = HashMap::new();
         for t in &g.initializer {
             let name = t.name();
@@ -146,7 +184,11 @@ impl Importer {
                 self.values.insert(name.into(), Val::Bad(format!("`{name}` is a sparse initializer (not supported)")));
             }
         }
-        // The one real graph input (older exporters list the initializers among the inputs too).
+        Ok(outside)
+    }
+
+    /// The one real graph input (older exporters list the initializers among the inputs too).
+    fn graph_input<'g>(&self, g: &'g GraphProto, outside: &HashMap<&str, &str>) -> Result<&'g ValueInfoProto> {
         let inputs: Vec<&ValueInfoProto> = g.input.iter().filter(|i| !outside.contains_key(i.name())).collect();
         let input = match inputs.as_slice() {
             [one] => *one,
@@ -162,20 +204,13 @@ impl Importer {
         if input.name().is_empty() {
             return Err(self.ferr("the graph input has no name"));
         }
-        outside.insert(input.name(), "the graph input");
-        let shape = self.input_shape(input)?;
+        Ok(input)
+    }
 
-        let order = self.structure(g, &outside)?;
-        let out = match g.output.as_slice() {
-            [one] => one.name(),
-            [] => return Err(self.ferr("the graph has no output")),
-            many => {
-                let names: Vec<&str> = many.iter().map(|o| o.name()).collect();
-                return Err(self.ferr(format!("the graph has {} outputs ({names:?}); edgeprune needs one", many.len())));
-            }
-        };
-        let live = live(g, out);
-        for &i in &order {
+    /// Readers of each value and the torch module scopes of the live nodes (for naming), with the
+    /// names that parameter-owning nodes will take kept free.
+    fn count_uses(&mut self, g: &GraphProto, order: &[usize], live: &[bool], out: &str) {
+        for &i in order {
             if live[i] {
                 let n = &g.node[i];
                 for inp in n.input.iter().filter(|s| !s.is_empty()) {
@@ -193,26 +228,11 @@ impl Importer {
             }
         }
         *self.uses.entry(out.to_string()).or_default() += 1;
+    }
 
-        let in_name = self.unique(clean(input.name()), false);
-        self.nodes.push(Node { name: in_name.clone(), op: Op::Input { shape }, inputs: vec![] });
-        self.origin.insert(in_name.clone(), format!("graph input `{}`", input.name()));
-        self.values.insert(input.name().to_string(), Val::Act(in_name));
-
-        for &i in &order {
-            if live[i] {
-                self.convert(&g.node[i])?;
-            }
-        }
-        let output = match self.values.get(out) {
-            Some(Val::Act(n)) => n.clone(),
-            Some(Val::Bad(why)) => return Err(self.ferr(format!("graph output `{out}`: {why}"))),
-            _ => return Err(self.ferr(format!("graph output `{out}` is a constant, not computed from the input"))),
-        };
-        if output == self.nodes[0].name {
-            return Err(self.ferr(format!("graph output `{out}` is the input itself")));
-        }
-
+    /// The model of the converted nodes: named, with its normalisation from the metadata,
+    /// validated, and its Reshape-as-flatten feature counts checked.
+    fn finish(&mut self, g: &GraphProto, meta: &HashMap<&str, &str>, output: String) -> Result<Model> {
         let name = match meta.get(META_NAME) {
             Some(n) if !n.is_empty() => n.to_string(),
             _ if !GENERIC_GRAPH_NAMES.contains(&g.name()) => g.name().to_string(),
@@ -344,23 +364,7 @@ impl Importer {
             }
         }
         if order.len() < g.node.len() {
-            // Walk back from a node that never became ready until a node repeats: that is a cycle.
-            let mut at = (0..g.node.len()).find(|&i| indeg[i] > 0).unwrap_or(0);
-            let mut path = vec![at];
-            while let Some(&next) = deps[at].iter().find(|&&j| indeg[j] > 0) {
-                if let Some(p) = path.iter().position(|&x| x == next) {
-                    // In data-flow order, starting from the cycle's first node in the file.
-                    let mut cyc: Vec<usize> = path[p..].iter().rev().copied().collect();
-                    let first = cyc.iter().enumerate().min_by_key(|(_, k)| **k).map_or(0, |(i, _)| i);
-                    cyc.rotate_left(first);
-                    let mut cyc: Vec<String> = cyc.iter().map(|&k| format!("`{}`", describe(&g.node[k]))).collect();
-                    cyc.push(cyc[0].clone());
-                    return Err(Error::file(&self.path, format!("the graph has a cycle: {}", cyc.join(" -> "))));
-                }
-                path.push(next);
-                at = next;
-            }
-            return Err(nerr(&g.node[at], "is part of a cycle".into()));
+            return Err(self.cycle(g, &deps, &indeg));
         }
         if let Some(o) = g.output.first().map(|o| o.name())
             && !outside.contains_key(o)
@@ -369,6 +373,31 @@ impl Importer {
             return Err(self.ferr(format!("graph output `{o}` is produced by no node")));
         }
         Ok(order)
+    }
+
+    /// The error for a graph with a cycle, naming one: walks back from a node that never became
+    /// ready (`indeg > 0`) until a node repeats.
+    fn cycle(&self, g: &GraphProto, deps: &[Vec<usize>], indeg: &[usize]) -> Error {
+        let mut at = (0..g.node.len()).find(|&i| indeg[i] > 0).unwrap_or(0);
+        let mut path = vec![at];
+        while let Some(&next) = deps[at].iter().find(|&&j| indeg[j] > 0) {
+            if let Some(p) = path.iter().position(|&x| x == next) {
+                // In data-flow order, starting from the cycle's first node in the file.
+                let mut cyc: Vec<usize> = path[p..].iter().rev().copied().collect();
+                let first = cyc.iter().enumerate().min_by_key(|(_, k)| **k).map_or(0, |(i, _)| i);
+                cyc.rotate_left(first);
+                let mut cyc: Vec<String> = cyc.iter().map(|&k| format!("`{}`", describe(&g.node[k]))).collect();
+                cyc.push(cyc[0].clone());
+                return Error::file(&self.path, format!("the graph has a cycle: {}", cyc.join(" -> ")));
+            }
+            path.push(next);
+            at = next;
+        }
+        let n = &g.node[at];
+        Error::file(
+            &self.path,
+            format!("node `{}` ({}, opset {}): is part of a cycle", describe(n), op_label(n), self.opset),
+        )
     }
 }
 

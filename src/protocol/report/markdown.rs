@@ -57,6 +57,22 @@ pub(super) fn markdown(summary: &ReportSummary, nets: &[NetworkData], plots: &[(
             summary.skipped_cells
         );
     }
+    summary_section(&mut md, summary);
+    for (n, (level_stem, gops_stem)) in nets.iter().zip(plots) {
+        let _ = writeln!(md, "## {}\n", n.network);
+        let _ = writeln!(md, "![accuracy vs pruning level]({level_stem}.svg)\n");
+        let _ = writeln!(md, "![accuracy vs GOps]({gops_stem}.svg)\n");
+        let _ = writeln!(md, "PNG: [{level_stem}.png]({level_stem}.png), [{gops_stem}.png]({gops_stem}.png)\n");
+        for s in &n.subsets {
+            subset_table(&mut md, &n.network, s);
+        }
+        costs_table(&mut md, n);
+    }
+    md
+}
+
+/// The summary: the definition of the deltas and their values.
+fn summary_section(md: &mut String, summary: &ReportSummary) {
     let _ = writeln!(md, "## Summary\n");
     let _ = writeln!(
         md,
@@ -92,44 +108,37 @@ pub(super) fn markdown(summary: &ReportSummary, nets: &[NetworkData], plots: &[(
         md,
         "Per-level deltas: [{DELTAS_CSV}]({DELTAS_CSV}); this summary as JSON: [{SUMMARY_JSON}]({SUMMARY_JSON}).\n"
     );
+}
 
-    for (n, (level_stem, gops_stem)) in nets.iter().zip(plots) {
-        let _ = writeln!(md, "## {}\n", n.network);
-        let _ = writeln!(md, "![accuracy vs pruning level]({level_stem}.svg)\n");
-        let _ = writeln!(md, "![accuracy vs GOps]({gops_stem}.svg)\n");
-        let _ = writeln!(md, "PNG: [{level_stem}.png]({level_stem}.png), [{gops_stem}.png]({gops_stem}.png)\n");
-        for s in &n.subsets {
-            let _ = writeln!(md, "### {} / {}\n", n.network, s.subset);
-            let unpruned = acc_cell(s.unpruned.as_ref());
-            let levels = s.levels();
-            if levels.is_empty() {
-                let _ = writeln!(md, "Unpruned: {unpruned}. No pruned cells yet.\n");
-                continue;
-            }
-            let _ = writeln!(
-                md,
-                "| level (%) | aware | agnostic | unpruned | delta (pp) | params removed % (aware / agnostic) | GOps after (aware / agnostic) |\n\
-                 |---|---|---|---|---|---|---|"
-            );
-            for level in levels {
-                let aw = s.at(Pipe::Aware).get(&level);
-                let ag = s.at(Pipe::Agnostic).get(&level);
-                let delta = aw.and_then(Point::acc).zip(ag.and_then(Point::acc)).map(|(a, g)| a - g);
-                let _ = writeln!(
-                    md,
-                    "| {level} | {} | {} | {unpruned} | {} | {} | {} |",
-                    acc_cell(aw),
-                    acc_cell(ag),
-                    signed(delta),
-                    pair_cell(aw.and_then(|p| p.params_removed_percent), ag.and_then(|p| p.params_removed_percent), 1),
-                    pair_cell(aw.and_then(|p| p.gops_after), ag.and_then(|p| p.gops_after), 4),
-                );
-            }
-            let _ = writeln!(md);
-        }
-        costs_table(&mut md, n);
+/// One subset's table: accuracy of each pipeline per level, the delta, sizes.
+fn subset_table(md: &mut String, network: &str, s: &SubsetData) {
+    let _ = writeln!(md, "### {} / {}\n", network, s.subset);
+    let unpruned = acc_cell(s.unpruned.as_ref());
+    let levels = s.levels();
+    if levels.is_empty() {
+        let _ = writeln!(md, "Unpruned: {unpruned}. No pruned cells yet.\n");
+        return;
     }
-    md
+    let _ = writeln!(
+        md,
+        "| level (%) | aware | agnostic | unpruned | delta (pp) | params removed % (aware / agnostic) | GOps after (aware / agnostic) |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    for level in levels {
+        let aw = s.at(Pipe::Aware).get(&level);
+        let ag = s.at(Pipe::Agnostic).get(&level);
+        let delta = aw.and_then(Point::acc).zip(ag.and_then(Point::acc)).map(|(a, g)| a - g);
+        let _ = writeln!(
+            md,
+            "| {level} | {} | {} | {unpruned} | {} | {} | {} |",
+            acc_cell(aw),
+            acc_cell(ag),
+            signed(delta),
+            pair_cell(aw.and_then(|p| p.params_removed_percent), ag.and_then(|p| p.params_removed_percent), 1),
+            pair_cell(aw.and_then(|p| p.gops_after), ag.and_then(|p| p.gops_after), 4),
+        );
+    }
+    let _ = writeln!(md);
 }
 
 pub(super) fn costs_table(md: &mut String, n: &NetworkData) {

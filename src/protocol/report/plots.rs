@@ -216,31 +216,7 @@ where
     for s in ss {
         let color = s.color;
         for (pipe, curve) in &s.curves {
-            let label = format!("{} {pipe}", s.subset);
-            match mark(*pipe) {
-                Some(Mark::Circle) => {
-                    chart.draw_series(LineSeries::new(curve.iter().copied(), solid(color)))?.label(label).legend(
-                        move |(x, y)| {
-                            EmptyElement::at((x, y))
-                                + PathElement::new(vec![(0, 0), (24, 0)], solid(color))
-                                + Circle::new((12, 0), 4, color.filled())
-                        },
-                    );
-                    chart.draw_series(curve.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
-                }
-                Some(Mark::Triangle) => {
-                    chart
-                        .draw_series(DashedLineSeries::new(curve.iter().copied(), 8, 5, solid(color)))?
-                        .label(label)
-                        .legend(move |(x, y)| {
-                            EmptyElement::at((x, y))
-                                + DashedPathElement::new(vec![(0, 0), (24, 0)], 6, 3, solid(color))
-                                + TriangleMarker::new((12, 0), 5, color.filled())
-                        });
-                    chart.draw_series(curve.iter().map(|&p| TriangleMarker::new(p, 5, color.filled())))?;
-                }
-                None => {}
-            }
+            draw_curve(&mut chart, *pipe, curve, color, format!("{} {pipe}", s.subset))?;
         }
         match s.unpruned {
             Some(Reference::Line(acc)) => {
@@ -267,6 +243,47 @@ where
         .border_style(BLACK.mix(0.6))
         .label_font((FONT, 14))
         .draw()?;
+    Ok(())
+}
+
+/// One pruned pipeline's curve in its [`mark`], with its legend entry.
+fn draw_curve<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    pipe: Pipe,
+    curve: &[(f64, f64)],
+    color: RGBColor,
+    label: String,
+) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    match mark(pipe) {
+        Some(Mark::Circle) => {
+            chart.draw_series(LineSeries::new(curve.iter().copied(), solid(color)))?.label(label).legend(
+                move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (24, 0)], solid(color))
+                        + Circle::new((12, 0), 4, color.filled())
+                },
+            );
+            chart.draw_series(curve.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+        }
+        Some(Mark::Triangle) => {
+            chart.draw_series(DashedLineSeries::new(curve.iter().copied(), 8, 5, solid(color)))?.label(label).legend(
+                move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + DashedPathElement::new(vec![(0, 0), (24, 0)], 6, 3, solid(color))
+                        + TriangleMarker::new((12, 0), 5, color.filled())
+                },
+            );
+            chart.draw_series(curve.iter().map(|&p| TriangleMarker::new(p, 5, color.filled())))?;
+        }
+        None => {}
+    }
     Ok(())
 }
 

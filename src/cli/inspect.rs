@@ -97,5 +97,16 @@ pub(super) fn cmd_analyze(a: InspectArgs) -> Result<()> {
     }
     let prunable: usize = groups.iter().filter(|g| g.prunable()).map(|g| g.size).sum();
     println!("{} groups, {} prunable channels", groups.len(), prunable);
+    let open = groups.iter().filter(|g| g.prunable()).count();
+    let residual = groups.iter().filter(|g| g.prunable() && g.joins > 0).count();
+    let total: usize = groups.iter().map(|g| g.size).sum();
+    println!(
+        "prunability: {open} of {} groups prunable ({residual} of them residual), {} frozen; {prunable} of {total} channels",
+        groups.len(),
+        groups.len() - open
+    );
+    for g in groups.iter().filter(|g| !g.prunable()) {
+        println!("  frozen {:<24} {}", g.name, g.frozen.as_deref().unwrap_or("-"));
+    }
     Ok(())
 }

@@ -30,6 +30,11 @@ pub struct PruneArgs {
     /// A residual group keeps at least this share of its channels.
     #[arg(long, default_value_t = 0.25)]
     pub residual_min_share: f64,
+    /// Every group keeps at least this share of its channels: a guard for a global ranking of
+    /// scores that are not comparable across layers (raw l1/l2 norms would otherwise empty whole
+    /// layers). 0 gives the paper's limits only. Groups left at their minimum are named.
+    #[arg(long, default_value_t = 0.1)]
+    pub min_share: f64,
     /// Replay a plan written earlier (by --plan-out or in a pruned model folder).
     #[arg(long)]
     pub plan: Option<PathBuf>,
@@ -99,11 +104,16 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         workflow::apply_plan(&model, Plan::load(p)?)?
     } else {
         anyhow::ensure!((0.0..=1.0).contains(&a.residual_min_share), "--residual-min-share must be in [0, 1]");
+        anyhow::ensure!((0.0..=1.0).contains(&a.min_share), "--min-share must be in [0, 1]");
         let request = PruneRequest {
             criterion: a.criterion,
             scope: a.scope,
             target: target(&a)?,
-            limits: Limits { min_channels: a.min_channels.max(1), residual_min_share: a.residual_min_share },
+            limits: Limits {
+                min_channels: a.min_channels.max(1),
+                residual_min_share: a.residual_min_share,
+                min_share: a.min_share,
+            },
             batch_size: 128,
             max_batches: a.batches,
             seed: a.seed,
@@ -141,6 +151,18 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         after.gops,
         100.0 * (1.0 - after.gops / before.gops)
     );
+    if !pruned.at_minimum.is_empty() {
+        eprintln!(
+            "warning: {} groups are left at the least the limits allow (--min-channels {}, --min-share {}, \
+             --residual-min-share {}): {}. The ranking wanted to remove more there; if their scores are not \
+             comparable across layers, try --scope layer or a normalised criterion (paper)",
+            pruned.at_minimum.len(),
+            a.min_channels,
+            a.min_share,
+            a.residual_min_share,
+            pruned.at_minimum.join(", ")
+        );
+    }
     println!("wrote {} (plan in {})", a.out.display(), a.out.join("plan.json").display());
     Ok(())
 }

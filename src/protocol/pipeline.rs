@@ -270,6 +270,9 @@ impl Ctx<'_> {
             device: self.device,
         };
         let pruned = request.run(model, Some(data))?;
+        if !pruned.at_minimum.is_empty() {
+            eprintln!("note: the plan leaves groups at their minimum: {}", pruned.at_minimum.join(", "));
+        }
         let cell = CellDir(dir.to_path_buf());
         native::write_atomic(&cell.plan(), pruned.plan.to_json().as_bytes())?;
         native::save(&pruned.model, &cell.pruned())?;

@@ -67,18 +67,50 @@ impl std::str::FromStr for Scope {
     }
 }
 
-/// Limits on what a plan may remove (the paper's): every layer keeps `min_channels` filters; a
-/// residual group (one joined by Add/Mul) keeps at least `residual_min_share` of its channels.
+/// Limits on what a plan may remove. The paper's (the default): every layer keeps `min_channels`
+/// filters; a residual group (one joined by Add/Mul) keeps at least `residual_min_share` of its
+/// channels. `min_share` (0 in the paper) makes every group keep at least that share of its
+/// channels: the guard against a global ranking of scores that are not comparable across layers
+/// (raw L1 norms) emptying whole layers.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Limits {
     pub min_channels: usize,
     pub residual_min_share: f64,
+    pub min_share: f64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { min_channels: 2, residual_min_share: 0.25 }
+        Limits { min_channels: 2, residual_min_share: 0.25, min_share: 0.0 }
     }
+}
+
+impl Limits {
+    /// Refuses shares outside [0, 1] and a minimum of no channel.
+    pub fn check(&self) -> Result<()> {
+        for (key, v) in [("residual_min_share", self.residual_min_share), ("min_share", self.min_share)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::config(key, format!("{v} is not a share in [0, 1]")));
+            }
+        }
+        if self.min_channels == 0 {
+            return Err(Error::config("min_channels", "every layer must keep at least one channel"));
+        }
+        Ok(())
+    }
+}
+
+/// The groups `plan` leaves at the least the limits allow (and below their size): a sign that
+/// the ranking would have removed more there, which a user should look at. "name (kept of size)".
+pub fn at_minimum(groups: &[Group], plan: &Plan, limits: &Limits) -> Vec<String> {
+    plan.groups
+        .iter()
+        .filter_map(|gp| {
+            let g = groups.iter().find(|g| g.name == gp.name)?;
+            (gp.keep.len() < g.size && gp.keep.len() <= min_keep(g, limits))
+                .then(|| format!("{} ({} of {})", g.name, gp.keep.len(), g.size))
+        })
+        .collect()
 }
 
 /// Exact parameter and multiply-accumulate counts of a graph as channels are removed.
@@ -144,8 +176,9 @@ impl<'a> Counter<'a> {
 
 /// The fewest channels a group may keep.
 pub fn min_keep(g: &Group, limits: &Limits) -> usize {
-    let share = if g.joins > 0 { (g.size as f64 * limits.residual_min_share).ceil() as usize } else { 0 };
-    limits.min_channels.max(share).max(1).min(g.size)
+    let share = if g.joins > 0 { limits.residual_min_share.max(limits.min_share) } else { limits.min_share };
+    let by_share = (g.size as f64 * share - 1e-9).ceil().max(0.0) as usize;
+    limits.min_channels.max(by_share).max(1).min(g.size)
 }
 
 /// Makes a plan from per-group channel scores (higher = more important).
@@ -346,6 +379,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn min_share_guards_every_group_and_at_minimum_names_the_groups_it_binds() {
+        let model = Model::init(zoo::build("resnet20", 10).unwrap(), 0).unwrap();
+        let gs = groups(&model.graph).unwrap();
+        // Scores that rank one layer far below the rest, as raw norms of a small-scale layer do.
+        let mut scores = random_scores(&gs, 3);
+        let weak = gs.iter().position(|g| g.name == "layer3.2.conv1").unwrap();
+        scores[weak].iter_mut().for_each(|s| *s *= 1e-6);
+        let paper = Limits::default();
+        let guarded = Limits { min_share: 0.25, ..paper };
+        let target = Target::Params(40.0);
+        let unguarded = make_plan(&model.graph, &gs, &scores, &target, Scope::Global, &paper).unwrap();
+        let kept = |p: &Plan| p.groups.iter().find(|g| g.name == "layer3.2.conv1").map_or(64, |g| g.keep.len());
+        assert_eq!(kept(&unguarded), 2, "without the guard the weak layer goes to the 2-channel minimum");
+        assert!(at_minimum(&gs, &unguarded, &paper).contains(&"layer3.2.conv1 (2 of 64)".to_string()));
+        let plan = make_plan(&model.graph, &gs, &scores, &target, Scope::Global, &guarded).unwrap();
+        assert_eq!(kept(&plan), 16, "a quarter of 64");
+        for gp in &plan.groups {
+            let g = gs.iter().find(|g| g.name == gp.name).unwrap();
+            assert!(gp.keep.len() * 4 >= g.size, "{}: {} of {}", g.name, gp.keep.len(), g.size);
+        }
+        assert!(at_minimum(&gs, &plan, &guarded).contains(&"layer3.2.conv1 (16 of 64)".to_string()));
+        assert!(Limits { min_share: 1.5, ..paper }.check().unwrap_err().to_string().contains("min_share"));
+        assert!(Limits { min_channels: 0, ..paper }.check().is_err());
     }
 
     #[test]

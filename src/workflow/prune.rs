@@ -31,6 +31,9 @@ pub struct PruneRequest {
 pub struct Pruned {
     pub model: Model,
     pub plan: Plan,
+    /// Groups the plan leaves at the least the limits allow, "name (kept of size)" (see
+    /// [`planner::at_minimum`]): where the ranking wanted more, worth a warning.
+    pub at_minimum: Vec<String>,
     pub planning_seconds: f64,
     pub surgery_seconds: f64,
 }
@@ -46,13 +49,7 @@ impl PruneRequest {
     /// Refuses a request that could never succeed, before any costly work (loading data).
     pub fn check(&self) -> Result<()> {
         self.target.check_level()?;
-        if !(0.0..=1.0).contains(&self.limits.residual_min_share) {
-            return Err(Error::config("residual_min_share", "must be in [0, 1]"));
-        }
-        if self.limits.min_channels == 0 {
-            return Err(Error::config("min_channels", "every layer must keep at least one channel"));
-        }
-        Ok(())
+        self.limits.check()
     }
 
     /// The plan for `model`. `data` is the local data: required by a data-driven criterion, and
@@ -89,8 +86,10 @@ impl PruneRequest {
         let t = Instant::now();
         let plan = self.plan(model, data)?;
         let planning_seconds = t.elapsed().as_secs_f64();
+        let at_minimum = planner::at_minimum(&analysis::groups(&model.graph)?, &plan, &self.limits);
         let mut pruned = apply_plan(model, plan)?;
         pruned.planning_seconds = planning_seconds;
+        pruned.at_minimum = at_minimum;
         Ok(pruned)
     }
 }
@@ -99,5 +98,11 @@ impl PruneRequest {
 pub fn apply_plan(model: &Model, plan: Plan) -> Result<Pruned> {
     let t = Instant::now();
     let pruned = surgery::apply(model, &plan)?;
-    Ok(Pruned { model: pruned, plan, planning_seconds: 0.0, surgery_seconds: t.elapsed().as_secs_f64() })
+    Ok(Pruned {
+        model: pruned,
+        plan,
+        at_minimum: Vec::new(),
+        planning_seconds: 0.0,
+        surgery_seconds: t.elapsed().as_secs_f64(),
+    })
 }

@@ -131,6 +131,7 @@ fn data_pass_averages_over_batches() {
             norm: norm(),
             seed: 0,
             epoch: 0,
+            size: None,
         },
     )
     .next()

@@ -289,7 +289,15 @@ fn predictions(m: &Model, ds: &edgeprune::data::Dataset) -> Vec<u8> {
     let classes = net.num_outputs().unwrap();
     let loader = edgeprune::data::Loader::new(
         std::sync::Arc::new(ds.clone()),
-        edgeprune::data::LoaderConfig { batch_size: 500, shuffle: false, augment: None, norm, seed: 0, epoch: 0 },
+        edgeprune::data::LoaderConfig {
+            batch_size: 500,
+            shuffle: false,
+            augment: None,
+            norm,
+            seed: 0,
+            epoch: 0,
+            size: None,
+        },
     );
     let mut out = Vec::with_capacity(ds.len());
     for b in loader {
@@ -337,7 +345,7 @@ fn d_a_pytorch_trained_cnn_end_to_end() {
     m.graph.normalize = Some(edgeprune::ir::Normalize { mean: mean.clone(), std: std.clone() });
 
     // (1) edgeprune scores the imported network as PyTorch did, image by image.
-    let data = edgeprune::train::RunData::load(Some(&root.join("../shared/data")), &[], 0.8).unwrap();
+    let data = edgeprune::train::RunData::load(Some(&root.join("../shared/data")), &[], 0.8, &[3, 32, 32]).unwrap();
     let ours = digits(&predictions(&m, &data.test));
     let theirs = torch["predictions"].as_str().unwrap();
     let labels = digits(&data.test.labels.iter().map(|&l| l as u8).collect::<Vec<_>>());
@@ -349,8 +357,13 @@ fn d_a_pytorch_trained_cnn_end_to_end() {
 
     // (2) Prune half the parameters, fine-tune briefly on cats and dogs, export, and score the
     // export in onnxruntime on the same images.
-    let pets = edgeprune::train::RunData::load(Some(&root.join("../shared/data")), &["cat".into(), "dog".into()], 0.8)
-        .unwrap();
+    let pets = edgeprune::train::RunData::load(
+        Some(&root.join("../shared/data")),
+        &["cat".into(), "dog".into()],
+        0.8,
+        &[3, 32, 32],
+    )
+    .unwrap();
     let pruned = prune_half(&m);
     assert!(pruned.graph.num_parameters() * 10 < m.graph.num_parameters() * 6);
     let t = tempfile::tempdir().unwrap();

@@ -29,10 +29,12 @@ pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
     let device = a.engine.apply()?;
     let mut model = formats::load_model(&train::RunDir::model_path(&a.model))?;
-    let data = RunData::load(a.data.as_deref(), &a.subset, crate::data::PROTOCOL_TRAIN_FRACTION)?;
+    let data =
+        RunData::load(a.data.as_deref(), &a.subset, crate::data::PROTOCOL_TRAIN_FRACTION, model.graph.input_shape()?)?;
+    let train = data.train.clone().center_crop(model.graph.image_size()?);
     let ds = match a.split.as_str() {
         "test" => &data.test,
-        "train" => &data.train,
+        "train" => &train,
         "val" => data.val.as_ref().context("no validation split")?,
         other => anyhow::bail!("--split must be test, train or val, got `{other}`"),
     };

@@ -121,8 +121,11 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         };
         // Before a data-driven criterion loads its data.
         request.check()?;
-        let data =
-            if a.criterion.needs_data() { Some(RunData::load(a.data.as_deref(), &a.subset, 1.0)?) } else { None };
+        let data = if a.criterion.needs_data() {
+            Some(RunData::load(a.data.as_deref(), &a.subset, 1.0, model.graph.input_shape()?)?)
+        } else {
+            None
+        };
         request.run(&mut model, data.as_ref())?
     };
     let plan = &pruned.plan;

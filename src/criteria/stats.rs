@@ -221,6 +221,7 @@ fn accumulate(
             norm: data.norm.clone(),
             seed,
             epoch: 0,
+            size: Some(model.graph.image_size()?),
         },
     );
     let pb = crate::train::progress(loader.len_batches() as u64, &format!("scoring ({criterion})"));

@@ -16,18 +16,22 @@ use super::{Dataset, Normalize};
 /// Batches prepared ahead of the consumer.
 const PREFETCH: usize = 3;
 
-/// Training augmentation: pad by `crop_padding` zero pixels on each side and crop back to the
-/// image size at a random offset, then flip left-right with probability 1/2 if `hflip`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Training augmentation. When the stored images have the size the loader gives out, as
+/// torchvision's CIFAR recipe: pad by `crop_padding` zero pixels on each side and crop back to the
+/// image size at a random offset. When they are larger (images fitted for a network's input, see
+/// `data::fit`), as its ImageNet recipe: `RandomResizedCrop(size, scale=(min_scale, 1),
+/// ratio=(3/4, 4/3))`. Then a left-right flip with probability 1/2 if `hflip`.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Augment {
     pub crop_padding: usize,
     pub hflip: bool,
+    pub min_scale: f64,
 }
 
 impl Default for Augment {
-    /// The CIFAR standard: `RandomCrop(32, padding=4)` and `RandomHorizontalFlip()`.
+    /// `RandomCrop(32, padding=4)` (or `RandomResizedCrop(size)`) and `RandomHorizontalFlip()`.
     fn default() -> Self {
-        Augment { crop_padding: 4, hflip: true }
+        Augment { crop_padding: 4, hflip: true, min_scale: 0.08 }
     }
 }
 
@@ -49,8 +53,10 @@ impl Batch {
 }
 
 /// How a [`Loader`] draws an epoch: the batch size, whether it shuffles and augments, the input
-/// normalisation (one mean and std per image channel), and the (seed, epoch) every random draw
-/// is a function of.
+/// normalisation (one mean and std per image channel), the (seed, epoch) every random draw
+/// is a function of, and the height and width of the images it gives out (`size`; None: the
+/// stored size). Stored images larger than `size` are center-cropped to it without augmentation,
+/// and random-resized-cropped to it with.
 #[derive(Debug, Clone)]
 pub struct LoaderConfig {
     pub batch_size: usize,
@@ -59,6 +65,7 @@ pub struct LoaderConfig {
     pub norm: Normalize,
     pub seed: u64,
     pub epoch: u64,
+    pub size: Option<[usize; 2]>,
 }
 
 /// The batches of one epoch; the last one may be smaller. Dropping the loader early stops its
@@ -81,7 +88,7 @@ impl Loader {
     /// skipped without being prepared, their random draws replayed, so that the rest are exactly
     /// those of the whole epoch (resuming an epoch that a checkpoint cut).
     pub fn starting_at(ds: Arc<Dataset>, cfg: LoaderConfig, first: usize) -> Loader {
-        let LoaderConfig { batch_size, shuffle, augment, norm, seed, epoch } = cfg;
+        let LoaderConfig { batch_size, shuffle, augment, norm, seed, epoch, size } = cfg;
         assert!(batch_size > 0, "batch size must be positive");
         assert!(
             norm.mean.len() == ds.shape[0] && norm.std.len() == ds.shape[0],
@@ -89,6 +96,14 @@ impl Loader {
             norm.mean.len(),
             norm.std.len(),
             ds.shape[0]
+        );
+        let [_, h, w] = ds.shape;
+        let out = size.unwrap_or([h, w]);
+        assert!(
+            out[0] > 0 && out[1] > 0 && out[0] <= h && out[1] <= w,
+            "images of {h}x{w} cannot give {}x{} without upscaling (fit them to the network first)",
+            out[0],
+            out[1]
         );
         let batches = ds.len().div_ceil(batch_size);
         let first = first.min(batches);
@@ -102,10 +117,10 @@ impl Loader {
             let skipped = (first * batch_size).min(order.len());
             for _ in &order[..skipped] {
                 if let Some(a) = augment {
-                    draw_view(a, &mut rng);
+                    draw_view(a, [h, w], out, &mut rng);
                 }
             }
-            produce(&ds, &order[skipped..], batch_size, augment, &lookup(&norm), &mut rng, &tx);
+            produce(&ds, &order[skipped..], batch_size, augment, out, &lookup(&norm), &mut rng, &tx);
         });
         Loader { rx: Some(rx), worker: Some(worker), batches, remaining: batches - first }
     }
@@ -169,24 +184,30 @@ fn lookup(norm: &Normalize) -> Vec<[f32; 256]> {
 }
 
 /// Sends the batches of `order` until done or the receiver is gone.
+#[allow(clippy::too_many_arguments)]
 fn produce(
     ds: &Dataset,
     order: &[usize],
     batch_size: usize,
     augment: Option<Augment>,
+    out_hw: [usize; 2],
     lut: &[[f32; 256]],
     rng: &mut ChaCha8Rng,
     tx: &SyncSender<Batch>,
 ) {
-    let size = ds.image_size();
+    let [channels, h, w] = ds.shape;
+    let size = channels * out_hw[0] * out_hw[1];
     for chunk in order.chunks(batch_size) {
         let mut images = vec![0f32; chunk.len() * size];
         for (&i, out) in chunk.iter().zip(images.chunks_exact_mut(size)) {
             let view = match augment {
-                Some(a) => draw_view(a, rng),
-                None => View { pad: 0, dy: 0, dx: 0, flip: false },
+                Some(a) => draw_view(a, [h, w], out_hw, rng),
+                None => center(h, w, out_hw),
             };
-            transform(ds.image(i), ds.shape, view, lut, out);
+            match view {
+                View::Pad(p) => transform(ds.image(i), ds.shape, p, lut, out),
+                View::Crop(c) => crop_resize(ds.image(i), ds.shape, c, out_hw, lut, out),
+            }
         }
         let labels = chunk.iter().map(|&i| i64::from(ds.labels[i])).collect();
         if tx.send(Batch { images, labels }).is_err() {
@@ -195,28 +216,96 @@ fn produce(
     }
 }
 
-/// The random crop and flip of one image.
-fn draw_view(a: Augment, rng: &mut ChaCha8Rng) -> View {
-    View {
-        pad: a.crop_padding,
-        dy: rng.random_range(0..=2 * a.crop_padding),
-        dx: rng.random_range(0..=2 * a.crop_padding),
-        flip: a.hflip && rng.random_bool(0.5),
+/// The view of an image without augmentation: the whole image, or its center `out_hw`.
+fn center(h: usize, w: usize, out_hw: [usize; 2]) -> View {
+    if [h, w] == out_hw {
+        View::Pad(Padded { pad: 0, dy: 0, dx: 0, flip: false })
+    } else {
+        let [oh, ow] = out_hw;
+        // torchvision's CenterCrop: the offset rounds to the nearest pixel, ties to even (Python's round).
+        let (y, x) =
+            (((h - oh) as f64 / 2.0).round_ties_even() as usize, ((w - ow) as f64 / 2.0).round_ties_even() as usize);
+        View::Crop(Box2 { y: y as f64, x: x as f64, h: oh as f64, w: ow as f64, flip: false })
     }
+}
+
+/// The random view of one image (stored `hw`, given out as `out_hw`): a padded crop when they
+/// are the same size, a random resized crop when the stored image is larger.
+fn draw_view(a: Augment, hw: [usize; 2], out_hw: [usize; 2], rng: &mut ChaCha8Rng) -> View {
+    if hw == out_hw {
+        return View::Pad(Padded {
+            pad: a.crop_padding,
+            dy: rng.random_range(0..=2 * a.crop_padding),
+            dx: rng.random_range(0..=2 * a.crop_padding),
+            flip: a.hflip && rng.random_bool(0.5),
+        });
+    }
+    let mut b = resized_crop_box(hw, a.min_scale, rng);
+    b.flip = a.hflip && rng.random_bool(0.5);
+    View::Crop(b)
+}
+
+/// torchvision's `RandomResizedCrop.get_params`: up to ten tries at a box of a random share
+/// (`min_scale`..1) of the area and a log-uniform aspect ratio in [3/4, 4/3] that fits; else the
+/// largest centered box of a ratio within those bounds.
+fn resized_crop_box([h, w]: [usize; 2], min_scale: f64, rng: &mut ChaCha8Rng) -> Box2 {
+    let area = (h * w) as f64;
+    let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(min_scale.min(1.0)..=1.0);
+        let ratio = rng.random_range(lr0..=lr1).exp();
+        let cw = (target * ratio).sqrt().round() as usize;
+        let ch = (target / ratio).sqrt().round() as usize;
+        if cw > 0 && ch > 0 && cw <= w && ch <= h {
+            let y = rng.random_range(0..=h - ch);
+            let x = rng.random_range(0..=w - cw);
+            return Box2 { y: y as f64, x: x as f64, h: ch as f64, w: cw as f64, flip: false };
+        }
+    }
+    let in_ratio = w as f64 / h as f64;
+    let (cw, ch) = if in_ratio < 3.0 / 4.0 {
+        (w, ((w as f64) / (3.0 / 4.0)).round() as usize)
+    } else if in_ratio > 4.0 / 3.0 {
+        (((h as f64) * (4.0 / 3.0)).round() as usize, h)
+    } else {
+        (w, h)
+    };
+    let (ch, cw) = (ch.min(h), cw.min(w));
+    Box2 { y: ((h - ch) / 2) as f64, x: ((w - cw) / 2) as f64, h: ch as f64, w: cw as f64, flip: false }
+}
+
+/// How one image is given out.
+#[derive(Clone, Copy, Debug)]
+enum View {
+    /// At its stored size, padded and shifted.
+    Pad(Padded),
+    /// A box of it, resized to the output size.
+    Crop(Box2),
 }
 
 /// A crop of the image padded by `pad` zeros, at offset (`dy`, `dx`) in the padded image, flipped
 /// left-right after cropping if `flip`.
 #[derive(Clone, Copy, Debug)]
-struct View {
+struct Padded {
     pad: usize,
     dy: usize,
     dx: usize,
     flip: bool,
 }
 
+/// A box of the stored image (top-left `y`, `x`, size `h` x `w` in pixels), flipped left-right
+/// after resizing if `flip`.
+#[derive(Clone, Copy, Debug)]
+struct Box2 {
+    y: f64,
+    x: f64,
+    h: f64,
+    w: f64,
+    flip: bool,
+}
+
 /// Writes the normalised `view` of the C x H x W image `src` to `out`.
-fn transform(src: &[u8], [channels, h, w]: [usize; 3], view: View, lut: &[[f32; 256]], out: &mut [f32]) {
+fn transform(src: &[u8], [channels, h, w]: [usize; 3], view: Padded, lut: &[[f32; 256]], out: &mut [f32]) {
     let plane = h * w;
     for c in 0..channels {
         let (src, out, lut) = (&src[c * plane..(c + 1) * plane], &mut out[c * plane..(c + 1) * plane], &lut[c]);
@@ -230,6 +319,50 @@ fn transform(src: &[u8], [channels, h, w]: [usize; 3], view: View, lut: &[[f32; 
                     (Some(sy), Some(sx)) => lut[src[sy * w + sx] as usize],
                     _ => lut[0],
                 };
+            }
+        }
+    }
+}
+
+/// Source sample positions of an output axis of `n` pixels over a box of `len` pixels from
+/// `start`, bilinear with half-pixel centers (as `F.interpolate(..., align_corners=False)`):
+/// for each output pixel, the two source indices and the weight of the second.
+fn taps(start: f64, len: f64, n: usize, limit: usize) -> Vec<(usize, usize, f32)> {
+    let scale = len / n as f64;
+    (0..n)
+        .map(|o| {
+            let s = (start + (o as f64 + 0.5) * scale - 0.5).clamp(0.0, (limit - 1) as f64);
+            let i0 = s.floor() as usize;
+            let i1 = (i0 + 1).min(limit - 1);
+            (i0, i1, (s - i0 as f64) as f32)
+        })
+        .collect()
+}
+
+/// Writes the normalised box `b` of the C x H x W image `src`, resized bilinearly to `out_hw`,
+/// to `out`. A box of exactly the output size at whole-pixel offsets is a plain crop.
+fn crop_resize(
+    src: &[u8],
+    [channels, h, w]: [usize; 3],
+    b: Box2,
+    out_hw: [usize; 2],
+    lut: &[[f32; 256]],
+    out: &mut [f32],
+) {
+    let [oh, ow] = out_hw;
+    let ys = taps(b.y, b.h, oh, h);
+    let xs = taps(b.x, b.w, ow, w);
+    let plane = h * w;
+    for c in 0..channels {
+        let (src, lut) = (&src[c * plane..(c + 1) * plane], &lut[c]);
+        let out = &mut out[c * oh * ow..(c + 1) * oh * ow];
+        for (row, &(y0, y1, fy)) in out.chunks_exact_mut(ow).zip(&ys) {
+            for (x, value) in row.iter_mut().enumerate() {
+                let (x0, x1, fx) = xs[if b.flip { ow - 1 - x } else { x }];
+                let at = |y: usize, x: usize| lut[src[y * w + x] as usize];
+                let top = at(y0, x0) + (at(y0, x1) - at(y0, x0)) * fx;
+                let bottom = at(y1, x0) + (at(y1, x1) - at(y1, x0)) * fx;
+                *value = top + (bottom - top) * fy;
             }
         }
     }
@@ -273,13 +406,29 @@ mod tests {
         let aug = Some(Augment::default());
         let whole: Vec<Batch> = Loader::new(
             ds.clone(),
-            LoaderConfig { batch_size: 64, shuffle: true, augment: aug, norm: identity(), seed: 3, epoch: 2 },
+            LoaderConfig {
+                batch_size: 64,
+                shuffle: true,
+                augment: aug,
+                norm: identity(),
+                seed: 3,
+                epoch: 2,
+                size: None,
+            },
         )
         .collect();
         for first in [0, 1, 4, 5, 9] {
             let rest = Loader::starting_at(
                 ds.clone(),
-                LoaderConfig { batch_size: 64, shuffle: true, augment: aug, norm: identity(), seed: 3, epoch: 2 },
+                LoaderConfig {
+                    batch_size: 64,
+                    shuffle: true,
+                    augment: aug,
+                    norm: identity(),
+                    seed: 3,
+                    epoch: 2,
+                    size: None,
+                },
                 first,
             );
             assert_eq!(rest.len(), whole.len().saturating_sub(first));
@@ -293,7 +442,15 @@ mod tests {
         for shuffle in [false, true] {
             let loader = Loader::new(
                 ds.clone(),
-                LoaderConfig { batch_size: 64, shuffle, augment: None, norm: identity(), seed: 7, epoch: 0 },
+                LoaderConfig {
+                    batch_size: 64,
+                    shuffle,
+                    augment: None,
+                    norm: identity(),
+                    seed: 7,
+                    epoch: 0,
+                    size: None,
+                },
             );
             assert_eq!(loader.len_batches(), 5);
             let batches: Vec<Batch> = loader.collect();
@@ -323,6 +480,7 @@ mod tests {
                     norm: identity(),
                     seed,
                     epoch,
+                    size: None,
                 },
             )
             .collect()
@@ -342,6 +500,7 @@ mod tests {
                     norm: identity(),
                     seed: 1,
                     epoch,
+                    size: None,
                 },
             )
             .collect()
@@ -353,10 +512,18 @@ mod tests {
     #[test]
     fn flips_about_half_the_images() {
         let ds = numbered(400);
-        let flip = Augment { crop_padding: 0, hflip: true };
+        let flip = Augment { crop_padding: 0, hflip: true, min_scale: 0.08 };
         let batches: Vec<Batch> = Loader::new(
             ds.clone(),
-            LoaderConfig { batch_size: 400, shuffle: false, augment: Some(flip), norm: identity(), seed: 5, epoch: 0 },
+            LoaderConfig {
+                batch_size: 400,
+                shuffle: false,
+                augment: Some(flip),
+                norm: identity(),
+                seed: 5,
+                epoch: 0,
+                size: None,
+            },
         )
         .collect();
         let flipped = (0..400).filter(|&i| batches[0].images[i * 48 + 3] == ds.image(i)[0] as f32 / 255.0).count();
@@ -370,7 +537,7 @@ mod tests {
         let src: Vec<u8> = vec![255, 0, 51, 102, 0, 0];
         let mut out = vec![0f32; 6];
         // Shifted right by one: the left column is padding.
-        transform(&src, [3, 1, 2], View { pad: 1, dy: 1, dx: 0, flip: false }, &lut, &mut out);
+        transform(&src, [3, 1, 2], Padded { pad: 1, dy: 1, dx: 0, flip: false }, &lut, &mut out);
         let expect = [-1.0, 1.0, -1.0, -0.2, 0.0, 0.0];
         for (o, e) in out.iter().zip(expect) {
             assert!((o - e).abs() < 1e-6, "{out:?}");
@@ -384,7 +551,7 @@ mod tests {
         let lut = lookup(&identity());
         let view = |pad, dy, dx, flip| {
             let mut out = vec![0f32; 18];
-            transform(&src, [3, 2, 3], View { pad, dy, dx, flip }, &lut, &mut out);
+            transform(&src, [3, 2, 3], Padded { pad, dy, dx, flip }, &lut, &mut out);
             out.iter().map(|v| (v * 255.0).round() as u8).collect::<Vec<u8>>()
         };
         assert_eq!(view(0, 0, 0, false), src);
@@ -396,7 +563,7 @@ mod tests {
     }
 
     /// The crop and flip done the obvious way: build the padded image, cut, reverse rows.
-    fn reference(src: &[u8], [c, h, w]: [usize; 3], v: View) -> Vec<u8> {
+    fn reference(src: &[u8], [c, h, w]: [usize; 3], v: Padded) -> Vec<u8> {
         let (ph, pw) = (h + 2 * v.pad, w + 2 * v.pad);
         let mut padded = vec![0u8; c * ph * pw];
         for ch in 0..c {
@@ -424,7 +591,7 @@ mod tests {
         fn crop_and_flip_match_the_padded_reference(
             h in 1usize..6, w in 1usize..6, pad in 0usize..4, oy in 0f64..1.0, ox in 0f64..1.0, flip: bool, seed: u8,
         ) {
-            let v = View { pad, dy: (oy * (2 * pad + 1) as f64) as usize, dx: (ox * (2 * pad + 1) as f64) as usize, flip };
+            let v = Padded { pad, dy: (oy * (2 * pad + 1) as f64) as usize, dx: (ox * (2 * pad + 1) as f64) as usize, flip };
             let src: Vec<u8> = (0..3 * h * w).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed) | 1).collect();
             let mut out = vec![0f32; src.len()];
             transform(&src, [3, h, w], v, &lookup(&identity()), &mut out);
@@ -447,6 +614,7 @@ mod tests {
                     norm: identity(),
                     seed: 0,
                     epoch: 0,
+                    size: None,
                 },
             );
             assert_eq!(loader.next().map(|b| b.len()), Some(1));
@@ -455,5 +623,68 @@ mod tests {
             done_tx.send(()).unwrap();
         });
         done_rx.recv_timeout(std::time::Duration::from_secs(10)).expect("loader drop hung");
+    }
+
+    /// `n` images of 1 x 6 x 6 whose pixel (y, x) is 10 y + x + i.
+    fn ramp(n: usize) -> Arc<Dataset> {
+        let images = (0..n).flat_map(|i| (0..36).map(move |p| (10 * (p / 6) + p % 6 + i) as u8)).collect();
+        Arc::new(Dataset {
+            images,
+            labels: vec![0; n],
+            coarse_labels: None,
+            classes: vec!["a".into()],
+            coarse_classes: None,
+            shape: [1, 6, 6],
+        })
+    }
+
+    fn gray_identity() -> Normalize {
+        Normalize { mean: vec![0.0], std: vec![1.0] }
+    }
+
+    #[test]
+    fn larger_images_are_center_cropped_without_augmentation() {
+        let cfg = LoaderConfig {
+            batch_size: 2,
+            shuffle: false,
+            augment: None,
+            norm: gray_identity(),
+            seed: 0,
+            epoch: 0,
+            size: Some([4, 3]),
+        };
+        let b = Loader::new(ramp(2), cfg).next().unwrap();
+        let px: Vec<u8> = b.images[..12].iter().map(|v| (v * 255.0).round() as u8).collect();
+        // Offsets round((6 - 4) / 2) = 1 and round((6 - 3) / 2) = round(1.5) = 2 (ties to even).
+        assert_eq!(px, [12, 13, 14, 22, 23, 24, 32, 33, 34, 42, 43, 44]);
+    }
+
+    #[test]
+    fn random_resized_crops_are_replayable_and_stay_inside_the_image() {
+        let ds = ramp(40);
+        let cfg = |epoch| LoaderConfig {
+            batch_size: 8,
+            shuffle: true,
+            augment: Some(Augment::default()),
+            norm: gray_identity(),
+            seed: 9,
+            epoch,
+            size: Some([3, 3]),
+        };
+        let whole: Vec<Batch> = Loader::new(ds.clone(), cfg(1)).collect();
+        assert_eq!(whole.iter().map(|b| b.images.len()).sum::<usize>(), 40 * 9);
+        assert_eq!(Loader::starting_at(ds.clone(), cfg(1), 2).collect::<Vec<_>>(), whole[2..]);
+        assert_ne!(Loader::new(ds.clone(), cfg(2)).collect::<Vec<_>>(), whole, "another epoch, other crops");
+        // Bilinear samples of a ramp stay within its range (0 ..= 55 + 39).
+        for v in whole.iter().flat_map(|b| &b.images) {
+            let p = v * 255.0;
+            assert!((-1e-3..=94.001).contains(&p), "{p}");
+        }
+        // Boxes respect the scale and ratio bounds, and fit the image.
+        let mut rng = epoch_rng(1, 1);
+        for _ in 0..500 {
+            let b = resized_crop_box([6, 6], 0.08, &mut rng);
+            assert!(b.y + b.h <= 6.0 && b.x + b.w <= 6.0 && b.h >= 1.0 && b.w >= 1.0, "{b:?}");
+        }
     }
 }

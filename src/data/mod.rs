@@ -6,6 +6,7 @@
 mod cache;
 mod cifar;
 mod export;
+pub mod fit;
 mod folder;
 mod loader;
 mod source;

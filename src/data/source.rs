@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::fit::Target;
 use super::{Dataset, cifar, folder};
 use crate::error::{Error, Result};
 
@@ -119,12 +120,22 @@ impl Source {
         self.load_cached(split, cache_dir().as_deref())
     }
 
+    /// Reads a split fitted to a network's input (its channels, and its size unless every image
+    /// has it already: see `data::fit`).
+    pub fn load_fitted(&self, split: Split, target: Target) -> Result<Dataset> {
+        self.load_fitted_cached(split, target, cache_dir().as_deref())
+    }
+
     pub(super) fn load_cached(&self, split: Split, cache: Option<&Path>) -> Result<Dataset> {
+        self.load_fitted_cached(split, Target::NATIVE, cache)
+    }
+
+    fn load_fitted_cached(&self, split: Split, target: Target, cache: Option<&Path>) -> Result<Dataset> {
         match self {
-            Source::Cifar10Bin(dir) => cifar::load_cifar10(dir, split),
-            Source::Cifar100Bin(dir) => cifar::load_cifar100(dir, split),
-            Source::ImageFolder(dir) => folder::load_dir(dir, split, cache),
-            Source::ImageFolderTar(path) => folder::load_archive(path, split, cache),
+            Source::Cifar10Bin(dir) => Ok(cifar::load_cifar10(dir, split)?.fit(target)),
+            Source::Cifar100Bin(dir) => Ok(cifar::load_cifar100(dir, split)?.fit(target)),
+            Source::ImageFolder(dir) => folder::load_dir(dir, split, target, cache),
+            Source::ImageFolderTar(path) => folder::load_archive(path, split, target, cache),
         }
     }
 }

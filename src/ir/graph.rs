@@ -125,6 +125,14 @@ impl Graph {
         }
     }
 
+    /// Height and width of the input images (a `[C, H, W]` input), for the data loaders.
+    pub fn image_size(&self) -> Result<[usize; 2]> {
+        match self.input_shape()? {
+            &[_, h, w] => Ok([h, w]),
+            s => Err(Error::node(&self.nodes[0].name, format!("the input is {s:?}, not images [C, H, W]"))),
+        }
+    }
+
     /// Checks the structure (unique names, one input first, inputs defined before use, arity,
     /// attributes) and infers every node's output shape. Errors name the node at fault.
     pub fn infer_shapes(&self) -> Result<Vec<Shape>> {

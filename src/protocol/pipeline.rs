@@ -217,14 +217,14 @@ impl Ctx<'_> {
             Some(name) => {
                 let s = find(&self.recipe.subsets, name, "subset", |s| &s.name)?;
                 if s.random.is_some() {
-                    let all = RunData::load(self.recipe.data.as_deref(), &[], 1.0)?;
+                    let all = RunData::load(self.recipe.data.as_deref(), &[], 1.0, &self.input()?)?;
                     self.subset_classes(s, &all.class_names)
                 } else {
                     s.classes.clone()
                 }
             }
         };
-        RunData::load(self.recipe.data.as_deref(), &names, fraction)
+        RunData::load(self.recipe.data.as_deref(), &names, fraction, &self.input()?)
     }
 
     fn config(
@@ -250,6 +250,11 @@ impl Ctx<'_> {
             max_memory: self.recipe.max_memory.as_deref().map(crate::analysis::memory::parse_bytes).transpose()?,
             ..TrainConfig::default()
         })
+    }
+
+    /// The input shape of the network, which the data is fitted to.
+    fn input(&self) -> Result<Vec<usize>> {
+        train::input_of(&self.net.model.to_string_lossy())
     }
 
     fn pretrained(&self) -> Result<Model> {
@@ -307,6 +312,7 @@ impl Ctx<'_> {
                 norm,
                 seed: 0,
                 epoch: 0,
+                size: Some(before.graph.image_size()?),
             },
         )
         .take(10)

@@ -29,8 +29,11 @@ pub struct TrainConfig {
     pub nesterov: bool,
     /// Per class, this fraction of the training images trains; the rest validates.
     pub train_fraction: f64,
-    /// Random crop 32 with padding 4 and horizontal flip.
+    /// Training augmentation: a horizontal flip, and a random crop: padded by 4 when the images
+    /// have the network's input size (CIFAR), else a random resized crop to it (ImageNet style).
     pub augment: bool,
+    /// The smallest share of an image's area a random resized crop takes (torchvision's 0.08).
+    pub crop_min_scale: f64,
     /// The best checkpoint is chosen among epochs after this one (the protocol's n_f).
     pub best_from_epoch: usize,
     /// Stop each epoch after this many batches (quick runs and tests).
@@ -72,6 +75,7 @@ impl Default for TrainConfig {
             nesterov: false,
             train_fraction: crate::data::PROTOCOL_TRAIN_FRACTION,
             augment: true,
+            crop_min_scale: 0.08,
             best_from_epoch: 0,
             max_batches: None,
             seed: 0,
@@ -124,6 +128,9 @@ impl TrainConfig {
         }
         if self.threads == 0 {
             return bad("threads", "must be at least 1".into());
+        }
+        if !(self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0) {
+            return bad("crop_min_scale", format!("{} is not in (0, 1]", self.crop_min_scale));
         }
         if self.max_batches == Some(0) {
             return bad("max_batches", "must be at least 1".into());

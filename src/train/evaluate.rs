@@ -59,7 +59,15 @@ pub fn evaluate(net: &dyn Infer, ds: &Dataset, norm: &Normalize, batch_size: usi
     let classes = net.num_outputs()?;
     let loader = Loader::new(
         Arc::new(ds.clone()),
-        crate::data::LoaderConfig { batch_size, shuffle: false, augment: None, norm: norm.clone(), seed: 0, epoch: 0 },
+        crate::data::LoaderConfig {
+            batch_size,
+            shuffle: false,
+            augment: None,
+            norm: norm.clone(),
+            seed: 0,
+            epoch: 0,
+            size: None,
+        },
     );
     let (mut loss, mut top1, mut top5, mut non_finite) = (0.0f64, 0usize, 0usize, 0usize);
     for batch in loader {

@@ -14,7 +14,7 @@ pub(crate) use config::check_checkpoint_minutes;
 pub use config::{Overrides, TrainConfig};
 pub use evaluate::{EVAL_BATCH_SIZE, EvalStats, evaluate};
 pub use run_dir::RunDir;
-pub use rundata::{RunData, load_or_build, model_normalize};
+pub use rundata::{RunData, input_of, load_or_build, model_normalize};
 pub use schedule::Schedule;
 
 use checkpoint::{Checkpoint, RunState};
@@ -104,7 +104,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, mode: OutMode) -> Result<Summary> {
         }
         _ => {}
     }
-    let data = RunData::load(cfg.data.as_deref(), &cfg.subset, cfg.train_fraction)?;
+    // The data is fitted to the network's input: the checkpoint's when resuming, else the model's.
+    let input = match (resume, checkpoint::latest(out)?) {
+        (true, Some(ck)) => input_of(&ck.to_string_lossy())?,
+        _ => input_of(&cfg.model)?,
+    };
+    let data = RunData::load(cfg.data.as_deref(), &cfg.subset, cfg.train_fraction, &input)?;
     let start = if resume {
         None
     } else {
@@ -184,7 +189,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
     );
     // Recorded in the model when the run began; the data's statistics only for an older model.
     let norm = model_normalize(&mut ck.model, &data.stats)?;
-    let mut run = Run::new(cfg, data, out, ck.plan.clone(), norm.clone());
+    let mut run = Run::new(cfg, data, out, &ck.model, ck.plan.clone(), norm.clone())?;
     let (net, state) = run.run_to_end(ck)?;
     let final_test = evaluate(&*net, &data.test, &norm, EVAL_BATCH_SIZE)?;
     final_test.check_finite("the final model on the test split")?;

@@ -27,6 +27,8 @@ pub(super) struct Run<'a> {
     /// The input normalisation the model records (set from the data when the run began).
     norm: Normalize,
     poison: Option<(usize, usize)>,
+    /// The network's input height and width: what the training loader gives out.
+    input_hw: [usize; 2],
 }
 
 /// Whether a stretch of training went through, or diverged (and why).
@@ -77,10 +79,11 @@ impl<'a> Run<'a> {
         cfg: &'a TrainConfig,
         data: &'a RunData,
         out: &'a Path,
+        model: &Model,
         plan: Option<String>,
         norm: Normalize,
-    ) -> Self {
-        Run {
+    ) -> Result<Self> {
+        Ok(Run {
             cfg,
             data,
             out,
@@ -89,7 +92,8 @@ impl<'a> Run<'a> {
             plan,
             norm,
             poison: test_poison(),
-        }
+            input_hw: model.graph.image_size()?,
+        })
     }
 
     /// A network and state from a checkpoint; the log and the best model are made to agree with it.
@@ -172,7 +176,7 @@ impl<'a> Run<'a> {
         let cfg = self.cfg;
         let epoch = st.epochs_done;
         let lr = cfg.lr_schedule.lr_at(epoch) * st.lr_scale;
-        let aug = cfg.augment.then_some(Augment { crop_padding: 4, hflip: true });
+        let aug = cfg.augment.then_some(Augment { min_scale: cfg.crop_min_scale, ..Augment::default() });
         let loader = Loader::starting_at(
             self.train.clone(),
             LoaderConfig {
@@ -182,6 +186,7 @@ impl<'a> Run<'a> {
                 norm: self.norm.clone(),
                 seed: cfg.seed,
                 epoch: epoch as u64,
+                size: Some(self.input_hw),
             },
             st.batch,
         );

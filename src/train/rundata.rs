@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::data::fit::Target;
 use crate::data::{self, Dataset, Normalize, Split};
 use crate::error::{Error, Result};
 use crate::formats;
@@ -23,11 +24,17 @@ pub struct RunData {
 }
 
 impl RunData {
-    pub fn load(data: Option<&Path>, subset: &[String], train_fraction: f64) -> Result<Self> {
+    /// The data at `data` (see [`data::locate`]) for a network taking `input` = [C, H, W]:
+    /// images fitted to its channels and size (see [`data::fit`]). Training images are kept at
+    /// the stored size (for random resized crops); validation and test images are their center
+    /// C x H x W, what evaluation sees.
+    pub fn load(data: Option<&Path>, subset: &[String], train_fraction: f64, input: &[usize]) -> Result<Self> {
         let path = data::locate(data)?;
         let src = data::Source::detect(&path)?;
-        let train_all = src.load(Split::Train)?;
-        let test_all = src.load(Split::Test)?;
+        let target = Target::of_input(input)?;
+        let train_all = src.load_fitted(Split::Train, target)?;
+        let test_all = src.load_fitted(Split::Test, target)?;
+        let size = target.size.expect("a network's target has a size");
         let (mean, std) = train_all.channel_stats();
         for (c, (m, s)) in mean.iter().zip(&std).enumerate() {
             if !(*s > 0.0 && s.is_finite()) {
@@ -45,10 +52,10 @@ impl RunData {
             data::resolve_subset(&train_all, subset)?
         };
         let train = train_all.filter_classes(&classes);
-        let test = test_all.filter_classes(&classes);
+        let test = test_all.filter_classes(&classes).center_crop(size);
         let (train, val) = if train_fraction < 1.0 {
             let (t, v) = data::train_val_split(&train, train_fraction);
-            (t, Some(v))
+            (t, Some(v.center_crop(size)))
         } else {
             (train, None)
         };
@@ -81,6 +88,23 @@ pub fn model_normalize(model: &mut Model, data_stats: &Normalize) -> Result<Norm
             Ok(data_stats.clone())
         }
     }
+}
+
+/// The input shape [C, H, W] of the model `spec` names (a zoo name, a model or run folder, an
+/// .onnx file), reading only its graph where the folder has one.
+pub fn input_of(spec: &str) -> Result<Vec<usize>> {
+    if (crate::zoo::NETWORKS.contains(&spec) || crate::zoo::structures::STRUCTURES.contains(&spec))
+        && !Path::new(spec).exists()
+    {
+        return Ok(crate::zoo::build(spec, 10)?.input_shape()?.to_vec());
+    }
+    let path = super::RunDir::model_path(Path::new(spec));
+    let graph_file = path.join(formats::native::GRAPH_FILE);
+    if graph_file.is_file() {
+        let graph = formats::native::graph_from_json(&formats::read_text(&graph_file)?, &graph_file)?;
+        return Ok(graph.input_shape()?.to_vec());
+    }
+    Ok(formats::load_model(&path)?.graph.input_shape()?.to_vec())
 }
 
 /// Loads a model: a zoo name builds a freshly initialised network, anything else is a path.

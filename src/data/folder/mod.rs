@@ -14,6 +14,7 @@ use flate2::read::GzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::cache::{self, Fnv};
+use super::fit::{self, Target};
 use super::{Dataset, Split};
 use crate::error::{Error, Result};
 
@@ -69,7 +70,7 @@ pub(super) fn check_archive(path: &Path) -> Result<()> {
 }
 
 /// Reads a split of the ImageFolder at `root`, through the cache in `cache_dir`.
-pub(super) fn load_dir(root: &Path, split: Split, cache_dir: Option<&Path>) -> Result<Dataset> {
+pub(super) fn load_dir(root: &Path, split: Split, target: Target, cache_dir: Option<&Path>) -> Result<Dataset> {
     let Listing { classes, files } = list_split(root, split)?;
     let other = class_folders(&root.join(split.other().to_string()))?;
     check_same_classes(&root.join(split.to_string()), &classes, &other)?;
@@ -77,6 +78,7 @@ pub(super) fn load_dir(root: &Path, split: Split, cache_dir: Option<&Path>) -> R
     let mut key = Fnv::new();
     key.write_str(&root.canonicalize().map_err(|e| Error::io(root, e))?.to_string_lossy());
     key.write_str(&split.to_string());
+    key.write_u64(target.key());
     for (label, path) in &files {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.len() > MAX_FILE_BYTES {
@@ -98,39 +100,40 @@ pub(super) fn load_dir(root: &Path, split: Split, cache_dir: Option<&Path>) -> R
             encoded.push(Encoded { name: path.to_string_lossy().into_owned(), bytes });
         }
         let labels = files.iter().map(|(label, _)| *label).collect();
-        decode_all(encoded, labels, classes, split, Origin::Files)
+        decode_all(encoded, labels, classes, split, Origin::Files, target)
     })
 }
 
 /// Reads a split of the ImageFolder archive at `path`, through the cache in `cache_dir`.
-pub(super) fn load_archive(path: &Path, split: Split, cache_dir: Option<&Path>) -> Result<Dataset> {
+pub(super) fn load_archive(path: &Path, split: Split, target: Target, cache_dir: Option<&Path>) -> Result<Dataset> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let mut key = Fnv::new();
     key.write_str(&path.canonicalize().map_err(|e| Error::io(path, e))?.to_string_lossy());
     key.write_str(&split.to_string());
     key.write_u64(meta.len());
     key.write_u64(content_sum(path)?);
+    key.write_u64(target.key());
     let stem = format!("{}-{split}", cache_stem(path));
     cache::cached(cache_dir, &stem, key.finish(), || {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        read_archive(BufReader::new(file), path, split)
+        read_archive(BufReader::new(file), path, split, target)
     })
 }
 
 /// Reads a split of an ImageFolder `.tar.gz` held in memory (no cache); `path` names it in errors.
 pub fn archive_from_bytes(bytes: &[u8], path: &Path, split: Split) -> Result<Dataset> {
-    read_archive(bytes, path, split)
+    read_archive(bytes, path, split, Target::NATIVE)
 }
 
 /// Decodes one encoded image (PNG or JPEG) to a one-image dataset of class `image`; `name`
 /// names it in errors.
 pub fn image_from_bytes(bytes: &[u8], name: &str) -> Result<Dataset> {
     let encoded = vec![Encoded { name: name.to_string(), bytes: bytes.to_vec() }];
-    decode_all(encoded, vec![0], vec!["image".into()], Split::Test, Origin::Files)
+    decode_all(encoded, vec![0], vec!["image".into()], Split::Test, Origin::Files, Target::NATIVE)
 }
 
 /// Reads a split of the gzipped ImageFolder tar `reader`; `path` names it in errors.
-fn read_archive(reader: impl Read, path: &Path, split: Split) -> Result<Dataset> {
+fn read_archive(reader: impl Read, path: &Path, split: Split, target: Target) -> Result<Dataset> {
     // Per class, by file name: (member name, bytes).
     let mut images: BTreeMap<String, BTreeMap<String, Encoded>> = BTreeMap::new();
     let mut other_classes = BTreeSet::new();
@@ -164,7 +167,7 @@ fn read_archive(reader: impl Read, path: &Path, split: Split) -> Result<Dataset>
         labels.extend(std::iter::repeat_n(label as u16, files.len()));
         encoded.extend(files.into_values());
     }
-    decode_all(encoded, labels, classes, split, Origin::Archive(path))
+    decode_all(encoded, labels, classes, split, Origin::Archive(path), target)
 }
 
 /// The image files of a split folder.
@@ -328,21 +331,38 @@ fn scan_archive(
 /// decoded, not by what the headers of every image claim.
 const BATCH_BYTES: usize = 64 << 20;
 
-/// Decodes the images (in order, with their labels) to one dataset on all cores. All images must
-/// have the size of the first. The buffer grows one batch at a time, so a file of many small
-/// images that claim to be large fails on the first that does not decode, before memory for the
-/// others is taken.
+/// Decodes the images (in order, with their labels) to one dataset on all cores, fitted to
+/// `target` (see `data::fit`: its channels, and its size unless every image has it already; with
+/// no size, all images must have the size of the first). The buffer grows one batch at a time,
+/// so a file of many small images that claim to be large fails on the first that does not
+/// decode, before memory for the others is taken.
 fn decode_all(
     encoded: Vec<Encoded>,
     labels: Vec<u16>,
     classes: Vec<String>,
     split: Split,
     origin: Origin,
+    target: Target,
 ) -> Result<Dataset> {
-    let first = encoded.first().ok_or_else(|| Error::Data(format!("the {split} split has no images")))?;
-    let (w, h) = decode(&first.bytes).map_err(|e| origin.error(&first.name, e))?.dimensions();
-    let shape = [3, h as usize, w as usize];
-    let size = 3 * h as usize * w as usize;
+    if encoded.is_empty() {
+        return Err(Error::Data(format!("the {split} split has no images")));
+    }
+    let mut sizes = Vec::with_capacity(encoded.len());
+    for item in &encoded {
+        let (w, h) = dimensions(&item.bytes).map_err(|e| origin.error(&item.name, e))?;
+        sizes.push([h as usize, w as usize]);
+    }
+    let [h, w] = fit::choose_size(&sizes, target.size).map_err(|i| {
+        let ([h0, w0], [h, w]) = (sizes[0], sizes[i]);
+        let msg = format!(
+            "image is {w}x{h}, but the first image (`{}`) is {w0}x{h0}; without a network to fit them to, \
+             all images must have one size",
+            encoded[0].name
+        );
+        origin.error(&encoded[i].name, msg)
+    })?;
+    let shape = [target.channels, h, w];
+    let size = shape.iter().product::<usize>();
     encoded.len().checked_mul(size).ok_or_else(|| Error::Data("dataset too large".into()))?;
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(encoded.len());
@@ -366,16 +386,18 @@ fn decode_all(
                 .chunks(per_thread)
                 .zip(images[start..].chunks_mut(per_thread * size))
                 .map(|(items, out)| {
-                    let (bar, failed, first) = (&bar, &failed, &first.name);
+                    let (bar, failed) = (&bar, &failed);
                     s.spawn(move || {
                         for (item, out) in items.iter().zip(out.chunks_exact_mut(size)) {
                             if failed.load(Ordering::Relaxed) {
                                 break;
                             }
-                            let result = decode_into(item, out, shape, first, origin);
-                            if result.is_err() {
-                                failed.store(true, Ordering::Relaxed);
-                                return result;
+                            match decode(&item.bytes) {
+                                Ok(img) => fit::fit_into(&img, shape[0], [h, w], out),
+                                Err(e) => {
+                                    failed.store(true, Ordering::Relaxed);
+                                    return Err(origin.error(&item.name, e));
+                                }
                             }
                             bar.inc(1);
                         }
@@ -394,30 +416,26 @@ fn decode_all(
     Ok(Dataset { images, labels, coarse_labels: None, classes, coarse_classes: None, shape })
 }
 
-/// Decodes one image into `out` (C x H x W), checking it has `shape`.
-fn decode_into(item: &Encoded, out: &mut [u8], shape: [usize; 3], first: &str, origin: Origin) -> Result<()> {
-    let rgb = decode(&item.bytes).map_err(|e| origin.error(&item.name, e))?;
-    let (w, h) = rgb.dimensions();
-    if [h as usize, w as usize] != shape[1..] {
-        let msg = format!("image is {w}x{h}, but the first image (`{first}`) is {}x{}", shape[2], shape[1]);
-        return Err(origin.error(&item.name, msg));
-    }
-    let plane = shape[1] * shape[2];
-    for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = px[c];
-        }
-    }
-    Ok(())
-}
-
-fn decode(bytes: &[u8]) -> std::result::Result<image::RgbImage, String> {
+fn reader(bytes: &[u8]) -> std::result::Result<image::ImageReader<Cursor<&[u8]>>, String> {
     let mut reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     reader.limits(limits);
-    Ok(reader.decode().map_err(|e| format!("cannot decode image: {e}"))?.into_rgb8())
+    Ok(reader)
+}
+
+/// Width and height from the image's header, without decoding it.
+fn dimensions(bytes: &[u8]) -> std::result::Result<(u32, u32), String> {
+    let (w, h) = reader(bytes)?.into_dimensions().map_err(|e| format!("cannot decode the image's header: {e}"))?;
+    if w > MAX_SIDE || h > MAX_SIDE || w == 0 || h == 0 {
+        return Err(format!("image is {w}x{h}; sides of 1 to {MAX_SIDE} pixels are accepted"));
+    }
+    Ok((w, h))
+}
+
+fn decode(bytes: &[u8]) -> std::result::Result<image::DynamicImage, String> {
+    reader(bytes)?.decode().map_err(|e| format!("cannot decode image: {e}"))
 }
 
 #[cfg(test)]

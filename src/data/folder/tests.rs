@@ -1,4 +1,5 @@
 use super::*;
+use crate::data::fit::Target;
 use std::time::UNIX_EPOCH;
 
 /// A PNG of `w` x `h` whose pixel (x, y) is (seed + x, seed + y, seed * 2).
@@ -75,8 +76,8 @@ fn check_train(ds: &Dataset) {
 fn reads_folder_in_torchvision_order() {
     let tmp = tempfile::tempdir().unwrap();
     write_folder(tmp.path());
-    check_train(&load_dir(tmp.path(), Split::Train, None).unwrap());
-    let test = load_dir(tmp.path(), Split::Test, None).unwrap();
+    check_train(&load_dir(tmp.path(), Split::Train, Target::NATIVE, None).unwrap());
+    let test = load_dir(tmp.path(), Split::Test, Target::NATIVE, None).unwrap();
     assert_eq!(test.labels, [0, 1]);
     assert_eq!(test.image(1), chw(4, 3, 6));
 }
@@ -88,8 +89,8 @@ fn reads_archive_with_or_without_top_folder() {
         let path = tmp.path().join("images.tar.gz");
         write_tar(&path, &folder_files(prefix));
         check_archive(&path).unwrap();
-        check_train(&load_archive(&path, Split::Train, None).unwrap());
-        assert_eq!(load_archive(&path, Split::Test, None).unwrap().labels, [0, 1]);
+        check_train(&load_archive(&path, Split::Train, Target::NATIVE, None).unwrap());
+        assert_eq!(load_archive(&path, Split::Test, Target::NATIVE, None).unwrap().labels, [0, 1]);
     }
 }
 
@@ -104,7 +105,7 @@ fn archive_without_layout_is_rejected() {
     let mut files = folder_files("a/");
     files.push(("b/train/cat/q.png".into(), png(4, 3, 0)));
     write_tar(&path, &files);
-    let err = load_archive(&path, Split::Train, None).unwrap_err().to_string();
+    let err = load_archive(&path, Split::Train, Target::NATIVE, None).unwrap_err().to_string();
     assert!(err.contains("two roots"), "{err}");
 }
 
@@ -113,7 +114,7 @@ fn mixed_sizes_are_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     write_folder(tmp.path());
     std::fs::write(tmp.path().join("train/dog/b.png"), png(5, 3, 1)).unwrap();
-    let err = load_dir(tmp.path(), Split::Train, None).unwrap_err().to_string();
+    let err = load_dir(tmp.path(), Split::Train, Target::NATIVE, None).unwrap_err().to_string();
     assert!(err.contains("b.png") && err.contains("5x3") && err.contains("c.png"), "{err}");
 }
 
@@ -122,14 +123,14 @@ fn corrupt_image_is_an_error_naming_the_file_or_member() {
     let tmp = tempfile::tempdir().unwrap();
     write_folder(tmp.path());
     std::fs::write(tmp.path().join("train/dog/a.PNG"), b"\x89PNG\r\n\x1a\n garbage").unwrap();
-    let err = load_dir(tmp.path(), Split::Train, None).unwrap_err().to_string();
+    let err = load_dir(tmp.path(), Split::Train, Target::NATIVE, None).unwrap_err().to_string();
     assert!(err.contains("a.PNG") && err.contains("decode"), "{err}");
 
     let path = tmp.path().join("images.tgz");
     let mut files = folder_files("");
     files[2].1 = b"not a jpeg".to_vec(); // train/cat/z.png
     write_tar(&path, &files);
-    let err = load_archive(&path, Split::Train, None).unwrap_err().to_string();
+    let err = load_archive(&path, Split::Train, Target::NATIVE, None).unwrap_err().to_string();
     assert!(err.contains("images.tgz") && err.contains("member `train/cat/z.png`"), "{err}");
 }
 
@@ -138,9 +139,9 @@ fn train_and_test_classes_must_agree() {
     let tmp = tempfile::tempdir().unwrap();
     write_folder(tmp.path());
     std::fs::create_dir_all(tmp.path().join("test/emu")).unwrap();
-    let err = load_dir(tmp.path(), Split::Train, None).unwrap_err().to_string();
+    let err = load_dir(tmp.path(), Split::Train, Target::NATIVE, None).unwrap_err().to_string();
     assert!(err.contains("emu"), "{err}");
-    let err = load_dir(tmp.path(), Split::Test, None).unwrap_err().to_string();
+    let err = load_dir(tmp.path(), Split::Test, Target::NATIVE, None).unwrap_err().to_string();
     assert!(err.contains("emu") && err.contains("no .jpg"), "{err}");
 }
 
@@ -153,21 +154,21 @@ fn decoded_splits_are_cached_per_source_and_split() {
     write_folder(&tmp.path().join("images"));
     let cache_files = || std::fs::read_dir(&cache).map_or(0, |d| d.count());
 
-    let train = load_archive(&archive, Split::Train, Some(&cache)).unwrap();
+    let train = load_archive(&archive, Split::Train, Target::NATIVE, Some(&cache)).unwrap();
     check_train(&train);
     assert_eq!(cache_files(), 1);
-    assert_eq!(load_archive(&archive, Split::Train, Some(&cache)).unwrap(), train);
-    load_archive(&archive, Split::Test, Some(&cache)).unwrap();
+    assert_eq!(load_archive(&archive, Split::Train, Target::NATIVE, Some(&cache)).unwrap(), train);
+    load_archive(&archive, Split::Test, Target::NATIVE, Some(&cache)).unwrap();
     assert_eq!(cache_files(), 2);
-    assert_eq!(load_dir(&tmp.path().join("images"), Split::Train, Some(&cache)).unwrap(), train);
-    assert_eq!(load_dir(&tmp.path().join("images"), Split::Train, Some(&cache)).unwrap(), train);
+    assert_eq!(load_dir(&tmp.path().join("images"), Split::Train, Target::NATIVE, Some(&cache)).unwrap(), train);
+    assert_eq!(load_dir(&tmp.path().join("images"), Split::Train, Target::NATIVE, Some(&cache)).unwrap(), train);
     assert_eq!(cache_files(), 3);
 
     // A changed source gets a new cache entry, not the old images.
     let changed = tmp.path().join("images/train/cat/c.png");
     std::fs::write(&changed, png(4, 3, 9)).unwrap();
     File::options().write(true).open(&changed).unwrap().set_modified(UNIX_EPOCH).unwrap();
-    let changed = load_dir(&tmp.path().join("images"), Split::Train, Some(&cache)).unwrap();
+    let changed = load_dir(&tmp.path().join("images"), Split::Train, Target::NATIVE, Some(&cache)).unwrap();
     assert_eq!(changed.image(0), chw(4, 3, 9));
     assert_eq!(cache_files(), 4);
 
@@ -178,7 +179,7 @@ fn decoded_splits_are_cached_per_source_and_split() {
     assert_eq!(same_size.len() as u64, std::fs::metadata(&path).unwrap().len());
     std::fs::write(&path, same_size).unwrap();
     File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
-    let edited = load_dir(&tmp.path().join("images"), Split::Train, Some(&cache)).unwrap();
+    let edited = load_dir(&tmp.path().join("images"), Split::Train, Target::NATIVE, Some(&cache)).unwrap();
     assert_eq!(edited.image(0), chw(4, 3, 10));
     assert_eq!(cache_files(), 5);
 
@@ -188,7 +189,7 @@ fn decoded_splits_are_cached_per_source_and_split() {
         let len = std::fs::metadata(&path).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 2).unwrap();
     }
-    assert_eq!(load_archive(&archive, Split::Train, Some(&cache)).unwrap(), train);
+    assert_eq!(load_archive(&archive, Split::Train, Target::NATIVE, Some(&cache)).unwrap(), train);
 }
 
 #[test]
@@ -199,8 +200,38 @@ fn decodes_jpeg() {
     let mut jpeg = Cursor::new(Vec::new());
     img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
     std::fs::write(tmp.path().join("train/cat/c.png"), jpeg.into_inner()).unwrap();
-    let ds = load_dir(tmp.path(), Split::Train, None).unwrap();
+    let ds = load_dir(tmp.path(), Split::Train, Target::NATIVE, None).unwrap();
     for (c, v) in [200i32, 100, 50].into_iter().enumerate() {
         assert!(ds.image(0)[c * 12..(c + 1) * 12].iter().all(|&p| (p as i32 - v).abs() <= 3), "channel {c}");
     }
+}
+
+#[test]
+fn mixed_sizes_and_grayscale_are_fitted_to_a_network_s_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_folder(tmp.path());
+    // A larger, wide image and a grayscale one among the 4x3 RGB images.
+    std::fs::write(tmp.path().join("train/dog/b.png"), png(40, 20, 1)).unwrap();
+    let gray = image::GrayImage::from_pixel(6, 9, image::Luma([77]));
+    gray.save(tmp.path().join("train/cat/z.png")).unwrap();
+    // For an RGB network of 8x8: not all images are 8x8, so all are stored at 9x9 (8 / 0.875).
+    let rgb = load_dir(tmp.path(), Split::Train, Target { channels: 3, size: Some([8, 8]) }, None).unwrap();
+    assert_eq!(rgb.shape, [3, 9, 9]);
+    assert_eq!(rgb.labels, [0, 0, 1, 1]);
+    // z.png (cat, second) is flat gray in every channel.
+    assert!(rgb.image(1).iter().all(|&v| v == 77), "{:?}", &rgb.image(1)[..9]);
+    // For a grayscale network: one channel, the same size rule.
+    let one = load_dir(tmp.path(), Split::Train, Target { channels: 1, size: Some([8, 8]) }, None).unwrap();
+    assert_eq!(one.shape, [1, 9, 9]);
+    assert!(one.image(1).iter().all(|&v| v == 77));
+    // The fitted decode is cached under its own key, apart from the native one.
+    let cache = tmp.path().join("cache");
+    let t = Target { channels: 1, size: Some([8, 8]) };
+    assert_eq!(load_dir(tmp.path(), Split::Train, t, Some(&cache)).unwrap(), one);
+    assert_eq!(load_dir(tmp.path(), Split::Train, t, Some(&cache)).unwrap(), one);
+    // When every image already has the network's size they are kept as they are.
+    let tmp2 = tempfile::tempdir().unwrap();
+    write_folder(tmp2.path());
+    let same = load_dir(tmp2.path(), Split::Train, Target { channels: 3, size: Some([3, 4]) }, None).unwrap();
+    assert_eq!(same, load_dir(tmp2.path(), Split::Train, Target::NATIVE, None).unwrap());
 }

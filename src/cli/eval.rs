@@ -29,16 +29,29 @@ pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
     let device = a.engine.apply()?;
     let mut model = formats::load_model(&train::RunDir::model_path(&a.model))?;
-    let data =
-        RunData::load(a.data.as_deref(), &a.subset, crate::data::PROTOCOL_TRAIN_FRACTION, model.graph.input_shape()?)?;
-    let train = data.train.clone().center_crop(model.graph.image_size()?);
-    let ds = match a.split.as_str() {
-        "test" => &data.test,
-        "train" => &train,
-        "val" => data.val.as_ref().context("no validation split")?,
-        other => anyhow::bail!("--split must be test, train or val, got `{other}`"),
+    let input = model.graph.input_shape()?.to_vec();
+    let (ds, stats) = if train::has_train_split(a.data.as_deref())? {
+        let data = RunData::load(a.data.as_deref(), &a.subset, crate::data::PROTOCOL_TRAIN_FRACTION, &input)?;
+        let ds = match a.split.as_str() {
+            "test" => data.test,
+            "train" => data.train.center_crop(model.graph.image_size()?),
+            "val" => data.val.context("no validation split")?,
+            other => anyhow::bail!("--split must be test, train or val, got `{other}`"),
+        };
+        (ds, Some(data.stats))
+    } else {
+        anyhow::ensure!(a.split == "test", "the data has only a test/ folder: --split test is the one there is");
+        (train::load_test_only(a.data.as_deref(), &a.subset, &input)?, None)
     };
-    let norm = train::model_normalize(&mut model, &data.stats)?;
+    let stats = match stats {
+        Some(s) => s,
+        None => model.graph.normalize.clone().context(
+            "the model records no input normalisation and the data has no train/ folder to compute it from: \
+             give the model the one it was trained with (edgeprune import --mean ... --std ...)",
+        )?,
+    };
+    let norm = train::model_normalize(&mut model, &stats)?;
+    let ds = &ds;
     let net = engine::infer(&model, device)?;
     let t = std::time::Instant::now();
     let s = train::evaluate(&*net, ds, &norm, a.batch_size)?;
@@ -50,7 +63,7 @@ pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
             a.model.display(),
             s.count,
             a.split,
-            data.classes.len(),
+            ds.labels.iter().collect::<std::collections::BTreeSet<_>>().len(),
             100.0 * s.top1,
             100.0 * s.top5,
             // The mean over finite outputs only would flatter a broken model: not shown.

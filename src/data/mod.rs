@@ -23,7 +23,7 @@ pub use cifar::{
     cifar100_from_bytes,
 };
 pub use export::write_cifar10_binary;
-pub use folder::{archive_from_bytes, image_from_bytes};
+pub use folder::{FLAT_TEST_SHARE, archive_from_bytes, flat_test_members, image_from_bytes};
 pub use loader::{Augment, Batch, Loader, LoaderConfig};
 pub use source::{Source, Split, cache_dir, locate};
 pub use subset::{PROTOCOL_TRAIN_FRACTION, random_classes, resolve_subset, train_val_split};

@@ -48,8 +48,11 @@ pub enum Source {
     Cifar10Bin(PathBuf),
     /// The `cifar-100-binary` folder.
     Cifar100Bin(PathBuf),
-    /// A folder holding `train/<class>/<image>` and `test/<class>/<image>`.
+    /// A folder holding `train/<class>/<image>` and `test/<class>/<image>` (or only `test/`, to
+    /// evaluate on).
     ImageFolder(PathBuf),
+    /// A folder of class folders `<class>/<image>`, split per class into train and test.
+    ImageFolderFlat(PathBuf),
     /// A `.tar.gz` or `.tgz` holding an ImageFolder, possibly under one top-level folder.
     ImageFolderTar(PathBuf),
 }
@@ -90,6 +93,10 @@ impl Source {
                 return Ok(Source::ImageFolderTar(child));
             }
         }
+        // Last, so that a folder holding a dataset is not taken for classes of images.
+        if folder::is_flat_folder(path) {
+            return Ok(Source::ImageFolderFlat(path.to_path_buf()));
+        }
         Err(Error::file(
             path,
             format!("holds no CIFAR-10/100 binary folder, ImageFolder or ImageFolder archive. {HELP}"),
@@ -111,7 +118,11 @@ impl Source {
 
     pub fn path(&self) -> &Path {
         match self {
-            Source::Cifar10Bin(p) | Source::Cifar100Bin(p) | Source::ImageFolder(p) | Source::ImageFolderTar(p) => p,
+            Source::Cifar10Bin(p)
+            | Source::Cifar100Bin(p)
+            | Source::ImageFolder(p)
+            | Source::ImageFolderFlat(p)
+            | Source::ImageFolderTar(p) => p,
         }
     }
 
@@ -135,6 +146,7 @@ impl Source {
             Source::Cifar10Bin(dir) => Ok(cifar::load_cifar10(dir, split)?.fit(target)),
             Source::Cifar100Bin(dir) => Ok(cifar::load_cifar100(dir, split)?.fit(target)),
             Source::ImageFolder(dir) => folder::load_dir(dir, split, target, cache),
+            Source::ImageFolderFlat(dir) => folder::load_flat(dir, split, target, cache),
             Source::ImageFolderTar(path) => folder::load_archive(path, split, target, cache),
         }
     }

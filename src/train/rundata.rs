@@ -32,6 +32,15 @@ impl RunData {
         let path = data::locate(data)?;
         let src = data::Source::detect(&path)?;
         let target = Target::of_input(input)?;
+        if let data::Source::ImageFolderFlat(root) = &src {
+            eprintln!(
+                "data: {} holds class folders but no train/ and test/: each class is split {:.0}% train / {:.0}% test \
+                 (a seeded choice, the same on every run)",
+                root.display(),
+                100.0 * (1.0 - data::FLAT_TEST_SHARE),
+                100.0 * data::FLAT_TEST_SHARE
+            );
+        }
         let train_all = src.load_fitted(Split::Train, target)?;
         let test_all = src.load_fitted(Split::Test, target)?;
         let size = target.size.expect("a network's target has a size");
@@ -72,6 +81,23 @@ impl RunData {
             stats: Normalize { mean, std },
         })
     }
+}
+
+/// Whether the data at `data` has a training split (an ImageFolder may hold only `test/`).
+pub fn has_train_split(data: Option<&Path>) -> Result<bool> {
+    let src = data::Source::detect(&data::locate(data)?)?;
+    Ok(!matches!(&src, data::Source::ImageFolder(dir) if !dir.join("train").is_dir()))
+}
+
+/// The test images (of the classes in `subset`, all if empty) of data that may have no training
+/// split, fitted to a network taking `input` and center-cropped to it: for evaluation only.
+pub fn load_test_only(data: Option<&Path>, subset: &[String], input: &[usize]) -> Result<Dataset> {
+    let src = data::Source::detect(&data::locate(data)?)?;
+    let target = Target::of_input(input)?;
+    let test = src.load_fitted(Split::Test, target)?;
+    let classes =
+        if subset.is_empty() { (0..test.classes.len()).collect() } else { data::resolve_subset(&test, subset)? };
+    Ok(test.filter_classes(&classes).center_crop(target.size.expect("a network's target has a size")))
 }
 
 /// Normalisation of a model: its own if it records one (it must have one mean and std per

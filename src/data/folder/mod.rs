@@ -45,9 +45,27 @@ impl Origin<'_> {
     }
 }
 
-/// Whether `dir` holds `train/` and `test/` folders.
+/// Whether `dir` holds `train/` and `test/` folders, or only `test/` (data to evaluate on).
 pub(super) fn is_image_folder(dir: &Path) -> bool {
-    dir.join("train").is_dir() && dir.join("test").is_dir()
+    dir.join("test").is_dir()
+}
+
+/// Share of each class's images that a flat folder of class folders holds out as its test split.
+pub const FLAT_TEST_SHARE: f64 = 0.2;
+
+/// Whether `dir` is a root of class folders with images directly in them (no `train/`/`test/`):
+/// at least two class folders, each with an image.
+pub(super) fn is_flat_folder(dir: &Path) -> bool {
+    if dir.join("train").exists() || dir.join("test").exists() {
+        return false;
+    }
+    let Ok(classes) = class_folders(dir) else { return false };
+    classes.len() >= 2
+        && classes.iter().all(|c| {
+            std::fs::read_dir(dir.join(c)).is_ok_and(|mut it| {
+                it.any(|e| e.is_ok_and(|e| e.path().is_file() && e.file_name().to_str().is_some_and(is_image_name)))
+            })
+        })
 }
 
 /// Checks that the archive at `path` holds the ImageFolder layout, reading only until an image of
@@ -71,13 +89,69 @@ pub(super) fn check_archive(path: &Path) -> Result<()> {
 
 /// Reads a split of the ImageFolder at `root`, through the cache in `cache_dir`.
 pub(super) fn load_dir(root: &Path, split: Split, target: Target, cache_dir: Option<&Path>) -> Result<Dataset> {
-    let Listing { classes, files } = list_split(root, split)?;
-    let other = class_folders(&root.join(split.other().to_string()))?;
-    check_same_classes(&root.join(split.to_string()), &classes, &other)?;
+    if split == Split::Train && !root.join("train").is_dir() {
+        return Err(Error::file(
+            root,
+            "has a test/ folder but no train/: it can be evaluated on, not trained on (or put the class \
+             folders directly in it to have them split into train and test)",
+        ));
+    }
+    let listing = list_split(root, split)?;
+    if root.join(split.other().to_string()).is_dir() {
+        let other = class_folders(&root.join(split.other().to_string()))?;
+        check_same_classes(&root.join(split.to_string()), &listing.classes, &other)?;
+    }
+    load_listing(root, &split.to_string(), listing, split, target, cache_dir)
+}
 
+/// Reads a split of the flat folder of class folders at `root`: of each class's images (in
+/// file-name order), a seeded [`FLAT_TEST_SHARE`] is the test split and the rest the training
+/// split, the same on every run.
+pub(super) fn load_flat(root: &Path, split: Split, target: Target, cache_dir: Option<&Path>) -> Result<Dataset> {
+    let Listing { classes, files } = list_classes(root)?;
+    let mut by_class: BTreeMap<u16, Vec<PathBuf>> = BTreeMap::new();
+    for (label, path) in files {
+        by_class.entry(label).or_default().push(path);
+    }
+    let mut chosen = Vec::new();
+    for (label, paths) in by_class {
+        let test = flat_test_members(paths.len(), u64::from(label));
+        for (i, path) in paths.into_iter().enumerate() {
+            if test.contains(&i) == (split == Split::Test) {
+                chosen.push((label, path));
+            }
+        }
+    }
+    if chosen.is_empty() {
+        return Err(Error::file(root, format!("the {split} part of the split per class holds no image")));
+    }
+    let name = format!("flat-{split}");
+    load_listing(root, &name, Listing { classes, files: chosen }, split, target, cache_dir)
+}
+
+/// Which of a class's `n` images (by index in file-name order) a flat folder tests on: a seeded
+/// choice of round(n * share), at least one when the class has two or more images.
+pub fn flat_test_members(n: usize, class: u64) -> BTreeSet<usize> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let k = ((n as f64 * FLAT_TEST_SHARE).round() as usize).max(usize::from(n >= 2)).min(n.saturating_sub(1));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed_f1a7 ^ class));
+    order.into_iter().take(k).collect()
+}
+
+/// Decodes the listed images through the cache (keyed by every file's content and the target).
+fn load_listing(
+    root: &Path,
+    part: &str,
+    Listing { classes, files }: Listing,
+    split: Split,
+    target: Target,
+    cache_dir: Option<&Path>,
+) -> Result<Dataset> {
     let mut key = Fnv::new();
     key.write_str(&root.canonicalize().map_err(|e| Error::io(root, e))?.to_string_lossy());
-    key.write_str(&split.to_string());
+    key.write_str(part);
     key.write_u64(target.key());
     for (label, path) in &files {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
@@ -92,7 +166,7 @@ pub(super) fn load_dir(root: &Path, split: Split, target: Target, cache_dir: Opt
         sum.update(&crate::formats::read_file(path, MAX_FILE_BYTES)?);
         key.write_u64(sum.finish());
     }
-    let stem = format!("{}-{split}", cache_stem(root));
+    let stem = format!("{}-{part}", cache_stem(root));
     cache::cached(cache_dir, &stem, key.finish(), || {
         let mut encoded = Vec::with_capacity(files.len());
         for (_, path) in &files {
@@ -179,7 +253,12 @@ struct Listing {
 }
 
 fn list_split(root: &Path, split: Split) -> Result<Listing> {
-    let split_dir = root.join(split.to_string());
+    list_classes(&root.join(split.to_string()))
+}
+
+/// The images of the class folders in `split_dir`.
+fn list_classes(split_dir: &Path) -> Result<Listing> {
+    let split_dir = split_dir.to_path_buf();
     let classes = class_folders(&split_dir)?;
     if classes.is_empty() {
         return Err(Error::file(&split_dir, "holds no class folders"));

@@ -29,6 +29,10 @@ def _module(node):
         return nn.ReLU6()
     if t == "sigmoid":
         return nn.Sigmoid()
+    if t == "hardswish":
+        return nn.Hardswish()
+    if t == "hardsigmoid":
+        return nn.Hardsigmoid()
     if t == "max_pool2d":
         return nn.MaxPool2d(tuple(op["kernel_size"]), tuple(op["stride"]), tuple(op.get("padding", [0, 0])),
                             ceil_mode=op.get("ceil_mode", False))

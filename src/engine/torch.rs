@@ -242,6 +242,8 @@ impl Network {
                 Op::ReLU => arg(0).relu(),
                 Op::ReLU6 => arg(0).clamp(0.0, 6.0),
                 Op::Sigmoid => arg(0).sigmoid(),
+                Op::HardSwish => arg(0).hardswish(),
+                Op::HardSigmoid => arg(0).hardsigmoid(),
                 &Op::MaxPool2d { kernel_size, stride, padding, ceil_mode } => arg(0)
                     .f_max_pool2d(
                         [kernel_size[0] as i64, kernel_size[1] as i64],

@@ -269,7 +269,7 @@ fn infer_one(op: &Op, ins: &[&Shape]) -> Result<Shape, String> {
             }
             ins[0].clone()
         }
-        Op::ReLU | Op::ReLU6 | Op::Sigmoid | Op::Identity => ins[0].clone(),
+        Op::ReLU | Op::ReLU6 | Op::Sigmoid | Op::HardSwish | Op::HardSigmoid | Op::Identity => ins[0].clone(),
         &Op::Dropout { p } => {
             if !(0.0..1.0).contains(&p) {
                 return Err(format!("dropout p must be in [0, 1), got {p}"));

@@ -57,6 +57,12 @@ pub enum Op {
     #[serde(rename = "relu6")]
     ReLU6,
     Sigmoid,
+    /// `nn.Hardswish`: x * relu6(x + 3) / 6.
+    #[serde(rename = "hardswish")]
+    HardSwish,
+    /// `nn.Hardsigmoid`: relu6(x + 3) / 6.
+    #[serde(rename = "hardsigmoid")]
+    HardSigmoid,
     MaxPool2d {
         kernel_size: [usize; 2],
         stride: [usize; 2],
@@ -164,6 +170,8 @@ impl Op {
             Op::ReLU => "relu",
             Op::ReLU6 => "relu6",
             Op::Sigmoid => "sigmoid",
+            Op::HardSwish => "hardswish",
+            Op::HardSigmoid => "hardsigmoid",
             Op::MaxPool2d { .. } => "max_pool2d",
             Op::AvgPool2d { .. } => "avg_pool2d",
             Op::GlobalAvgPool => "global_avg_pool",
@@ -241,6 +249,8 @@ impl Op {
             | Op::ReLU
             | Op::ReLU6
             | Op::Sigmoid
+            | Op::HardSwish
+            | Op::HardSigmoid
             | Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }
             | Op::GlobalAvgPool
@@ -304,6 +314,8 @@ impl Op {
             | Op::ReLU
             | Op::ReLU6
             | Op::Sigmoid
+            | Op::HardSwish
+            | Op::HardSigmoid
             | Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }
             | Op::GlobalAvgPool

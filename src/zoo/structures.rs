@@ -1,13 +1,22 @@
 //! Small networks with the structures pruning must handle beyond the paper's zoo: projection
 //! residuals, inception-like branch concats, dense concats, grouped convs, squeeze-and-excitation
-//! channel products, depthwise-separable blocks, and a flatten of a 2x2 map into a linear layer.
+//! channel products, depthwise-separable blocks, a flatten of a 2x2 map into a linear layer, and a
+//! MobileNetV3 block (hard-swish, hard-sigmoid gate).
 //! Used by the tests (pruning, ONNX) and available from the CLI by name.
 
 use super::Builder;
 use crate::ir::{Graph, Op};
 
-pub const STRUCTURES: &[&str] =
-    &["projection_residual", "inception", "dense", "grouped", "squeeze_excite", "depthwise_separable", "flatten_2x2"];
+pub const STRUCTURES: &[&str] = &[
+    "projection_residual",
+    "inception",
+    "dense",
+    "grouped",
+    "squeeze_excite",
+    "depthwise_separable",
+    "flatten_2x2",
+    "mobilenetv3_block",
+];
 
 pub fn build(name: &str, classes: usize) -> Option<Graph> {
     Some(match name {
@@ -18,6 +27,7 @@ pub fn build(name: &str, classes: usize) -> Option<Graph> {
         "squeeze_excite" => squeeze_excite(classes),
         "depthwise_separable" => depthwise_separable(classes),
         "flatten_2x2" => flatten_2x2(classes),
+        "mobilenetv3_block" => mobilenetv3_block(classes),
         _ => return None,
     })
 }
@@ -136,6 +146,32 @@ pub fn depthwise_separable(classes: usize) -> Graph {
     let x = b.conv("pw2.conv", &x, 10, 1, 1, 0, 1, false);
     head(&mut b, &x, classes);
     b.finish("depthwise_separable")
+}
+
+/// A MobileNetV3 inverted residual: expand, hard-swish, depthwise, a squeeze-and-excitation gate
+/// with hard-sigmoid, project, and the residual sum.
+pub fn mobilenetv3_block(classes: usize) -> Graph {
+    let mut b = Builder::new([3, 16, 16]);
+    let x = b.conv("stem.conv", "input", 8, 3, 2, 1, 1, false);
+    let x = b.bn("stem.bn", &x);
+    let stem = b.add("stem.hswish", Op::HardSwish, &[&x]);
+    let x = b.conv("block.expand", &stem, 16, 1, 1, 0, 1, false);
+    let x = b.bn("block.expand_bn", &x);
+    let x = b.add("block.hswish1", Op::HardSwish, &[&x]);
+    let x = b.conv("block.dw", &x, 16, 3, 1, 1, 16, false);
+    let x = b.bn("block.dw_bn", &x);
+    let x = b.add("block.hswish2", Op::HardSwish, &[&x]);
+    let s = b.add("block.se.pool", Op::GlobalAvgPool, &[&x]);
+    let s = b.conv("block.se.fc1", &s, 8, 1, 1, 0, 1, true);
+    let s = b.relu("block.se.relu", &s);
+    let s = b.conv("block.se.fc2", &s, 16, 1, 1, 0, 1, true);
+    let s = b.add("block.se.gate", Op::HardSigmoid, &[&s]);
+    let x = b.add("block.se.scale", Op::Mul, &[&x, &s]);
+    let x = b.conv("block.project", &x, 8, 1, 1, 0, 1, false);
+    let x = b.bn("block.project_bn", &x);
+    let x = b.add("block.add", Op::Add, &[&stem, &x]);
+    head(&mut b, &x, classes);
+    b.finish("mobilenetv3_block")
 }
 
 /// Convs down to a 2x2 map, flattened (4 features per channel) into a hidden linear layer with

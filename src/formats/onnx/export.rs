@@ -248,6 +248,11 @@ fn write_node(model: &Model, i: usize, ins: &[usize], folds: &Folds, w: &mut Wri
             w.node("Clip", &n.name, inputs, &n.name, vec![]);
         }
         Op::Sigmoid => w.node("Sigmoid", &n.name, x(), &n.name, vec![]),
+        Op::HardSwish => w.node("HardSwish", &n.name, x(), &n.name, vec![]),
+        Op::HardSigmoid => {
+            let attrs = vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)];
+            w.node("HardSigmoid", &n.name, x(), &n.name, attrs)
+        }
         &Op::MaxPool2d { kernel_size, stride, padding, ceil_mode } => {
             let attrs = pool_attrs(kernel_size, stride, padding, ceil_mode);
             w.node("MaxPool", &n.name, x(), &n.name, attrs);

@@ -2,7 +2,8 @@
 
 Run from the repository root after `cargo build --release`, with torch==2.13.0, onnx and
 onnxruntime (the committed files were made with torch 2.13.0, onnx 1.23.2, onnxruntime 1.32.0):
-    ~/.cache/edgeprune/pyref/bin/python tests/reference/onnx/make_onnx.py
+    ~/.cache/edgeprune/torch-venv/bin/python tests/reference/onnx/make_onnx.py [CASE ...]
+(only the CASEs named, by file stem, if any are given).
 
 For each case it builds the network's graph.json with `edgeprune init NAME --num-classes 10`,
 loads it in PyTorch with scripts/torch_graph.py, draws He-normal weights and small random biases
@@ -61,6 +62,8 @@ CASES = [
     ("depthwise_separable.folded", "depthwise_separable", 13, "folded"),
     ("flatten_2x2.kept", "flatten_2x2", 13, "kept"),
     ("flatten_2x2.folded", "flatten_2x2", 17, "folded"),
+    ("mobilenetv3_block.kept", "mobilenetv3_block", 17, "kept"),
+    ("mobilenetv3_block.folded", "mobilenetv3_block", 14, "folded"),
     ("handmade.folded", "handmade", 14, "folded"),
     ("view.kept", "view", 15, "kept"),
 ]
@@ -99,12 +102,12 @@ class View(nn.Module):
         return self.fc(x.view(x.size(0), -1))
 
 
-def build(network, tmp):
+def build(network, tmp, stem):
     if network == "handmade":
         return Handmade(), [3, 8, 8]
     if network == "view":
         return View(), [3, 10, 10]
-    out = os.path.join(tmp, network)
+    out = os.path.join(tmp, stem)
     subprocess.run([os.path.join(ROOT, "target", "release", "edgeprune"), "init", network, "--num-classes", "10",
                     "-o", out], check=True, stdout=subprocess.DEVNULL)
     m = GraphModule(os.path.join(out, "graph.json"))
@@ -114,9 +117,12 @@ def build(network, tmp):
 def main():
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
+        only = set(sys.argv[1:])
         for stem, network, opset, mode in CASES:
+            if only and stem not in only:
+                continue
             torch.manual_seed(0)
-            model, shape = build(network, tmp)
+            model, shape = build(network, tmp, stem)
             with torch.no_grad():
                 for m in model.modules():
                     if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -12,6 +12,8 @@ const CONVERTERS: &[(&str, Converter)] = &[
     ("Relu", Importer::relu),
     ("Clip", Importer::clip),
     ("Sigmoid", Importer::sigmoid),
+    ("HardSwish", Importer::hard_swish),
+    ("HardSigmoid", Importer::hard_sigmoid),
     ("MaxPool", Importer::pool),
     ("AveragePool", Importer::pool),
     ("GlobalAveragePool", Importer::global_avg_pool),
@@ -162,6 +164,27 @@ impl Importer {
 
     pub(super) fn sigmoid(&mut self, cx: &Ctx) -> Result<()> {
         self.plain(cx, Op::Sigmoid)
+    }
+
+    pub(super) fn hard_swish(&mut self, cx: &Ctx) -> Result<()> {
+        self.plain(cx, Op::HardSwish)
+    }
+
+    /// ONNX's HardSigmoid is max(0, min(1, alpha x + beta)); torch's (and the IR's) has
+    /// alpha 1/6 and beta 1/2, as `torch.onnx.export` writes it.
+    pub(super) fn hard_sigmoid(&mut self, cx: &Ctx) -> Result<()> {
+        cx.only_attrs(&["alpha", "beta"])?;
+        cx.arity(1, 1)?;
+        let (alpha, beta) = (cx.float("alpha", 0.2)?, cx.float("beta", 0.5)?);
+        if (alpha - 1.0 / 6.0).abs() > 1e-6 || (beta - 0.5).abs() > 1e-6 {
+            return Err(cx.err(format!(
+                "HardSigmoid(alpha {alpha}, beta {beta}) is supported only as torch's Hardsigmoid (alpha 1/6, beta 1/2)"
+            )));
+        }
+        let x = self.act(cx, 0)?;
+        let name = self.plain_name(cx.node);
+        self.push(cx.node, name, Op::HardSigmoid, vec![x]);
+        Ok(())
     }
 
     pub(super) fn global_avg_pool(&mut self, cx: &Ctx) -> Result<()> {

@@ -17,6 +17,7 @@ const CONVERTERS: &[(&str, Converter)] = &[
     ("MaxPool", Importer::pool),
     ("AveragePool", Importer::pool),
     ("GlobalAveragePool", Importer::global_avg_pool),
+    ("ReduceMean", Importer::reduce_mean),
     ("Add", Importer::elementwise),
     ("Sum", Importer::elementwise),
     ("Mul", Importer::elementwise),
@@ -189,6 +190,40 @@ impl Importer {
 
     pub(super) fn global_avg_pool(&mut self, cx: &Ctx) -> Result<()> {
         self.plain(cx, Op::GlobalAvgPool)
+    }
+
+    /// ReduceMean over the spatial axes (`x.mean([2, 3])`, MNASNet's pooling): a global average
+    /// pool, then (`keepdims` 0) a flatten. The axes come from the attribute (opsets 13-17) or
+    /// from a constant second input (opset 18).
+    pub(super) fn reduce_mean(&mut self, cx: &Ctx) -> Result<()> {
+        cx.only_attrs(&["axes", "keepdims", "noop_with_empty_axes"])?;
+        cx.arity(1, 2)?;
+        let axes = match (cx.ints("axes")?, cx.input_name(1).filter(|s| !s.is_empty())) {
+            (Some(a), None) => a,
+            (None, Some(_)) => match self.value(cx, 1)? {
+                Some(Val::Const(c)) if c.i64s().is_some() => c.i64s().unwrap_or_default().to_vec(),
+                _ => return Err(cx.err("input 1 (the axes) must be a constant int64 tensor")),
+            },
+            _ => return Err(cx.err("ReduceMean needs its axes (over all axes is not supported)")),
+        };
+        let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect();
+        axes.sort_unstable();
+        if axes != [2, 3] {
+            return Err(cx.err(format!(
+                "ReduceMean over axes {axes:?} is not supported (only the spatial axes [2, 3] of [N, C, H, W])"
+            )));
+        }
+        let x = self.act(cx, 0)?;
+        let name = self.plain_name(cx.node);
+        if cx.int("keepdims", 1)? != 0 {
+            self.push(cx.node, name, Op::GlobalAvgPool, vec![x]);
+            return Ok(());
+        }
+        let pool = self.unique(format!("{name}.pool"), false);
+        self.origin.insert(pool.clone(), format!("node `{}` ({})", describe(cx.node), op_label(cx.node)));
+        self.nodes.push(Node { name: pool.clone(), op: Op::GlobalAvgPool, inputs: vec![x] });
+        self.push(cx.node, name, Op::Flatten, vec![pool]);
+        Ok(())
     }
 
     pub(super) fn concat(&mut self, cx: &Ctx) -> Result<()> {

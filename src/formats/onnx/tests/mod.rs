@@ -243,6 +243,50 @@ fn imports_the_less_common_forms() {
 }
 
 #[test]
+fn reduce_mean_over_the_spatial_axes_is_a_global_pool() {
+    for (keepdims, axes_input, expect) in [
+        (0, false, vec!["input", "conv2d", "global_avg_pool", "flatten", "linear"]),
+        (1, true, vec!["input", "conv2d", "global_avg_pool", "flatten", "linear"]),
+    ] {
+        let mut m = base();
+        let g = graph(&mut m);
+        let mut reduce_inputs = vec!["t1"];
+        let mut attrs = vec![int_attr("keepdims", keepdims)];
+        if axes_input {
+            reduce_inputs.push("axes");
+        } else {
+            attrs.push(ints_attr("axes", &[-1, 2]));
+        }
+        g.node = vec![
+            onnx_node("Conv", "/conv/Conv", &["input", "conv.weight"], "t1", vec![ints_attr("kernel_shape", &[3, 3])]),
+            onnx_node("Constant", "axes", &[], "axes", vec![ints_attr("value_ints", &[2, 3])]),
+            onnx_node("ReduceMean", "/ReduceMean", &reduce_inputs, "t2", attrs),
+            onnx_node("Flatten", "/Flatten", &["t2"], "t3", vec![]),
+            onnx_node("Gemm", "/head/Gemm", &["t3", "head.weight"], "logits", vec![int_attr("transB", 1)]),
+        ];
+        g.initializer = vec![
+            f32_init("conv.weight", &[6, 3, 3, 3], vec![0.1; 162]),
+            f32_init("head.weight", &[5, 6], vec![0.2; 30]),
+        ];
+        g.output[0].name = Some("logits".into());
+        let got = import(&m).unwrap();
+        let mut ops: Vec<&str> = got.graph.nodes.iter().map(|n| n.op.type_name()).collect();
+        // keepdims 0 gives [N, C] already; the Flatten after it is then a no-op flatten.
+        ops.dedup();
+        assert_eq!(ops, expect, "keepdims {keepdims}");
+    }
+    let mut m = base();
+    let g = graph(&mut m);
+    g.node = vec![
+        onnx_node("Conv", "/conv/Conv", &["input", "conv.weight"], "t1", vec![ints_attr("kernel_shape", &[3, 3])]),
+        onnx_node("ReduceMean", "/ReduceMean", &["t1"], "logits", vec![ints_attr("axes", &[1])]),
+    ];
+    g.initializer = vec![f32_init("conv.weight", &[6, 3, 3, 3], vec![0.1; 162])];
+    g.output[0].name = Some("logits".into());
+    assert_err(&m, &["/ReduceMean", "ReduceMean", "[1]", "spatial axes"]);
+}
+
+#[test]
 fn matmul_add_becomes_a_linear_only_when_the_add_is_its_sole_reader() {
     let mut m = base();
     let g = graph(&mut m);

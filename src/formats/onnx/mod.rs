@@ -3,7 +3,8 @@
 //! [`save`] exports any IR model to ONNX opset 17 for onnxruntime and other runtimes.
 //!
 //! Import maps Conv, BatchNormalization, Relu, Clip(0, 6), MaxPool, AveragePool,
-//! GlobalAveragePool, Add, Sum, Mul, Sigmoid, Concat (channels), Flatten (axis 1),
+//! GlobalAveragePool, ReduceMean (spatial axes), Add, Sum, Mul, Sigmoid, HardSwish, HardSigmoid
+//! (torch's), Concat (channels), Flatten (axis 1),
 //! Reshape-as-flatten, Gemm, MatMul + Add, Dropout and Identity onto the IR's ops; Constant nodes
 //! and initializers provide their constant inputs, and Shape, Gather, Unsqueeze and Concat on
 //! shapes the batch size of `x.view(x.size(0), -1)`. Nodes and weights take PyTorch names where the

@@ -39,6 +39,22 @@ pub fn supported_ops() -> Vec<&'static str> {
     CONVERTERS.iter().map(|(op, _)| *op).collect()
 }
 
+/// What of `nodes` import cannot take, as one sentence: each unsupported op type with how many
+/// nodes use it, most used first (a model's whole gap, not only its first unsupported node).
+pub(super) fn unsupported_summary<'a>(nodes: impl Iterator<Item = &'a NodeProto>) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for n in nodes {
+        let known = matches!(n.domain(), "" | "ai.onnx") && CONVERTERS.iter().any(|(op, _)| *op == n.op_type());
+        if !known {
+            *counts.entry(op_label(n)).or_default() += 1;
+        }
+    }
+    let mut v: Vec<(String, usize)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let list: Vec<String> = v.iter().map(|(op, n)| format!("{op} ({n})")).collect();
+    format!("In all, the model uses {} unsupported op type(s): {}", v.len(), list.join(", "))
+}
+
 impl Importer {
     /// Adds an IR node for ONNX node `n` and binds its first output to it.
     pub(super) fn push(&mut self, n: &NodeProto, name: String, op: Op, inputs: Vec<String>) {
@@ -124,9 +140,10 @@ impl Importer {
         match converter {
             Some(f) if matches!(n.domain(), "" | "ai.onnx") => f(self, &cx),
             _ => Err(cx.err(format!(
-                "unsupported op `{}`; edgeprune imports {} (default domain)",
+                "unsupported op `{}`; edgeprune imports {} (default domain). {}",
                 op_label(n),
-                supported_ops().join(", ")
+                supported_ops().join(", "),
+                self.unsupported
             ))),
         }
     }

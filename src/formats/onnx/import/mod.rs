@@ -96,6 +96,8 @@ struct Importer {
     shapes: Vec<Vec<usize>>,
     /// Reshape-as-flatten nodes with a literal feature count to check once shapes are known.
     flatten_checks: Vec<(String, usize)>,
+    /// Every unsupported op type of the live graph, for the error at the first one.
+    unsupported: String,
 }
 
 impl Importer {
@@ -115,6 +117,7 @@ impl Importer {
             parent_scopes: HashSet::new(),
             flatten_checks: Vec::new(),
             shapes: Vec::new(),
+            unsupported: String::new(),
         }
     }
 
@@ -138,6 +141,7 @@ impl Importer {
         };
         let live = live(g, out);
         self.count_uses(g, &order, &live, out);
+        self.unsupported = convert::unsupported_summary(order.iter().filter(|&&i| live[i]).map(|&i| &g.node[i]));
 
         let in_name = self.unique(clean(input.name()), false);
         self.nodes.push(Node { name: in_name.clone(), op: Op::Input { shape }, inputs: vec![] });

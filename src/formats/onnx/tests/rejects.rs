@@ -181,6 +181,23 @@ fn rejects_unknown_ops_and_opsets_naming_the_node() {
 }
 
 #[test]
+fn the_unsupported_op_error_lists_every_unsupported_op_of_the_model() {
+    let mut m = base();
+    let names: Vec<String> = graph(&mut m).node.iter().map(|n| n.name().to_string()).collect();
+    let relus: Vec<&String> = names.iter().filter(|n| n.ends_with("relu")).collect();
+    assert!(relus.len() >= 2, "{names:?}");
+    for r in &relus {
+        node(&mut m, r).op_type = Some("Gelu".into());
+    }
+    node(&mut m, names.iter().find(|n| n.ends_with("pool")).unwrap_or(&names[1])).op_type = Some("Erf".into());
+    let e = err(&m);
+    assert!(
+        e.contains(&format!("In all, the model uses 2 unsupported op type(s): Gelu ({}), Erf (1)", relus.len())),
+        "{e}"
+    );
+}
+
+#[test]
 fn rejects_unsupported_forms_of_supported_ops() {
     type Mutation = Box<dyn Fn(&mut ModelProto)>;
     let cases: Vec<(Mutation, &[&str])> = vec![

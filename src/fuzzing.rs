@@ -15,7 +15,7 @@ use crate::{analysis, data, formats, surgery, zoo};
 
 /// The names of the targets, as folders of `fuzz/corpus/` and `tests/fuzz_regressions/`.
 pub const TARGETS: &[&str] =
-    &["graph_json", "safetensors", "onnx", "plan_json", "toml_config", "cifar", "image", "image_tar"];
+    &["graph_json", "safetensors", "onnx", "plan_json", "toml_config", "cifar", "image", "image_tar", "idx"];
 
 /// Runs the target called `name` on `bytes`; false if there is no such target.
 pub fn run(name: &str, bytes: &[u8]) -> bool {
@@ -28,6 +28,7 @@ pub fn run(name: &str, bytes: &[u8]) -> bool {
         "cifar" => cifar(bytes),
         "image" => image(bytes),
         "image_tar" => image_tar(bytes),
+        "idx" => idx(bytes),
         _ => return false,
     }
     true
@@ -110,6 +111,18 @@ pub fn cifar(bytes: &[u8]) {
 /// One encoded image (PNG or JPEG), decoded as an ImageFolder image is.
 pub fn image(bytes: &[u8]) {
     let _ = data::image_from_bytes(bytes, "train/cat/0.png");
+}
+
+/// An IDX images file and labels file: the bytes split at the first byte's share of the length,
+/// read as the two files of an MNIST-style split.
+pub fn idx(bytes: &[u8]) {
+    let Some((&cut, rest)) = bytes.split_first() else { return };
+    let at = rest.len() * usize::from(cut) / 256;
+    let (images, labels) = rest.split_at(at);
+    let classes: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    if let Ok(ds) = data::idx_from_bytes(images, Path::new("images"), labels, Path::new("labels"), classes) {
+        let _ = ds.fit(data::fit::Target { channels: 3, size: Some([8, 8]) });
+    }
 }
 
 /// A `.tar.gz` ImageFolder: both splits read and decoded.

@@ -8,6 +8,7 @@ mod cifar;
 mod export;
 pub mod fit;
 mod folder;
+mod idx;
 mod loader;
 mod source;
 mod subset;
@@ -24,6 +25,7 @@ pub use cifar::{
 };
 pub use export::write_cifar10_binary;
 pub use folder::{FLAT_TEST_SHARE, archive_from_bytes, flat_test_members, image_from_bytes};
+pub use idx::{FASHION_MNIST_CLASSES, from_bytes as idx_from_bytes};
 pub use loader::{Augment, Batch, Loader, LoaderConfig};
 pub use source::{Source, Split, cache_dir, locate};
 pub use subset::{PROTOCOL_TRAIN_FRACTION, random_classes, resolve_subset, train_val_split};

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::fit::Target;
-use super::{Dataset, cifar, folder};
+use super::{Dataset, cifar, folder, idx};
 use crate::error::{Error, Result};
 
 /// A split of a dataset, as the files name it.
@@ -53,6 +53,8 @@ pub enum Source {
     ImageFolder(PathBuf),
     /// A folder of class folders `<class>/<image>`, split per class into train and test.
     ImageFolderFlat(PathBuf),
+    /// A folder of MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, `t10k-...`).
+    Idx(PathBuf),
     /// A `.tar.gz` or `.tgz` holding an ImageFolder, possibly under one top-level folder.
     ImageFolderTar(PathBuf),
 }
@@ -109,6 +111,8 @@ impl Source {
             Some(Source::Cifar10Bin(dir.to_path_buf()))
         } else if dir.join("train.bin").is_file() && dir.join("test.bin").is_file() {
             Some(Source::Cifar100Bin(dir.to_path_buf()))
+        } else if idx::is_idx_folder(dir) {
+            Some(Source::Idx(dir.to_path_buf()))
         } else if folder::is_image_folder(dir) {
             Some(Source::ImageFolder(dir.to_path_buf()))
         } else {
@@ -122,6 +126,7 @@ impl Source {
             | Source::Cifar100Bin(p)
             | Source::ImageFolder(p)
             | Source::ImageFolderFlat(p)
+            | Source::Idx(p)
             | Source::ImageFolderTar(p) => p,
         }
     }
@@ -145,6 +150,7 @@ impl Source {
         match self {
             Source::Cifar10Bin(dir) => Ok(cifar::load_cifar10(dir, split)?.fit(target)),
             Source::Cifar100Bin(dir) => Ok(cifar::load_cifar100(dir, split)?.fit(target)),
+            Source::Idx(dir) => Ok(idx::load(dir, split)?.fit(target)),
             Source::ImageFolder(dir) => folder::load_dir(dir, split, target, cache),
             Source::ImageFolderFlat(dir) => folder::load_flat(dir, split, target, cache),
             Source::ImageFolderTar(path) => folder::load_archive(path, split, target, cache),

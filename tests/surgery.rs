@@ -37,10 +37,15 @@ fn random_plan(graph: &Graph, groups: &[Group], fraction: f64, rng: &mut ChaCha8
         .iter()
         .filter(|g| g.prunable())
         .map(|g| {
-            let mut idx: Vec<usize> = (0..g.size).collect();
-            idx.shuffle(rng);
-            let remove = ((g.size as f64 * fraction).round() as usize).min(g.size - 1);
-            let mut keep = idx[remove..].to_vec();
+            // As many removed from every block of a group that a grouped conv splits in blocks.
+            let mut keep = Vec::new();
+            let per = g.size / g.blocks;
+            let remove = ((per as f64 * fraction).round() as usize).min(per - 1);
+            for block in 0..g.blocks {
+                let mut idx: Vec<usize> = (0..g.size).filter(|&k| g.block_of[k] == block).collect();
+                idx.shuffle(rng);
+                keep.extend_from_slice(&idx[remove..]);
+            }
             keep.sort();
             GroupPlan { name: g.name.clone(), size: g.size, keep }
         })
@@ -58,11 +63,17 @@ fn zeroed(model: &Model, groups: &[Group], plan: &Plan) -> Model {
             let t: &mut HostTensor = m.weights.tensors.get_mut(&key).unwrap();
             let (o, i) = (t.shape[0], t.shape[1]);
             let inner: usize = t.shape[2..].iter().product();
+            // A grouped conv's rows see only their block's inputs, as columns local to the block.
+            let groups = match c.kind {
+                edgeprune::ir::Op::Conv2d { groups, in_channels, .. } if groups > 1 => in_channels / i,
+                _ => 1,
+            };
             let v = t.as_f32_mut().unwrap();
             for k in (0..g.size).filter(|k| !gp.keep.contains(k)) {
                 for &col in &c.indices[k] {
-                    for row in 0..o {
-                        let s = (row * i + col) * inner;
+                    let (block, local) = (col / i, col % i);
+                    for row in (0..o).filter(|r| groups == 1 || r / (o / groups) == block) {
+                        let s = (row * i + local) * inner;
                         v[s..s + inner].iter_mut().for_each(|x| *x = 0.0);
                     }
                 }

@@ -59,6 +59,12 @@ pub struct Group {
     pub frozen: Option<String>,
     /// Number of channel-tying joins (Add/Mul) the group crosses: > 0 marks a residual group.
     pub joins: usize,
+    /// Number of equal blocks the channels fall in (1: none): a grouped conv reading or making
+    /// them splits them into its groups, and a plan must remove as many from every block.
+    pub blocks: usize,
+    /// For each group channel, its block (all 0 when `blocks` is 1).
+    #[serde(skip)]
+    pub block_of: Vec<usize>,
     /// For each group channel, its coupled channel's elements.
     #[serde(skip)]
     pub channels: Vec<Coupled>,
@@ -151,6 +157,9 @@ struct Elements {
     uf: UnionFind,
     frozen: HashMap<usize, String>,
     joins: HashMap<usize, usize>,
+    /// Grouped convs' block structure: (node, blocks): that node's channels fall in `blocks`
+    /// equal consecutive blocks, with the grouped conv that splits them.
+    balance: Vec<(usize, usize, String)>,
 }
 
 impl Elements {
@@ -175,6 +184,7 @@ impl Elements {
             uf: UnionFind { parent: (0..total).collect() },
             frozen: HashMap::new(),
             joins: HashMap::new(),
+            balance: Vec::new(),
         })
     }
 
@@ -205,6 +215,11 @@ impl Elements {
                 self.freeze(i, &why);
             }
             ChannelMap::Create => {} // fresh output channels
+            ChannelMap::Grouped { groups } => {
+                // Fresh output channels in blocks; the input is read block by block.
+                self.balance.push((i, groups, name.to_string()));
+                self.balance.push((ins[0], groups, name.to_string()));
+            }
             ChannelMap::PassThrough | ChannelMap::Depthwise => {
                 for c in 0..w {
                     self.uf.union(self.el(ins[0], c), self.el(i, c));
@@ -278,10 +293,15 @@ impl Elements {
         }
         let elements = || channels.iter().flat_map(|ch| ch.elements.iter());
         let why = elements().find_map(|&(n, c)| self.frozen.get(&self.el(n, c)).cloned());
-        let creates = nodes
-            .iter()
-            .any(|&n| matches!(graph.nodes[n].op.channel_map(), ChannelMap::Create | ChannelMap::Depthwise));
+        let creates = nodes.iter().any(|&n| {
+            matches!(
+                graph.nodes[n].op.channel_map(),
+                ChannelMap::Create | ChannelMap::Depthwise | ChannelMap::Grouped { .. }
+            )
+        });
         let why = why.or_else(|| (!creates).then(|| "no conv or linear layer creates these channels".to_string()));
+        let (blocks, block_of, unequal) = self.blocks(&nodes, &channels);
+        let why = why.or(unequal);
         let joins =
             channels[0].elements.iter().map(|&(n, c)| self.joins.get(&self.el(n, c)).copied().unwrap_or(0)).sum();
         Group {
@@ -292,7 +312,42 @@ impl Elements {
             tensors,
             frozen: why,
             joins,
+            blocks,
+            block_of,
             channels,
         }
+    }
+
+    /// The blocks the grouped convs touching `nodes` split the channels into: for each channel,
+    /// the combination of its block under every such conv, numbered; with the reason the group
+    /// is frozen if the blocks are not all of one size (no balanced removal exists then).
+    fn blocks(&self, nodes: &[usize], channels: &[Coupled]) -> (usize, Vec<usize>, Option<String>) {
+        let rules: Vec<&(usize, usize, String)> = self.balance.iter().filter(|(n, _, _)| nodes.contains(n)).collect();
+        if rules.is_empty() {
+            return (1, vec![0; channels.len()], None);
+        }
+        let mut ids: BTreeMap<Vec<usize>, usize> = BTreeMap::new();
+        let mut block_of = Vec::with_capacity(channels.len());
+        for ch in channels {
+            let label: Vec<usize> = rules
+                .iter()
+                .map(|&&(n, blocks, _)| {
+                    let c = ch.elements.iter().find(|(m, _)| *m == n).map_or(0, |&(_, c)| c);
+                    c / (self.width(n) / blocks).max(1)
+                })
+                .collect();
+            let next = ids.len();
+            block_of.push(*ids.entry(label).or_insert(next));
+        }
+        let blocks = ids.len();
+        let mut sizes = vec![0usize; blocks];
+        for &b in &block_of {
+            sizes[b] += 1;
+        }
+        let convs: Vec<&str> = rules.iter().map(|(_, _, c)| c.as_str()).collect();
+        let unequal = (sizes.iter().any(|&s| s != sizes[0])).then(|| {
+            format!("the grouped conv(s) {convs:?} split these channels into blocks of unequal sizes {sizes:?}")
+        });
+        (blocks, block_of, unequal)
     }
 }

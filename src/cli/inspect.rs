@@ -83,6 +83,7 @@ pub(super) fn cmd_analyze(a: InspectArgs) -> Result<()> {
         return Ok(());
     }
     let names = |ms: &[analysis::Member]| ms.iter().map(|p| p.node.as_str()).collect::<Vec<_>>().join(" ");
+    // "yes/4": prunable in 4 equal blocks (a grouped conv's groups), as many from each.
     println!("{:<24} {:>5}  {:<9} producers -> consumers", "group", "size", "prunable");
     for g in &groups {
         let kind = match (&g.frozen, g.joins) {
@@ -90,6 +91,7 @@ pub(super) fn cmd_analyze(a: InspectArgs) -> Result<()> {
             (None, 0) => "yes",
             (None, _) => "residual",
         };
+        let kind = if g.blocks > 1 && g.prunable() { format!("{kind}/{}", g.blocks) } else { kind.to_string() };
         println!("{:<24} {:>5}  {:<9} {} -> {}", g.name, g.size, kind, names(&g.producers), names(&g.consumers));
         if let Some(why) = &g.frozen {
             println!("{:<24} {:>5}  {:<9} ({why})", "", "", "");

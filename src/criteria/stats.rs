@@ -20,7 +20,9 @@ use crate::ir::{ChannelMap, Model, Op};
 /// ReLU6 outputs if it has any, else the outputs of its conv and linear producers. Empty for a
 /// group that no conv or linear layer produces (the network input): such a group scores zeros.
 pub fn chosen_tensors(group: &Group) -> Vec<&Member> {
-    let creates = |m: &&Member| matches!(m.kind.channel_map(), ChannelMap::Create | ChannelMap::Depthwise);
+    let creates = |m: &&Member| {
+        matches!(m.kind.channel_map(), ChannelMap::Create | ChannelMap::Depthwise | ChannelMap::Grouped { .. })
+    };
     if !group.producers.iter().any(|m| creates(&m)) {
         return Vec::new();
     }

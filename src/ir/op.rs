@@ -123,6 +123,10 @@ pub enum ChannelMap {
     Flatten,
     /// Output channel i is computed from input channel i alone (a depthwise conv).
     Depthwise,
+    /// Fresh output channels in `groups` equal blocks, block b computed from input block b alone
+    /// (a grouped conv): input and output channels may each be removed only the same number from
+    /// every block, so that the blocks stay equal.
+    Grouped { groups: usize },
     /// Neither the input's nor the output's channels may be removed, for this reason (said of the
     /// node, e.g. "is a grouped conv ...").
     Frozen(String),
@@ -240,9 +244,7 @@ impl Op {
                 if groups == in_channels && groups == out_channels {
                     ChannelMap::Depthwise
                 } else {
-                    ChannelMap::Frozen(format!(
-                        "is a grouped conv (groups = {groups}); its channels are kept so the groups stay divisible"
-                    ))
+                    ChannelMap::Grouped { groups }
                 }
             }
             Op::BatchNorm2d { .. }
@@ -270,9 +272,12 @@ impl Op {
             Slicing { by_output: false, by_input: false },
         );
         match (self, suffix) {
-            // A grouped or depthwise conv's weight has in_channels / groups columns per group:
-            // its input side follows its output (depthwise) or is frozen (grouped).
-            (&Op::Conv2d { groups, .. }, "weight") => Some(if groups > 1 { out } else { out_in }),
+            // A depthwise conv's weight has one column per output channel: its input side follows
+            // its output. A grouped conv's has in_channels / groups columns per block (surgery
+            // keeps each block's own kept inputs).
+            (&Op::Conv2d { groups, in_channels, out_channels, .. }, "weight") => {
+                Some(if groups > 1 && groups == in_channels && groups == out_channels { out } else { out_in })
+            }
             (Op::Conv2d { bias: true, .. }, "bias") => Some(out),
             (Op::Linear { .. }, "weight") => Some(out_in),
             (Op::Linear { bias: true, .. }, "bias") => Some(out),

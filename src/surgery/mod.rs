@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use crate::analysis::{self, Group};
 use crate::error::{Error, Result};
-use crate::ir::{Graph, HostTensor, Model, Slicing, TensorData, Weights};
+use crate::ir::{Graph, HostTensor, Model, Op, Slicing, TensorData, Weights};
 
 /// For every node, the output channels that stay, in order.
 pub type Keep = Vec<Vec<usize>>;
@@ -56,6 +56,22 @@ pub fn keep_sets(graph: &Graph, groups: &[Group], plan: &Plan) -> Result<Keep> {
             && let Some(why) = &g.frozen
         {
             return Err(Error::config(key(), format!("may not be pruned: {why}")));
+        }
+        if g.blocks > 1 {
+            let mut per = vec![0usize; g.blocks];
+            for &k in &gp.keep {
+                per[g.block_of[k]] += 1;
+            }
+            if per.iter().any(|&n| n != per[0]) {
+                return Err(Error::config(
+                    key(),
+                    format!(
+                        "a grouped conv splits this group into {} blocks, and the plan keeps {per:?} of them: \
+                         it must keep as many in every block",
+                        g.blocks
+                    ),
+                ));
+            }
         }
         let keep: HashSet<usize> = gp.keep.iter().copied().collect();
         for (k, ch) in g.channels.iter().enumerate() {
@@ -116,6 +132,43 @@ fn select(t: &HostTensor, rows: Option<&[usize]>, cols: Option<&[usize]>) -> Hos
     }
 }
 
+/// A grouped conv's weight [out, in / groups, kh, kw] with the kept output rows `rows` and, for
+/// each row, the kept input channels `cols` of its own block, as columns local to the block.
+/// The plan keeps as many inputs in every block (checked by [`keep_sets`]).
+fn select_grouped(
+    t: &HostTensor,
+    rows: &[usize],
+    cols: &[usize],
+    [in_channels, out_channels]: [usize; 2],
+    groups: usize,
+) -> std::result::Result<HostTensor, String> {
+    let (per_in, per_out) = (in_channels / groups, out_channels / groups);
+    let TensorData::F32(data) = &t.data else { return Err("a grouped conv weight must be f32".into()) };
+    let inner: usize = t.shape.iter().skip(2).product();
+    let mut per_block: Vec<Vec<usize>> = vec![Vec::new(); groups];
+    for &c in cols {
+        per_block[c / per_in].push(c % per_in);
+    }
+    let kept = per_block[0].len();
+    if per_block.iter().any(|b| b.len() != kept) || kept == 0 {
+        return Err(format!(
+            "the kept inputs are not as many in every block: {:?}",
+            per_block.iter().map(Vec::len).collect::<Vec<_>>()
+        ));
+    }
+    let mut out = Vec::with_capacity(rows.len() * kept * inner);
+    for &r in rows {
+        for &c in &per_block[r / per_out] {
+            let start = (r * per_in + c) * inner;
+            out.extend_from_slice(&data[start..start + inner]);
+        }
+    }
+    let mut shape = t.shape.clone();
+    shape[0] = rows.len();
+    shape[1] = kept;
+    Ok(HostTensor::f32(shape, out))
+}
+
 /// Slices every tensor of `weights` whose key belongs to a node of `graph` (parameters,
 /// buffers, or optimizer momentum keyed the same way) to the kept channels.
 pub fn prune_weights(graph: &Graph, keep: &Keep, weights: &Weights) -> Result<Weights> {
@@ -130,6 +183,12 @@ pub fn prune_weights(graph: &Graph, keep: &Keep, weights: &Weights) -> Result<We
         let rows = Some(keep[n].as_slice());
         let cols = inputs[n].first().map(|&i| keep[i].as_slice());
         let sliced = match node.op.slicing(suffix) {
+            Some(Slicing { by_input: true, .. }) if matches!(node.op, Op::Conv2d { groups, .. } if groups > 1) => {
+                let &Op::Conv2d { groups, in_channels, out_channels, .. } = &node.op else { unreachable!() };
+                let cols = cols.ok_or_else(|| Error::tensor(key, "a grouped conv without an input"))?;
+                select_grouped(t, &keep[n], cols, [in_channels, out_channels], groups)
+                    .map_err(|m| Error::tensor(key, m))?
+            }
             Some(Slicing { by_output: false, by_input: false }) => t.clone(),
             Some(Slicing { by_output, by_input }) => select(t, rows.filter(|_| by_output), cols.filter(|_| by_input)),
             None => return Err(Error::tensor(key, format!("unexpected tensor of a {} node", node.op.type_name()))),

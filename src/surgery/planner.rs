@@ -174,11 +174,35 @@ impl<'a> Counter<'a> {
     }
 }
 
-/// The fewest channels a group may keep.
+/// The fewest channels a group may keep (for a group in blocks, a multiple of the blocks, at
+/// least one in each).
 pub fn min_keep(g: &Group, limits: &Limits) -> usize {
     let share = if g.joins > 0 { limits.residual_min_share.max(limits.min_share) } else { limits.min_share };
     let by_share = (g.size as f64 * share - 1e-9).ceil().max(0.0) as usize;
-    limits.min_channels.max(by_share).max(1).min(g.size)
+    let least = limits.min_channels.max(by_share).max(1);
+    let least = if g.blocks > 1 { least.div_ceil(g.blocks) * g.blocks } else { least };
+    least.min(g.size)
+}
+
+/// The units a group's channels are removed in, least important first: single channels, or for
+/// a group in blocks, one channel of every block (each block's next least important), so that
+/// the blocks stay equal.
+fn units(g: &Group, scores: &[f64]) -> Vec<Vec<usize>> {
+    let order = ascending(scores);
+    if g.blocks <= 1 {
+        return order.into_iter().map(|k| vec![k]).collect();
+    }
+    let mut per: Vec<Vec<usize>> = vec![Vec::new(); g.blocks];
+    for k in order {
+        per[g.block_of[k]].push(k);
+    }
+    let m = per.iter().map(Vec::len).min().unwrap_or(0);
+    (0..m).map(|u| per.iter().map(|b| b[u]).collect()).collect()
+}
+
+/// The score of a unit: the mean of its channels'.
+fn unit_score(unit: &[usize], scores: &[f64]) -> f64 {
+    unit.iter().map(|&k| scores[k]).sum::<f64>() / unit.len().max(1) as f64
 }
 
 /// Makes a plan from per-group channel scores (higher = more important).
@@ -228,7 +252,17 @@ pub fn make_plan(
                 {
                     return Err(Error::config(format!("group `{name}`"), format!("may not be pruned: {why}")));
                 }
-                removed[i] = ascending(&scores[i]).into_iter().take(g.size - keep).collect();
+                if !(g.size - keep).is_multiple_of(g.blocks) {
+                    return Err(Error::config(
+                        format!("group `{name}`"),
+                        format!(
+                            "keep {keep}: a grouped conv splits its {} channels into {} blocks, so it keeps a \
+                             multiple of {} (as many from every block)",
+                            g.size, g.blocks, g.blocks
+                        ),
+                    ));
+                }
+                removed[i] = units(g, &scores[i]).into_iter().take((g.size - keep) / g.blocks).flatten().collect();
             }
             removed
         }
@@ -277,28 +311,32 @@ fn global(
     by_params: bool,
     goal: f64,
 ) -> Result<Vec<Vec<usize>>> {
-    let mut ranking: Vec<(usize, usize)> = groups
+    let units: Vec<Vec<Vec<usize>>> = groups.iter().zip(scores).map(|(g, s)| units(g, s)).collect();
+    let mut ranking: Vec<(f64, usize, usize)> = groups
         .iter()
         .enumerate()
         .filter(|(_, g)| g.prunable())
-        .flat_map(|(gi, g)| (0..g.size).map(move |k| (gi, k)))
+        .flat_map(|(gi, _)| units[gi].iter().enumerate().map(move |(u, unit)| (unit_score(unit, &scores[gi]), gi, u)))
         .collect();
-    ranking.sort_by(|a, b| scores[a.0][a.1].total_cmp(&scores[b.0][b.1]).then(a.cmp(b)));
+    ranking.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
     let mut counter = Counter::new(graph)?;
     let mut left: Vec<usize> = groups.iter().map(|g| g.size).collect();
     let mut removed = vec![Vec::new(); groups.len()];
     let mut done = 0f64;
-    for (gi, k) in ranking {
+    for (_, gi, u) in ranking {
         if done >= goal {
             break;
         }
-        if left[gi] <= min_keep(&groups[gi], limits) {
+        let unit = &units[gi][u];
+        if left[gi] < min_keep(&groups[gi], limits) + unit.len() {
             continue;
         }
-        let (p, m) = counter.remove(&groups[gi].channels[k]);
-        done += if by_params { p } else { m } as f64;
-        left[gi] -= 1;
-        removed[gi].push(k);
+        for &k in unit {
+            let (p, m) = counter.remove(&groups[gi].channels[k]);
+            done += if by_params { p } else { m } as f64;
+        }
+        left[gi] -= unit.len();
+        removed[gi].extend(unit);
     }
     Ok(removed)
 }
@@ -311,18 +349,20 @@ fn layer(
     by_params: bool,
     goal: f64,
 ) -> Result<Vec<Vec<usize>>> {
-    let orders: Vec<Vec<usize>> = scores.iter().map(|s| ascending(s)).collect();
+    let orders: Vec<Vec<Vec<usize>>> = groups.iter().zip(scores).map(|(g, s)| units(g, s)).collect();
     let at = |q: f64| -> Result<(f64, Vec<Vec<usize>>)> {
         let mut counter = Counter::new(graph)?;
         let mut done = 0f64;
         let mut removed = vec![Vec::new(); groups.len()];
         for (gi, g) in groups.iter().enumerate().filter(|(_, g)| g.prunable()) {
-            let n = ((g.size as f64 * q).round() as usize).min(g.size - min_keep(g, limits));
-            for &k in &orders[gi][..n] {
+            let b = g.blocks.max(1);
+            let n = ((g.size as f64 * q / b as f64).round() as usize).min((g.size - min_keep(g, limits)) / b);
+            let rem: Vec<usize> = orders[gi][..n].iter().flatten().copied().collect();
+            for &k in &rem {
                 let (p, m) = counter.remove(&g.channels[k]);
                 done += if by_params { p } else { m } as f64;
             }
-            removed[gi] = orders[gi][..n].to_vec();
+            removed[gi] = rem;
         }
         Ok((done, removed))
     };
@@ -405,6 +445,32 @@ mod tests {
         assert!(at_minimum(&gs, &plan, &guarded).contains(&"layer3.2.conv1 (16 of 64)".to_string()));
         assert!(Limits { min_share: 1.5, ..paper }.check().unwrap_err().to_string().contains("min_share"));
         assert!(Limits { min_channels: 0, ..paper }.check().is_err());
+    }
+
+    #[test]
+    fn grouped_convs_are_pruned_as_many_from_every_block() {
+        let model = Model::init(zoo::structures::build("grouped", 10).unwrap(), 0).unwrap();
+        let gs = groups(&model.graph).unwrap();
+        let g = gs.iter().find(|g| g.name == "reduce.conv").unwrap();
+        assert_eq!((g.blocks, g.prunable()), (4, true), "the grouped conv's input, in its 4 groups");
+        let scores = random_scores(&gs, 5);
+        for scope in [Scope::Global, Scope::Layer] {
+            let plan = make_plan(&model.graph, &gs, &scores, &Target::Params(50.0), scope, &Limits::default()).unwrap();
+            for gp in &plan.groups {
+                let g = gs.iter().find(|g| g.name == gp.name).unwrap();
+                let mut per = vec![0; g.blocks];
+                gp.keep.iter().for_each(|&k| per[g.block_of[k]] += 1);
+                assert!(per.iter().all(|&n| n == per[0] && n > 0), "{scope:?} {}: {per:?}", g.name);
+            }
+            assert!(plan.removed() > 0);
+        }
+        let mut counts = BTreeMap::new();
+        counts.insert("grouped.conv".to_string(), 10);
+        let e = make_plan(&model.graph, &gs, &scores, &Target::Channels(counts), Scope::Global, &Limits::default());
+        assert!(e.unwrap_err().to_string().contains("multiple of 4"));
+        let mut counts = BTreeMap::new();
+        counts.insert("grouped.conv".to_string(), 8);
+        make_plan(&model.graph, &gs, &scores, &Target::Channels(counts), Scope::Global, &Limits::default()).unwrap();
     }
 
     #[test]

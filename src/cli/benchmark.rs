@@ -4,8 +4,12 @@ use super::*;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// train-step or infer.
+    /// train-step, infer, or data (the training loader on --data, fitted to the model, next to a
+    /// train step of the same batch).
     pub what: String,
+    /// Data for `data` (see the Data section of the README).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Zoo name or model folder.
     #[arg(long, default_value = "resnet20")]
     pub model: String,
@@ -26,6 +30,30 @@ pub struct BenchArgs {
     pub engine: EngineArgs,
 }
 
+/// The training loader's time per batch next to a training step's, on the same model and batch.
+fn bench_data(a: &BenchArgs, m: &crate::ir::Model, device: Device) -> Result<()> {
+    let data = RunData::load(a.data.as_deref(), &[], 1.0, m.graph.input_shape()?)?;
+    let d = bench::data(m, &data, a.batch, a.steps, a.warmup.max(4))?;
+    let s = bench::train_step(m, a.batch, a.steps, a.warmup, device)?;
+    if a.json {
+        println!("{}", serde_json::json!({ "data": d, "train_step": s }));
+        return Ok(());
+    }
+    let [c, h, w] = data.train.shape;
+    println!(
+        "{} batch {}: data {:.2} ms per batch (one loader thread; images stored {c}x{h}x{w}, given out {:?}), \
+         train step {:.2} ms ({} threads): data is {:.1}% of a step",
+        m.graph.name,
+        a.batch,
+        1e3 * d.step_seconds.median,
+        m.graph.input_shape()?,
+        1e3 * s.step_seconds.median,
+        s.threads,
+        100.0 * d.step_seconds.median / s.step_seconds.median
+    );
+    Ok(())
+}
+
 pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(a.batch > 0 && a.steps > 0, "--batch and --steps must be at least 1");
     let device = a.engine.apply()?;
@@ -33,7 +61,8 @@ pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
     let train = match a.what.as_str() {
         "train-step" => true,
         "infer" => false,
-        other => anyhow::bail!("unknown benchmark `{other}`: use train-step or infer"),
+        "data" => return bench_data(&a, &m, device),
+        other => anyhow::bail!("unknown benchmark `{other}`: use train-step, infer or data"),
     };
     let est = if train { memory::training(&m.graph, a.batch, 0)? } else { memory::inference(&m.graph, a.batch, 0)? };
     let what = if train { "a train step of" } else { "inference of" };

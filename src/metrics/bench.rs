@@ -80,3 +80,42 @@ pub fn infer(model: &Model, batch: usize, steps: usize, warmup: usize, device: D
     }
     Ok(finish("infer", model, batch, device, warmup, &times))
 }
+
+/// Times the training loader on real data: `steps` augmented, normalised batches of `batch`
+/// images fitted to `model`'s input (random resized crops when the stored images are larger,
+/// padded crops otherwise) after `warmup` untimed ones (which also empty the loader's prefetch
+/// queue). Nothing else runs, so each batch is waited for while the loader's thread makes it:
+/// the time to prepare one batch, to set against a training step's.
+pub fn data(model: &Model, data: &crate::train::RunData, batch: usize, steps: usize, warmup: usize) -> Result<BenchResult> {
+    use crate::data::{Augment, Loader, LoaderConfig};
+    let images = std::sync::Arc::new(data.train.clone());
+    let size = model.graph.image_size()?;
+    let cfg = |epoch| LoaderConfig {
+        batch_size: batch,
+        shuffle: true,
+        augment: Some(Augment::default()),
+        norm: data.stats.clone(),
+        seed: 0,
+        epoch,
+        size: Some(size),
+    };
+    let mut epoch = 0;
+    let mut loader = Loader::new(images.clone(), cfg(epoch));
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        let b = match loader.next() {
+            Some(b) => b,
+            None => {
+                epoch += 1;
+                loader = Loader::new(images.clone(), cfg(epoch));
+                loader.next().expect("a non-empty dataset has a batch")
+            }
+        };
+        std::hint::black_box(&b);
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(finish("data (training loader)", model, batch, Device::Cpu, warmup, &times))
+}

@@ -23,7 +23,7 @@ for meta in "$work"/*.json; do
     row="$name,ok"
     note=""
     if ! "$bin" import "$onnx" -o "$work/$name.model" --overwrite > "$work/$name.import.log" 2>&1; then
-        note=$(grep -m1 -o "node \`[^\`]*\` ([A-Za-z]*; opset [0-9]*): [^;]*" "$work/$name.import.log" | tr ',' ';' | cut -c1-200)
+        note=$(grep -m1 -o 'In all, the model uses [0-9]* unsupported op type(s): .*' "$work/$name.import.log" | tr ',' ';' | cut -c1-260)
         [ -n "$note" ] || note=$(grep -m1 "error" "$work/$name.import.log" | tr ',' ';' | cut -c1-200)
         echo "$row,fail,,,,,,$note" >> "$csv"
         continue

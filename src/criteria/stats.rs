@@ -142,12 +142,14 @@ fn check_pass(criterion: Criterion, model: &Model, data: &DataPass) -> Result<()
         return Err(Error::Data(format!("criterion {criterion} needs images, the dataset is empty")));
     }
     let input = model.graph.input_shape()?;
-    if ds.shape.as_slice() != input || ds.shape[0] != 3 {
+    // The images must have the input's shape, or be stored fitted for it (`data::fit`: larger by
+    // 1/0.875), which the loader center-crops.
+    let fits = matches!(*input, [c, h, w] if ds.shape[0] == c
+        && ([ds.shape[1], ds.shape[2]] == [h, w] || [ds.shape[1], ds.shape[2]] == crate::data::fit::stored_size([h, w])));
+    if !fits {
         return Err(Error::Data(format!(
-            "the images are {:?} (C, H, W) but model `{}` takes {input:?}{}",
-            ds.shape,
-            model.graph.name,
-            if input.first() == Some(&3) { "" } else { " (the loader needs 3 channels)" }
+            "the images are {:?} (C, H, W) but model `{}` takes {input:?}",
+            ds.shape, model.graph.name
         )));
     }
     Ok(())

@@ -86,7 +86,13 @@ pub fn infer(model: &Model, batch: usize, steps: usize, warmup: usize, device: D
 /// padded crops otherwise) after `warmup` untimed ones (which also empty the loader's prefetch
 /// queue). Nothing else runs, so each batch is waited for while the loader's thread makes it:
 /// the time to prepare one batch, to set against a training step's.
-pub fn data(model: &Model, data: &crate::train::RunData, batch: usize, steps: usize, warmup: usize) -> Result<BenchResult> {
+pub fn data(
+    model: &Model,
+    data: &crate::train::RunData,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+) -> Result<BenchResult> {
     use crate::data::{Augment, Loader, LoaderConfig};
     let images = std::sync::Arc::new(data.train.clone());
     let size = model.graph.image_size()?;

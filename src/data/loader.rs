@@ -403,34 +403,18 @@ mod tests {
     #[test]
     fn starting_at_a_batch_gives_the_rest_of_the_same_epoch() {
         let ds = numbered(300);
-        let aug = Some(Augment::default());
-        let whole: Vec<Batch> = Loader::new(
-            ds.clone(),
-            LoaderConfig {
-                batch_size: 64,
-                shuffle: true,
-                augment: aug,
-                norm: identity(),
-                seed: 3,
-                epoch: 2,
-                size: None,
-            },
-        )
-        .collect();
+        let cfg = LoaderConfig {
+            batch_size: 64,
+            shuffle: true,
+            augment: Some(Augment::default()),
+            norm: identity(),
+            seed: 3,
+            epoch: 2,
+            size: None,
+        };
+        let whole: Vec<Batch> = Loader::new(ds.clone(), cfg.clone()).collect();
         for first in [0, 1, 4, 5, 9] {
-            let rest = Loader::starting_at(
-                ds.clone(),
-                LoaderConfig {
-                    batch_size: 64,
-                    shuffle: true,
-                    augment: aug,
-                    norm: identity(),
-                    seed: 3,
-                    epoch: 2,
-                    size: None,
-                },
-                first,
-            );
+            let rest = Loader::starting_at(ds.clone(), cfg.clone(), first);
             assert_eq!(rest.len(), whole.len().saturating_sub(first));
             assert_eq!(rest.collect::<Vec<_>>(), whole[first.min(whole.len())..], "from batch {first}");
         }

@@ -83,6 +83,22 @@ fn target(a: &PruneArgs) -> Result<crate::surgery::planner::Target> {
     })
 }
 
+/// The warning for the groups a plan leaves at the least the limits allow.
+fn warn_at_minimum(a: &PruneArgs, at_minimum: &[String]) {
+    if !at_minimum.is_empty() {
+        eprintln!(
+            "warning: {} groups are left at the least the limits allow (--min-channels {}, --min-share {}, \
+             --residual-min-share {}): {}. The ranking wanted to remove more there; if their scores are not \
+             comparable across layers, try --scope layer or a normalised criterion (paper)",
+            at_minimum.len(),
+            a.min_channels,
+            a.min_share,
+            a.residual_min_share,
+            at_minimum.join(", ")
+        );
+    }
+}
+
 pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
     use crate::surgery::Plan;
     use crate::surgery::planner::Limits;
@@ -154,18 +170,7 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         after.gops,
         100.0 * (1.0 - after.gops / before.gops)
     );
-    if !pruned.at_minimum.is_empty() {
-        eprintln!(
-            "warning: {} groups are left at the least the limits allow (--min-channels {}, --min-share {}, \
-             --residual-min-share {}): {}. The ranking wanted to remove more there; if their scores are not \
-             comparable across layers, try --scope layer or a normalised criterion (paper)",
-            pruned.at_minimum.len(),
-            a.min_channels,
-            a.min_share,
-            a.residual_min_share,
-            pruned.at_minimum.join(", ")
-        );
-    }
+    warn_at_minimum(&a, &pruned.at_minimum);
     println!("wrote {} (plan in {})", a.out.display(), a.out.join("plan.json").display());
     Ok(())
 }

@@ -233,39 +233,7 @@ pub fn make_plan(
                 Scope::Layer => layer(graph, groups, scores, limits, by_params, goal)?,
             }
         }
-        Target::Channels(counts) => {
-            let mut removed = vec![Vec::new(); groups.len()];
-            for (name, &keep) in counts {
-                let i = groups
-                    .iter()
-                    .position(|g| &g.name == name)
-                    .ok_or_else(|| Error::config(format!("group `{name}`"), "the model has no such pruning group"))?;
-                let g = &groups[i];
-                if keep == 0 || keep > g.size {
-                    return Err(Error::config(
-                        format!("group `{name}`"),
-                        format!("keep {keep} is not in 1..={}", g.size),
-                    ));
-                }
-                if keep < g.size
-                    && let Some(why) = &g.frozen
-                {
-                    return Err(Error::config(format!("group `{name}`"), format!("may not be pruned: {why}")));
-                }
-                if !(g.size - keep).is_multiple_of(g.blocks) {
-                    return Err(Error::config(
-                        format!("group `{name}`"),
-                        format!(
-                            "keep {keep}: a grouped conv splits its {} channels into {} blocks, so it keeps a \
-                             multiple of {} (as many from every block)",
-                            g.size, g.blocks, g.blocks
-                        ),
-                    ));
-                }
-                removed[i] = units(g, &scores[i]).into_iter().take((g.size - keep) / g.blocks).flatten().collect();
-            }
-            removed
-        }
+        Target::Channels(counts) => by_counts(groups, scores, counts)?,
     };
     let mut after = Counter::new(graph)?;
     let mut plans = Vec::new();
@@ -294,6 +262,39 @@ pub fn make_plan(
     });
     plan.made_by = serde_json::json!({ "target": target, "scope": scope, "limits": limits });
     Ok(plan)
+}
+
+/// The channels an explicit target removes: each named group keeps `counts[name]` channels, its
+/// least important removed (for a group in blocks, as many from every block).
+fn by_counts(groups: &[Group], scores: &[Vec<f64>], counts: &BTreeMap<String, usize>) -> Result<Vec<Vec<usize>>> {
+    let mut removed = vec![Vec::new(); groups.len()];
+    for (name, &keep) in counts {
+        let i = groups
+            .iter()
+            .position(|g| &g.name == name)
+            .ok_or_else(|| Error::config(format!("group `{name}`"), "the model has no such pruning group"))?;
+        let g = &groups[i];
+        if keep == 0 || keep > g.size {
+            return Err(Error::config(format!("group `{name}`"), format!("keep {keep} is not in 1..={}", g.size)));
+        }
+        if keep < g.size
+            && let Some(why) = &g.frozen
+        {
+            return Err(Error::config(format!("group `{name}`"), format!("may not be pruned: {why}")));
+        }
+        if !(g.size - keep).is_multiple_of(g.blocks) {
+            return Err(Error::config(
+                format!("group `{name}`"),
+                format!(
+                    "keep {keep}: a grouped conv splits its {} channels into {} blocks, so it keeps a \
+                     multiple of {} (as many from every block)",
+                    g.size, g.blocks, g.blocks
+                ),
+            ));
+        }
+        removed[i] = units(g, &scores[i]).into_iter().take((g.size - keep) / g.blocks).flatten().collect();
+    }
+    Ok(removed)
 }
 
 /// Channel indices of a group from least to most important (ties: lower index first).

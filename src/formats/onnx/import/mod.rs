@@ -26,6 +26,7 @@ mod convert;
 mod names;
 mod shapes;
 mod tensor;
+mod unary;
 
 use attrs::*;
 pub use convert::supported_ops;

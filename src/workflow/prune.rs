@@ -55,6 +55,11 @@ impl PruneRequest {
     /// The plan for `model`. `data` is the local data: required by a data-driven criterion, and
     /// where given, the model's normalisation is recorded from it if the model has none.
     pub fn plan(&self, model: &mut Model, data: Option<&RunData>) -> Result<Plan> {
+        Ok(self.plan_and_groups(model, data)?.0)
+    }
+
+    /// [`PruneRequest::plan`], with the model's pruning groups it was made from.
+    fn plan_and_groups(&self, model: &mut Model, data: Option<&RunData>) -> Result<(Plan, Vec<analysis::Group>)> {
         self.check()?;
         let groups = analysis::groups(&model.graph)?;
         let pass = match data {
@@ -78,15 +83,15 @@ impl PruneRequest {
         let mut plan = planner::make_plan(&model.graph, &groups, &scores, &self.target, self.scope, &self.limits)?;
         plan.made_by["criterion"] = self.criterion.to_string().into();
         plan.made_by["seed"] = self.seed.into();
-        Ok(plan)
+        Ok((plan, groups))
     }
 
     /// Plans and removes the channels: the pruned model and its plan.
     pub fn run(&self, model: &mut Model, data: Option<&RunData>) -> Result<Pruned> {
         let t = Instant::now();
-        let plan = self.plan(model, data)?;
+        let (plan, groups) = self.plan_and_groups(model, data)?;
         let planning_seconds = t.elapsed().as_secs_f64();
-        let at_minimum = planner::at_minimum(&analysis::groups(&model.graph)?, &plan, &self.limits);
+        let at_minimum = planner::at_minimum(&groups, &plan, &self.limits);
         let mut pruned = apply_plan(model, plan)?;
         pruned.planning_seconds = planning_seconds;
         pruned.at_minimum = at_minimum;

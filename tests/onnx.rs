@@ -12,12 +12,16 @@
 //! (c) import -> export -> import gives the same graph and weights; exporting with BatchNorm
 //! folded gives the same outputs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::reference::{errors, images, predict, python, read_safetensors};
+
 use edgeprune::analysis;
 use edgeprune::criteria::{Criterion, score};
-use edgeprune::engine::{Device, Infer, Layout, Network};
+use edgeprune::engine::{Device, Infer, Network};
 use edgeprune::formats::{self, native, onnx};
 use edgeprune::ir::{HostTensor, Model, Op, Weights};
 use edgeprune::surgery::{
@@ -47,7 +51,7 @@ fn cases() -> Vec<String> {
 }
 
 fn tensors(path: &Path) -> Weights {
-    native::weights_from_safetensors(&std::fs::read(path).unwrap(), path).unwrap()
+    read_safetensors(path)
 }
 
 /// The case's input (x, its batch size) and onnxruntime's output.
@@ -55,34 +59,6 @@ fn io(case: &str) -> (Vec<f32>, usize, Vec<f32>) {
     let t = tensors(&reference_dir().join(format!("{case}.safetensors")));
     let x = t.get("x").unwrap();
     (x.as_f32().unwrap().to_vec(), x.shape[0], t.get_f32("y").unwrap().to_vec())
-}
-
-fn predict(m: &Model, x: &[f32], n: usize) -> Vec<f32> {
-    edgeprune::engine::set_threads(2);
-    Network::with_layout(m, Device::Cpu, Layout::Contiguous).unwrap().predict(x, n).unwrap()
-}
-
-/// (max |a - b|, that relative to max |b|) for `n` images' outputs. Panics when the reference
-/// outputs hardly depend on the image (their spread over the batch, the largest standard
-/// deviation of an output, is under 1% of their magnitude): the comparison would check little
-/// more than the last layer's bias.
-fn errors(a: &[f32], b: &[f32], n: usize) -> (f64, f64) {
-    assert_eq!(a.len(), b.len());
-    let abs = a.iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
-    let scale = b.iter().fold(0f64, |m, &y| m.max((y as f64).abs()));
-    let k = b.len() / n;
-    let spread = (0..k)
-        .map(|j| {
-            let v: Vec<f64> = (0..n).map(|i| b[i * k + j] as f64).collect();
-            let mean = v.iter().sum::<f64>() / n as f64;
-            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt()
-        })
-        .fold(0f64, f64::max);
-    assert!(
-        scale.is_finite() && spread > 0.01 * scale,
-        "degenerate outputs: max |y| {scale:.3e}, spread over the images {spread:.3e}"
-    );
-    (abs, abs / scale)
 }
 
 fn load(case: &str) -> Model {
@@ -147,27 +123,6 @@ fn c_folded_export_gives_the_same_outputs() {
     }
 }
 
-/// A Python that runs scripts/onnx_run.py, or None (with the reason) when there is none.
-fn python() -> Result<Option<String>, String> {
-    let (py, explicit) = match std::env::var("EDGEPRUNE_PYTHON") {
-        Ok(p) if !p.is_empty() => (p, true),
-        _ => match std::env::var("HOME") {
-            Ok(h) => (format!("{h}/.cache/edgeprune/pyref/bin/python"), false),
-            Err(_) => return Ok(None),
-        },
-    };
-    let ok = Command::new(&py)
-        .args(["-c", "import onnxruntime, numpy, safetensors.numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    match (ok, explicit) {
-        (true, _) => Ok(Some(py)),
-        (false, true) => Err(format!("EDGEPRUNE_PYTHON={py} cannot import onnxruntime, numpy and safetensors")),
-        (false, false) => Ok(None),
-    }
-}
-
 /// A zoo network with He-scaled weights (PyTorch's default initialisation, which the IR's follows,
 /// shrinks the signal layer by layer), random BatchNorm parameters and statistics, and the
 /// classifier (the last conv or linear layer; what follows it in the zoo is linear) scaled so that
@@ -199,17 +154,6 @@ fn zoo_model(name: &str, seed: u64, x: &[f32], n: usize) -> Model {
         }
     }
     m
-}
-
-/// Fixed pseudo-random images for models the references do not cover.
-fn images(shape: &[usize], n: usize, seed: u32) -> Vec<f32> {
-    let mut k = seed;
-    (0..n * shape.iter().product::<usize>())
-        .map(|_| {
-            k = k.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (k >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-        })
-        .collect()
 }
 
 fn prune_half(m: &Model) -> Model {

@@ -3,6 +3,8 @@
 //! (Each test file compiles this module separately and uses part of it.)
 #![allow(dead_code)]
 
+pub mod reference;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

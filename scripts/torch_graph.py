@@ -48,9 +48,19 @@ def _module(node):
         return nn.Dropout(op["p"])
     if t == "identity":
         return nn.Identity()
-    if t in ("input", "add", "mul", "concat"):
+    if t in ("input", "add", "mul", "concat", "channel_permute", "channel_slice"):
         return None
     raise ValueError(f"node {node['name']}: unknown op {t}")
+
+
+def _permute(x, order):
+    """x[:, order], written as ShuffleNet's channel shuffle (view, transpose, reshape) when the
+    order is one, as torchvision's models compute it."""
+    n, c, h, w = x.shape
+    for g in range(2, c):
+        if c % g == 0 and order == [(j % g) * (c // g) + j // g for j in range(c)]:
+            return x.view(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)
+    return torch.index_select(x, 1, torch.tensor(order, dtype=torch.long))
 
 
 class GraphModule(nn.Module):
@@ -90,6 +100,10 @@ class GraphModule(nn.Module):
                 y = ins[0] * ins[1]
             elif t == "concat":
                 y = torch.cat(ins, 1)
+            elif t == "channel_permute":
+                y = _permute(ins[0], node["op"]["order"])
+            elif t == "channel_slice":
+                y = ins[0][:, node["op"]["start"]:node["op"]["end"]]
             else:
                 y = self.mods[node["name"]](ins[0])
             vals[node["name"]] = y

@@ -1,4 +1,4 @@
-//! Every zoo network runs, trains and agrees with itself across memory layouts; the engine
+//! Every zoo network and structure runs, trains and agrees with itself across memory layouts; the engine
 //! refuses what it cannot do with a clear error.
 
 use edgeprune::engine::{Device, Infer, Layout, Network, SgdConfig, Train};
@@ -6,7 +6,11 @@ use edgeprune::ir::Model;
 use edgeprune::zoo;
 
 fn batch(n: usize, seed: u32) -> Vec<f32> {
-    (0..n * 3 * 32 * 32)
+    sized(n, 3 * 32 * 32, seed)
+}
+
+fn sized(n: usize, per_image: usize, seed: u32) -> Vec<f32> {
+    (0..n * per_image)
         .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2000) as f32 / 1000.0 - 1.0)
         .collect()
 }
@@ -14,9 +18,9 @@ fn batch(n: usize, seed: u32) -> Vec<f32> {
 #[test]
 fn every_zoo_network_trains_and_layouts_agree() {
     edgeprune::engine::set_threads(2);
-    for name in zoo::NETWORKS {
+    for name in zoo::NETWORKS.iter().chain(zoo::structures::STRUCTURES) {
         let model = Model::init(zoo::build(name, 7).unwrap(), 3).unwrap();
-        let x = batch(4, 1);
+        let x = sized(4, model.graph.input_shape().unwrap().iter().product(), 1);
         let y = vec![0i64, 3, 6, 2];
         let nchw = Network::with_layout(&model, Device::Cpu, Layout::Contiguous).unwrap();
         let nhwc = Network::with_layout(&model, Device::Cpu, Layout::ChannelsLast).unwrap();

@@ -5,7 +5,9 @@
 //! input channels; BN, activations, pools and dropout pass channel i through to channel i;
 //! Add and Mul tie channel i of every input to channel i of the output; Concat passes input k's
 //! channel i to output channel offset_k + i; a depthwise conv ties input channel i to output
-//! channel i; Flatten maps channel c of a [C, H, W] map to features c*H*W .. (c+1)*H*W. Which
+//! channel i; Flatten maps channel c of a [C, H, W] map to features c*H*W .. (c+1)*H*W; a channel
+//! permutation ties output channel j to input channel order[j], a channel slice output channel i
+//! to input channel start + i (the input's other channels go elsewhere or nowhere). Which
 //! nodes are producers and consumers of a group follows from how their tensors are sliced
 //! ([`Op::slicing`]).
 //! Elements tied together form one *coupled channel*: removing it means removing every element
@@ -242,6 +244,16 @@ impl Elements {
                         self.uf.union(self.el(j, c), self.el(i, off + c));
                     }
                     off += self.width(j);
+                }
+            }
+            ChannelMap::Permute(order) => {
+                for (j, &c) in order.iter().enumerate() {
+                    self.uf.union(self.el(ins[0], c), self.el(i, j));
+                }
+            }
+            ChannelMap::Slice { start } => {
+                for c in 0..w {
+                    self.uf.union(self.el(ins[0], start + c), self.el(i, c));
                 }
             }
             ChannelMap::Flatten => {

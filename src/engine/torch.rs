@@ -66,6 +66,8 @@ pub struct Network {
     sgd: Option<(SgdConfig, BTreeMap<String, Tensor>)>,
     /// Gradients of the last training step, in `params` order.
     grads: Vec<Tensor>,
+    /// The index tensor of each channel permutation, by node index.
+    orders: BTreeMap<usize, Tensor>,
 }
 
 fn tch_err(e: tch::TchError) -> Error {
@@ -163,7 +165,15 @@ impl Network {
             };
             tensors.insert(key, t);
         }
+        let mut orders = BTreeMap::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if let Op::ChannelPermute { order } = &node.op {
+                let idx: Vec<i64> = order.iter().map(|&k| k as i64).collect();
+                orders.insert(i, Tensor::from_slice(&idx).to_device(tdev));
+            }
+        }
         Ok(Network {
+            orders,
             graph,
             inputs,
             last_use,
@@ -283,6 +293,11 @@ impl Network {
                 }
                 &Op::Dropout { p } => arg(0).dropout(p, train),
                 Op::Identity => arg(0).shallow_clone(),
+                Op::ChannelPermute { .. } => {
+                    let order = self.orders.get(&i).expect("an index tensor for every permutation");
+                    arg(0).f_index_select(1, order).map_err(tch_err)?
+                }
+                &Op::ChannelSlice { start, end } => arg(0).narrow(1, start as i64, (end - start) as i64),
             };
             if let Some(k) = keep.iter().position(|&k| k == i) {
                 kept[k] = Some(y.shallow_clone());

@@ -324,6 +324,28 @@ fn infer_one(op: &Op, ins: &[&Shape]) -> Result<Shape, String> {
             vec![c, h, w]
         }
         Op::Flatten => vec![ins[0].iter().product()],
+        Op::ChannelPermute { order } => {
+            let c = ins[0].first().copied().unwrap_or(0);
+            let mut seen = vec![false; c];
+            for &k in order {
+                if k >= c || std::mem::replace(&mut seen[k], true) {
+                    return Err(format!("order must be a permutation of the input's {c} channels, got {order:?}"));
+                }
+            }
+            if order.len() != c {
+                return Err(format!("order lists {} channels but the input has {c}", order.len()));
+            }
+            ins[0].clone()
+        }
+        &Op::ChannelSlice { start, end } => {
+            let c = ins[0].first().copied().unwrap_or(0);
+            if start >= end || end > c {
+                return Err(format!("channels {start}..{end} are not a non-empty range of the input's {c}"));
+            }
+            let mut s = ins[0].clone();
+            s[0] = end - start;
+            s
+        }
         &Op::Linear { in_features, out_features, .. } => {
             match ins[0].as_slice() {
                 &[f] if f == in_features => {}

@@ -102,6 +102,18 @@ pub enum Op {
         p: f64,
     },
     Identity,
+    /// Output channel j is input channel `order[j]`; `order` is a permutation of the input's
+    /// channels. A channel shuffle (`nn.ChannelShuffle`, ShuffleNet's reshape-transpose-reshape)
+    /// is one; after pruning, the permutation of the channels left.
+    ChannelPermute {
+        order: Vec<usize>,
+    },
+    /// Input channels `start .. end` (`x[:, start:end]`, a piece of `torch.chunk` or `split` along
+    /// the channels).
+    ChannelSlice {
+        start: usize,
+        end: usize,
+    },
 }
 
 /// What an op does to the channel axis (axis 0 of every per-image tensor). This is the one place
@@ -123,6 +135,11 @@ pub enum ChannelMap {
     Flatten,
     /// Output channel i is computed from input channel i alone (a depthwise conv).
     Depthwise,
+    /// Output channel j is input channel `order[j]` (a permutation).
+    Permute(Vec<usize>),
+    /// Output channel i is input channel `start + i`; the input's other channels do not reach
+    /// the output.
+    Slice { start: usize },
     /// Fresh output channels in `groups` equal blocks, block b computed from input block b alone
     /// (a grouped conv): input and output channels may each be removed only the same number from
     /// every block, so that the blocks stay equal.
@@ -186,6 +203,8 @@ impl Op {
             Op::Linear { .. } => "linear",
             Op::Dropout { .. } => "dropout",
             Op::Identity => "identity",
+            Op::ChannelPermute { .. } => "channel_permute",
+            Op::ChannelSlice { .. } => "channel_slice",
         }
     }
 
@@ -261,6 +280,8 @@ impl Op {
             Op::Add | Op::Mul => ChannelMap::Tie,
             Op::Concat => ChannelMap::Concat,
             Op::Flatten => ChannelMap::Flatten,
+            Op::ChannelPermute { ref order } => ChannelMap::Permute(order.clone()),
+            Op::ChannelSlice { start, .. } => ChannelMap::Slice { start },
         }
     }
 
@@ -329,9 +350,49 @@ impl Op {
             | Op::Concat
             | Op::Flatten
             | Op::Dropout { .. }
-            | Op::Identity => {}
+            | Op::Identity
+            | Op::ChannelPermute { .. }
+            | Op::ChannelSlice { .. } => {}
         }
         op
+    }
+
+    /// The op once surgery keeps the input channels `kept_in` and the output channels
+    /// `kept_out` (each increasing): a permutation or slice re-indexed to the channels left.
+    /// Errors if the kept channels do not correspond (the pruning groups guarantee they do).
+    pub fn reindexed(&self, kept_in: &[usize], kept_out: &[usize]) -> std::result::Result<Op, String> {
+        let new_index = |c: usize| kept_in.binary_search(&c).ok();
+        Ok(match *self {
+            Op::ChannelPermute { ref order } => {
+                let mut new = Vec::with_capacity(kept_out.len());
+                for &j in kept_out {
+                    let c = *order.get(j).ok_or_else(|| format!("kept output channel {j} is out of range"))?;
+                    new.push(new_index(c).ok_or_else(|| {
+                        format!("output channel {j} is kept but its input channel {c} is removed")
+                    })?);
+                }
+                if new.len() != kept_in.len() {
+                    return Err(format!(
+                        "a permutation must keep as many channels on both sides: {} in, {} out",
+                        kept_in.len(),
+                        new.len()
+                    ));
+                }
+                Op::ChannelPermute { order: new }
+            }
+            Op::ChannelSlice { start, end } => {
+                let inside: Vec<usize> = kept_in.iter().copied().filter(|c| (start..end).contains(c)).collect();
+                let expected: Vec<usize> = kept_out.iter().map(|&i| i + start).collect();
+                if inside != expected {
+                    return Err(format!(
+                        "the kept output channels {kept_out:?} are not the kept input channels {inside:?} of                          {start}..{end}"
+                    ));
+                }
+                let s = kept_in.iter().filter(|&&c| c < start).count();
+                Op::ChannelSlice { start: s, end: s + inside.len() }
+            }
+            _ => self.clone(),
+        })
     }
 
     /// Trainable parameters the op owns.

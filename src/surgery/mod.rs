@@ -1,7 +1,8 @@
 //! The only code that changes shapes. Takes a [`Plan`] (which channels of each pruning group to
 //! keep), removes every other channel physically: the producers' output slices (conv and linear
 //! rows, biases, BN statistics), the consumers' input slices (with concat offsets and flatten
-//! expansion, as the groups record them), then re-runs shape inference on the smaller graph.
+//! expansion, as the groups record them), re-indexes channel permutations and slices to the
+//! channels left, then re-runs shape inference on the smaller graph.
 
 mod plan;
 pub mod planner;
@@ -94,6 +95,9 @@ pub fn prune_graph(graph: &Graph, keep: &Keep) -> Result<Graph> {
             return Err(Error::node(&node.name, "the plan removes every channel of this node"));
         }
         node.op = node.op.resized(inp, out);
+        if let (Op::ChannelPermute { .. } | Op::ChannelSlice { .. }, Some(&i)) = (&node.op, inputs[n].first()) {
+            node.op = node.op.reindexed(&keep[i], &keep[n]).map_err(|m| Error::node(&node.name, m))?;
+        }
     }
     g.infer_shapes()?;
     Ok(g)

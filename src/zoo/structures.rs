@@ -1,7 +1,8 @@
 //! Small networks with the structures pruning must handle beyond the paper's zoo: projection
 //! residuals, inception-like branch concats, dense concats, grouped convs, squeeze-and-excitation
 //! channel products, depthwise-separable blocks, a flatten of a 2x2 map into a linear layer, and a
-//! MobileNetV3 block (hard-swish, hard-sigmoid gate).
+//! MobileNetV3 block (hard-swish, hard-sigmoid gate), and ShuffleNetV2 units (channel split by
+//! slices, channel shuffle by a permutation).
 //! Used by the tests (pruning, ONNX) and available from the CLI by name.
 
 use super::Builder;
@@ -16,6 +17,7 @@ pub const STRUCTURES: &[&str] = &[
     "depthwise_separable",
     "flatten_2x2",
     "mobilenetv3_block",
+    "shuffle_block",
 ];
 
 pub fn build(name: &str, classes: usize) -> Option<Graph> {
@@ -28,6 +30,7 @@ pub fn build(name: &str, classes: usize) -> Option<Graph> {
         "depthwise_separable" => depthwise_separable(classes),
         "flatten_2x2" => flatten_2x2(classes),
         "mobilenetv3_block" => mobilenetv3_block(classes),
+        "shuffle_block" => shuffle_block(classes),
         _ => return None,
     })
 }
@@ -172,6 +175,40 @@ pub fn mobilenetv3_block(classes: usize) -> Graph {
     let x = b.add("block.add", Op::Add, &[&stem, &x]);
     head(&mut b, &x, classes);
     b.finish("mobilenetv3_block")
+}
+
+/// `nn.ChannelShuffle(groups)` on `channels` channels: output j is input (j % g) * (C / g) + j / g.
+fn shuffle(b: &mut Builder, name: &str, x: &str, channels: usize, groups: usize) -> String {
+    let per = channels / groups;
+    let order = (0..channels).map(|j| (j % groups) * per + j / groups).collect();
+    b.add(name, Op::ChannelPermute { order }, &[x])
+}
+
+/// Two ShuffleNetV2 units: a downsampling one (both branches convolve the input, concatenated and
+/// shuffled) and a basic one (the channels split in halves by slices, the second half convolved,
+/// concatenated with the first and shuffled).
+pub fn shuffle_block(classes: usize) -> Graph {
+    let mut b = Builder::new([3, 16, 16]);
+    let stem = cbr(&mut b, "stem", "input", 8, 3, 1, 1);
+    let l = b.conv("down.left.dw", &stem, 8, 3, 2, 1, 8, false);
+    let l = b.bn("down.left.dw_bn", &l);
+    let l = cbr(&mut b, "down.left.pw", &l, 6, 1, 1, 1);
+    let r = cbr(&mut b, "down.right.pw1", &stem, 6, 1, 1, 1);
+    let r = b.conv("down.right.dw", &r, 6, 3, 2, 1, 6, false);
+    let r = b.bn("down.right.dw_bn", &r);
+    let r = cbr(&mut b, "down.right.pw2", &r, 6, 1, 1, 1);
+    let x = b.add("down.cat", Op::Concat, &[&l, &r]);
+    let x = shuffle(&mut b, "down.shuffle", &x, 12, 2);
+    let x1 = b.add("unit.x1", Op::ChannelSlice { start: 0, end: 6 }, &[&x]);
+    let x2 = b.add("unit.x2", Op::ChannelSlice { start: 6, end: 12 }, &[&x]);
+    let r = cbr(&mut b, "unit.pw1", &x2, 6, 1, 1, 1);
+    let r = b.conv("unit.dw", &r, 6, 3, 1, 1, 6, false);
+    let r = b.bn("unit.dw_bn", &r);
+    let r = cbr(&mut b, "unit.pw2", &r, 6, 1, 1, 1);
+    let x = b.add("unit.cat", Op::Concat, &[&x1, &r]);
+    let x = shuffle(&mut b, "unit.shuffle", &x, 12, 2);
+    head(&mut b, &x, classes);
+    b.finish("shuffle_block")
 }
 
 /// Convs down to a 2x2 map, flattened (4 features per channel) into a hidden linear layer with

@@ -57,6 +57,16 @@ fn f32_tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
     }
 }
 
+fn i64_tensor(name: &str, data: &[i64]) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        dims: vec![data.len() as i64],
+        data_type: Some(dt::INT64),
+        raw_data: Some(data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        ..Default::default()
+    }
+}
+
 fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
     let dim = std::iter::once(DimensionValue::DimParam(BATCH.into()))
         .chain(dims.iter().map(|&d| DimensionValue::DimValue(d as i64)))
@@ -116,6 +126,13 @@ impl Writer {
 
     fn init(&mut self, key: &str, dims: &[usize], data: &[f32]) {
         self.inits.push(f32_tensor(key, dims, data));
+    }
+
+    /// A 1-D int64 initializer under a fresh name based on `base`; returns the name.
+    fn ints(&mut self, base: &str, data: &[i64]) -> String {
+        let name = self.fresh(base);
+        self.inits.push(i64_tensor(&name, data));
+        name
     }
 }
 
@@ -287,6 +304,19 @@ fn write_node(model: &Model, i: usize, ins: &[usize], folds: &Folds, w: &mut Wri
             w.node("Dropout", &n.name, inputs, &n.name, vec![]);
         }
         Op::Identity => w.node("Identity", &n.name, x(), &n.name, vec![]),
+        Op::ChannelPermute { order } => {
+            let idx: Vec<i64> = order.iter().map(|&k| k as i64).collect();
+            let mut inputs = x();
+            inputs.push(w.ints(&key("order"), &idx));
+            w.node("Gather", &n.name, inputs, &n.name, vec![attr_int("axis", 1)]);
+        }
+        &Op::ChannelSlice { start, end } => {
+            let mut inputs = x();
+            inputs.push(w.ints(&key("starts"), &[start as i64]));
+            inputs.push(w.ints(&key("ends"), &[end as i64]));
+            inputs.push(w.ints(&key("axes"), &[1]));
+            w.node("Slice", &n.name, inputs, &n.name, vec![]);
+        }
     }
     Ok(())
 }

@@ -5,9 +5,12 @@
 //! Import maps Conv, BatchNormalization, Relu, Clip(0, 6), MaxPool, AveragePool,
 //! GlobalAveragePool, ReduceMean (spatial axes), Add, Sum, Mul, Sigmoid, HardSwish, HardSigmoid
 //! (torch's), Concat (channels), Flatten (axis 1),
-//! Reshape-as-flatten, Gemm, MatMul + Add, Dropout and Identity onto the IR's ops; Constant nodes
-//! and initializers provide their constant inputs, and Shape, Gather, Unsqueeze and Concat on
-//! shapes the batch size of `x.view(x.size(0), -1)`. Nodes and weights take PyTorch names where the
+//! Reshape-as-flatten, Gemm, MatMul + Add, Dropout and Identity onto the IR's ops, Slice along the
+//! channels onto a channel slice, and Gather of channels by a permutation or ShuffleNet's channel
+//! shuffle (Reshape to [N, g, C/g, H, W], Transpose (0, 2, 1, 3, 4), Reshape back) onto a channel
+//! permutation; Constant nodes and initializers provide their constant inputs, and Shape, Gather,
+//! Unsqueeze, Concat, Slice, Add, Sub, Mul, Div and Cast on shapes are evaluated at import (the
+//! batch size of `x.view(x.size(0), -1)`, the halves of `torch.chunk`). Nodes and weights take PyTorch names where the
 //! initializers carry them (`layer1.0.conv1.weight` makes node `layer1.0.conv1`), else a name made
 //! from the ONNX node name (`/layer1/layer1.0/relu/Relu` makes `layer1.0.relu`). Anything else is
 //! an error naming the file, the node, its op type and the opset, and listing the supported ops.
@@ -18,7 +21,7 @@
 //! its type and range. Errors name the file and the node; nothing panics.
 //!
 //! Export writes one ONNX node per IR node (ReLU6 as Clip with constant bounds, Linear as Gemm,
-//! Add of three or more inputs as Sum), initializers named by the state_dict keys, a dynamic
+//! Add of three or more inputs as Sum, a channel permutation as Gather, a channel slice as Slice), initializers named by the state_dict keys, a dynamic
 //! batch dimension, and the graph's name and input normalisation as metadata, so that import
 //! after export gives back the same graph and weights. BatchNorm stays BatchNormalization, or
 //! with [`ExportOptions::fold_bn`] is folded into the convolution that feeds only it.

@@ -64,6 +64,8 @@ CASES = [
     ("flatten_2x2.folded", "flatten_2x2", 17, "folded"),
     ("mobilenetv3_block.kept", "mobilenetv3_block", 17, "kept"),
     ("mobilenetv3_block.folded", "mobilenetv3_block", 14, "folded"),
+    ("shuffle_block.kept", "shuffle_block", 13, "kept"),
+    ("shuffle_block.folded", "shuffle_block", 18, "folded"),
     ("handmade.folded", "handmade", 14, "folded"),
     ("view.kept", "view", 15, "kept"),
 ]

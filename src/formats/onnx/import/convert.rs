@@ -30,8 +30,13 @@ const CONVERTERS: &[(&str, Converter)] = &[
     ("Identity", Importer::identity),
     ("Constant", Importer::constant),
     ("Shape", Importer::shape_op),
-    ("Gather", Importer::shape_op),
+    ("Gather", Importer::gather),
     ("Unsqueeze", Importer::shape_op),
+    ("Slice", Importer::slice),
+    ("Transpose", Importer::transpose),
+    ("Div", Importer::div),
+    ("Sub", Importer::sub),
+    ("Cast", Importer::cast),
 ];
 
 /// The ONNX op types import understands (default domain), in the order of its table.
@@ -95,6 +100,11 @@ impl Importer {
             Some(Val::Shape(_)) => Err(cx.err(format!(
                 "input {i} (`{}`) is a shape computed by a Shape node; only Gather, Unsqueeze, Concat and \
                  Reshape take shapes",
+                cx.input_name(i).unwrap_or("")
+            ))),
+            Some(Val::Grouped { .. }) => Err(cx.err(format!(
+                "input {i} (`{}`) is a feature map reshaped to [N, g, C/g, H, W]; only a channel shuffle's \
+                 Transpose (0, 2, 1, 3, 4) and Reshape back take it",
                 cx.input_name(i).unwrap_or("")
             ))),
             Some(_) => Err(cx.err(format!(
@@ -326,6 +336,10 @@ impl Importer {
             }
         } else {
             cx.arity(2, 2)?;
+        }
+        if n.input.len() == 2 && self.is_int_value(cx, 0) && self.is_int_value(cx, 1) {
+            let op = if kind == "Mul" { channels::Arith::Mul } else { channels::Arith::Add };
+            return self.shape_arith(cx, op);
         }
         let mut vals = Vec::with_capacity(n.input.len());
         for i in 0..n.input.len() {

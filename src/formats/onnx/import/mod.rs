@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::ir::{DType, Graph, HostTensor, MAX_ELEMENTS, Model, Node, Normalize, Op, Weights};
 
 mod attrs;
+mod channels;
 mod convert;
 mod names;
 mod shapes;

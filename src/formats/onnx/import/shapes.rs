@@ -9,7 +9,6 @@ impl Importer {
         let n = cx.node;
         cx.only_attrs(&["allowzero"])?;
         cx.arity(2, 2)?;
-        let x = self.act(cx, 0)?;
         let allowzero = cx.flag("allowzero", false)?;
         // None: the batch size, from a Shape node.
         let shape: Vec<Option<i64>> = match self.value(cx, 1)? {
@@ -22,6 +21,10 @@ impl Importer {
             }
             _ => return Err(cx.err("input 1 (the shape) must be a constant or computed by Shape nodes")),
         };
+        if self.shuffle_reshape(cx, &shape)? {
+            return Ok(());
+        }
+        let x = self.act(cx, 0)?;
         // Some(None): [N, -1]; Some(Some(f)): [N, f], checked against the input once shapes are known.
         let batch_ok = |b: Option<i64>, f: i64| match b {
             None => true,

@@ -55,6 +55,9 @@ pub(super) enum Val {
     Const(Rc<Const>),
     /// A shape computed from a feature map, as `x.view(x.size(0), -1)` exports it.
     Shape(ShapeVal),
+    /// A feature map [N, C, H, W] viewed as [N, g, C/g, H, W] (`transposed`: then as
+    /// [N, C/g, g, H, W]): a channel shuffle under way, see `channels.rs`.
+    Grouped { act: String, groups: usize, transposed: bool },
     /// A value edgeprune cannot use, with the reason (reported only if something live reads it).
     Bad(String),
 }

@@ -15,6 +15,7 @@ use crate::zoo;
 
 const FILE: &str = "hostile.onnx";
 
+mod channels;
 mod rejects;
 
 /// A zoo network with fresh weights and non-trivial BatchNorm parameters and statistics.
@@ -358,7 +359,7 @@ fn imports_the_shape_arithmetic_of_view() {
     assert_err(&m, &["/Reshape", "[N, 47] but the input holds 48"]);
     let mut m = base();
     view_chain(&mut m, "c2.relu", &[-1]);
-    assert_err(&m, &["/Gather", "supported only on shapes"]);
+    assert_err(&m, &["/Gather", "only along the channels (axis 1)"]);
     let mut m = base();
     node(&mut m, "c2.conv").input[0] = "/Shape_output_0".into();
     view_chain(&mut m, "/Shape_output_0", &[-1]);

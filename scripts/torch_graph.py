@@ -11,6 +11,33 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class _Linear(nn.Linear):
+    """nn.Linear; on a feature map, over its channels at every position (ConvNeXt's use)."""
+
+    def forward(self, x):
+        if x.dim() == 4:
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+class _LayerNorm2d(nn.LayerNorm):
+    """nn.LayerNorm over the channels of a feature map (torchvision's LayerNorm2d)."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _LayerScale(nn.Module):
+    """ConvNeXt's layer scale: the parameter `layer_scale` [C, 1, 1] times the input."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.layer_scale = nn.Parameter(torch.ones(c, 1, 1))
+
+    def forward(self, x):
+        return self.layer_scale * x
+
+
 def _module(node):
     op = node["op"]
     t = op["type"]
@@ -22,7 +49,13 @@ def _module(node):
     if t == "batch_norm2d":
         return nn.BatchNorm2d(op["num_features"], eps=op.get("eps", 1e-5), momentum=op.get("momentum", 0.1))
     if t == "linear":
-        return nn.Linear(op["in_features"], op["out_features"], bias=op.get("bias", True))
+        return _Linear(op["in_features"], op["out_features"], bias=op.get("bias", True))
+    if t == "layer_norm2d":
+        return _LayerNorm2d(op["num_features"], eps=op.get("eps", 1e-6))
+    if t == "layer_scale":
+        return _LayerScale(op["num_features"])
+    if t == "gelu":
+        return nn.GELU()
     if t == "relu":
         return nn.ReLU()
     if t == "relu6":
@@ -82,7 +115,14 @@ class GraphModule(nn.Module):
                 if not hasattr(parent, p):
                     parent.add_module(p, nn.Module())
                 parent = getattr(parent, p)
-            parent.add_module(last, m)
+            if hasattr(parent, last):
+                # A module that also holds other nodes (ConvNeXt's block owns `layer_scale` and
+                # has children): its tensors join that module, as a torch module's own do.
+                holder = getattr(parent, last)
+                for k, p in m.named_parameters(recurse=False):
+                    holder.register_parameter(k, p)
+            else:
+                parent.add_module(last, m)
             self.mods[node["name"]] = m
 
     def forward(self, x):

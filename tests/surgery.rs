@@ -1,7 +1,9 @@
 //! The law of structured pruning: removing a set of channels physically gives the same outputs as
 //! keeping the full network with those channels' outgoing contributions zeroed. Checked on every
 //! zoo network, on the extra structures (projection residuals, concats, grouped and depthwise
-//! convs, squeeze-excitation, flatten into linear), and on random graphs.
+//! convs, squeeze-excitation, flatten into linear, channel slices and shuffles, ConvNeXt's linear
+//! layers over channels), and on random graphs. Channels normalised together by a LayerNorm2d
+//! do not obey it (removing one renormalises the rest); their pruning is checked for validity.
 
 use edgeprune::analysis::{self, Group};
 use edgeprune::engine::{Device, Infer, Layout, Network, Train};
@@ -12,12 +14,16 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
-/// Fresh weights with non-trivial BatchNorm parameters and statistics.
+/// Fresh weights with non-trivial BatchNorm (and LayerNorm) parameters and statistics, and layer
+/// scales of order one (ConvNeXt starts them at 1e-6, which would hide its blocks).
 fn model_of(graph: Graph, seed: u64) -> Model {
     let mut m = Model::init(graph, seed).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     for (k, t) in m.weights.tensors.iter_mut() {
-        let (lo, hi) = if k.ends_with("running_var") || (k.ends_with(".weight") && t.shape.len() == 1) {
+        let (lo, hi) = if k.ends_with("running_var")
+            || k.ends_with(".layer_scale")
+            || (k.ends_with(".weight") && t.shape.len() == 1)
+        {
             (0.5, 1.5)
         } else if k.ends_with("running_mean") || (k.ends_with(".bias") && t.shape.len() == 1) {
             (-0.3, 0.3)
@@ -31,11 +37,19 @@ fn model_of(graph: Graph, seed: u64) -> Model {
     m
 }
 
-/// A plan removing about `fraction` of each prunable group's channels, keeping at least one.
+/// Whether a group runs through a LayerNorm2d: removing its channels changes the statistics the
+/// others are normalised by, so the law (removal = zeroing) does not apply to it; such groups are
+/// checked by `layer_norm_groups_prune_to_valid_models`.
+fn normalised_together(g: &Group) -> bool {
+    g.tensors.iter().any(|t| matches!(t.kind, Op::LayerNorm2d { .. }))
+}
+
+/// A plan removing about `fraction` of each prunable group's channels, keeping at least one
+/// (groups through a LayerNorm2d are left whole).
 fn random_plan(graph: &Graph, groups: &[Group], fraction: f64, rng: &mut ChaCha8Rng) -> Plan {
     let gp = groups
         .iter()
-        .filter(|g| g.prunable())
+        .filter(|g| g.prunable() && !normalised_together(g))
         .map(|g| {
             // As many removed from every block of a group that a grouped conv splits in blocks.
             let mut keep = Vec::new();
@@ -134,6 +148,38 @@ fn extra_structures_obey_the_law() {
             check_law(zoo::build(name, 5).unwrap(), 100 + i as u64, fraction, true);
         }
     }
+}
+
+/// Groups through a LayerNorm2d (ConvNeXt) prune to smaller valid models: every prunable group
+/// halved, the norms and layer scale shrink with their channels, the outputs stay finite and
+/// change (the remaining channels are normalised anew), and the law still holds for the hidden
+/// units of the block's linear layers (the one group not normalised with others).
+#[test]
+fn layer_norm_groups_prune_to_valid_models() {
+    let model = model_of(zoo::build("convnext_block", 5).unwrap(), 3);
+    let groups = analysis::groups(&model.graph).unwrap();
+    let lawful: Vec<&str> =
+        groups.iter().filter(|g| g.prunable() && !normalised_together(g)).map(|g| g.name.as_str()).collect();
+    assert_eq!(lawful, ["block.pw1"]);
+    let gp = groups
+        .iter()
+        .filter(|g| g.prunable())
+        .map(|g| GroupPlan { name: g.name.clone(), size: g.size, keep: (0..g.size).step_by(2).collect() })
+        .collect();
+    let plan = Plan::new(&model.graph.name, gp);
+    let pruned = surgery::apply(&model, &plan).unwrap();
+    for (node, want) in [("stem.norm", 4), ("block.norm", 4), ("head.norm", 4), ("block", 4)] {
+        let op = &pruned.graph.node(node).unwrap().op;
+        assert!(
+            matches!(*op, Op::LayerNorm2d { num_features, .. } | Op::LayerScale { num_features } if num_features == want),
+            "{node}: {op:?}"
+        );
+    }
+    let x: Vec<f32> = (0..2 * 3 * 16 * 16).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let (a, b) = (outputs(&pruned, &x, 2), outputs(&model, &x, 2));
+    assert!(a.iter().all(|v| v.is_finite()) && a.len() == b.len());
+    assert!(a.iter().zip(&b).any(|(p, q)| (p - q).abs() > 1e-4), "pruning changed nothing");
+    check_law(zoo::build("convnext_block", 5).unwrap(), 9, 0.5, true);
 }
 
 #[test]

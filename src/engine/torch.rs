@@ -289,8 +289,27 @@ impl Network {
                 Op::Flatten => arg(0).flatten(1, -1),
                 &Op::Linear { bias, .. } => {
                     let b = bias.then(|| self.t(name, "bias"));
-                    arg(0).f_linear(self.t(name, "weight"), b).map_err(tch_err)?
+                    let w = self.t(name, "weight");
+                    if arg(0).dim() == 4 {
+                        // Over the channels at every position: on the channels-last view, as torch does.
+                        arg(0).permute([0, 2, 3, 1]).f_linear(w, b).map_err(tch_err)?.permute([0, 3, 1, 2])
+                    } else {
+                        arg(0).f_linear(w, b).map_err(tch_err)?
+                    }
                 }
+                &Op::LayerNorm2d { num_features, eps } => arg(0)
+                    .permute([0, 2, 3, 1])
+                    .f_layer_norm(
+                        [num_features as i64],
+                        Some(self.t(name, "weight")),
+                        Some(self.t(name, "bias")),
+                        eps,
+                        true,
+                    )
+                    .map_err(tch_err)?
+                    .permute([0, 3, 1, 2]),
+                Op::GELU => arg(0).gelu("none"),
+                Op::LayerScale { .. } => arg(0) * self.t(name, "layer_scale"),
                 &Op::Dropout { p } => arg(0).dropout(p, train),
                 Op::Identity => arg(0).shallow_clone(),
                 Op::ChannelPermute { .. } => {

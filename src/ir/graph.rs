@@ -269,7 +269,26 @@ fn infer_one(op: &Op, ins: &[&Shape]) -> Result<Shape, String> {
             }
             ins[0].clone()
         }
-        Op::ReLU | Op::ReLU6 | Op::Sigmoid | Op::HardSwish | Op::HardSigmoid | Op::Identity => ins[0].clone(),
+        Op::ReLU | Op::ReLU6 | Op::Sigmoid | Op::HardSwish | Op::HardSigmoid | Op::Identity | Op::GELU => {
+            ins[0].clone()
+        }
+        &Op::LayerNorm2d { num_features, eps } => {
+            let (c, _, _) = spatial(ins[0], "layer_norm2d")?;
+            if c != num_features {
+                return Err(format!("num_features is {num_features} but the input has {c} channels"));
+            }
+            if !(eps > 0.0 && eps.is_finite()) {
+                return Err(format!("eps ({eps}) must be positive"));
+            }
+            ins[0].clone()
+        }
+        &Op::LayerScale { num_features } => {
+            let (c, _, _) = spatial(ins[0], "layer_scale")?;
+            if c != num_features {
+                return Err(format!("num_features is {num_features} but the input has {c} channels"));
+            }
+            ins[0].clone()
+        }
         &Op::Dropout { p } => {
             if !(0.0..1.0).contains(&p) {
                 return Err(format!("dropout p must be in [0, 1), got {p}"));
@@ -347,18 +366,19 @@ fn infer_one(op: &Op, ins: &[&Shape]) -> Result<Shape, String> {
             s
         }
         &Op::Linear { in_features, out_features, .. } => {
-            match ins[0].as_slice() {
-                &[f] if f == in_features => {}
-                s => {
-                    return Err(format!(
-                        "linear needs a flat input of {in_features} features, got {s:?} (flatten first)"
-                    ));
-                }
-            }
             if out_features == 0 {
                 return Err("out_features must be positive".into());
             }
-            vec![out_features]
+            match ins[0].as_slice() {
+                &[f] if f == in_features => vec![out_features],
+                &[c, h, w] if c == in_features => vec![out_features, h, w],
+                s => {
+                    return Err(format!(
+                        "linear needs {in_features} input features (a flat input, or the channels of a feature \
+                         map), got {s:?}"
+                    ));
+                }
+            }
         }
     })
 }

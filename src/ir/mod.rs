@@ -96,6 +96,10 @@ impl Model {
                 let t = match (&node.op, spec.suffix) {
                     (Op::BatchNorm2d { .. }, "weight" | "running_var") => HostTensor::f32(spec.shape, vec![1.0; n]),
                     (Op::BatchNorm2d { .. }, _) => HostTensor::zeros(spec.shape, spec.dtype),
+                    (Op::LayerNorm2d { .. }, "weight") => HostTensor::f32(spec.shape, vec![1.0; n]),
+                    (Op::LayerNorm2d { .. }, _) => HostTensor::zeros(spec.shape, spec.dtype),
+                    // torchvision's ConvNeXt starts its layer scales at 1e-6.
+                    (Op::LayerScale { .. }, _) => HostTensor::f32(spec.shape, vec![1e-6; n]),
                     (_, "weight" | "bias") => {
                         // kaiming_uniform_(a=sqrt(5)) gives bound = 1/sqrt(fan_in), as does the bias.
                         let bound = 1.0 / (fan_in.max(1) as f32).sqrt();

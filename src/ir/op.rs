@@ -21,6 +21,9 @@ fn bn_eps() -> f64 {
 fn bn_momentum() -> f64 {
     0.1
 }
+fn ln_eps() -> f64 {
+    1e-6
+}
 
 /// One operation. Every op produces exactly one tensor, named after its node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +95,8 @@ pub enum Op {
     Concat,
     /// [C, H, W] -> [C * H * W], in PyTorch's (channel-major) order.
     Flatten,
+    /// `nn.Linear` on a flat input; on a [C, H, W] feature map it maps the channels at every
+    /// position (as ConvNeXt's `nn.Linear` on the channels-last view does), [C, H, W] -> [out, H, W].
     Linear {
         in_features: usize,
         out_features: usize,
@@ -113,6 +118,22 @@ pub enum Op {
     ChannelSlice {
         start: usize,
         end: usize,
+    },
+    /// Layer normalisation over the channels at every position, with a weight and a bias per
+    /// channel (torchvision's `LayerNorm2d`; `nn.LayerNorm(C)` on the channels-last view, as
+    /// ConvNeXt uses it).
+    LayerNorm2d {
+        num_features: usize,
+        #[serde(default = "ln_eps")]
+        eps: f64,
+    },
+    /// `nn.GELU()`, exact: x * (1 + erf(x / sqrt 2)) / 2.
+    #[serde(rename = "gelu")]
+    GELU,
+    /// Channel c times a learned factor, the tensor `layer_scale` of shape [C, 1, 1] (ConvNeXt's
+    /// layer scale, named as torchvision's CNBlock names it).
+    LayerScale {
+        num_features: usize,
     },
 }
 
@@ -205,6 +226,9 @@ impl Op {
             Op::Identity => "identity",
             Op::ChannelPermute { .. } => "channel_permute",
             Op::ChannelSlice { .. } => "channel_slice",
+            Op::LayerNorm2d { .. } => "layer_norm2d",
+            Op::GELU => "gelu",
+            Op::LayerScale { .. } => "layer_scale",
         }
     }
 
@@ -250,6 +274,8 @@ impl Op {
                 }
                 v
             }
+            Op::LayerNorm2d { num_features: c, .. } => vec![p("weight", vec![c]), p("bias", vec![c])],
+            Op::LayerScale { num_features: c } => vec![p("layer_scale", vec![c, 1, 1])],
             _ => vec![],
         }
     }
@@ -276,7 +302,13 @@ impl Op {
             | Op::AvgPool2d { .. }
             | Op::GlobalAvgPool
             | Op::Dropout { .. }
-            | Op::Identity => ChannelMap::PassThrough,
+            | Op::Identity
+            | Op::GELU
+            | Op::LayerScale { .. } => ChannelMap::PassThrough,
+            // Each channel is normalised by statistics over all of them: removing one changes
+            // the others' values (as removing a channel before a softmax would), but the op stays
+            // valid with its weight and bias sliced, and fine-tuning follows.
+            Op::LayerNorm2d { .. } => ChannelMap::PassThrough,
             Op::Add | Op::Mul => ChannelMap::Tie,
             Op::Concat => ChannelMap::Concat,
             Op::Flatten => ChannelMap::Flatten,
@@ -304,6 +336,7 @@ impl Op {
             (Op::Linear { bias: true, .. }, "bias") => Some(out),
             (Op::BatchNorm2d { .. }, "weight" | "bias" | "running_mean" | "running_var") => Some(out),
             (Op::BatchNorm2d { .. }, "num_batches_tracked") => Some(whole),
+            (Op::LayerNorm2d { .. }, "weight" | "bias") | (Op::LayerScale { .. }, "layer_scale") => Some(out),
             _ => None,
         }
     }
@@ -331,7 +364,9 @@ impl Op {
                     *groups = output;
                 }
             }
-            Op::BatchNorm2d { num_features, .. } => *num_features = output,
+            Op::BatchNorm2d { num_features, .. }
+            | Op::LayerNorm2d { num_features, .. }
+            | Op::LayerScale { num_features } => *num_features = output,
             Op::Linear { in_features, out_features, .. } => {
                 *in_features = input.unwrap_or(*in_features);
                 *out_features = output;
@@ -352,7 +387,8 @@ impl Op {
             | Op::Dropout { .. }
             | Op::Identity
             | Op::ChannelPermute { .. }
-            | Op::ChannelSlice { .. } => {}
+            | Op::ChannelSlice { .. }
+            | Op::GELU => {}
         }
         op
     }
@@ -367,9 +403,11 @@ impl Op {
                 let mut new = Vec::with_capacity(kept_out.len());
                 for &j in kept_out {
                     let c = *order.get(j).ok_or_else(|| format!("kept output channel {j} is out of range"))?;
-                    new.push(new_index(c).ok_or_else(|| {
-                        format!("output channel {j} is kept but its input channel {c} is removed")
-                    })?);
+                    new.push(
+                        new_index(c).ok_or_else(|| {
+                            format!("output channel {j} is kept but its input channel {c} is removed")
+                        })?,
+                    );
                 }
                 if new.len() != kept_in.len() {
                     return Err(format!(
@@ -411,7 +449,10 @@ impl Op {
                 let per_out = (in_channels / groups.max(1)) * kernel_size[0] * kernel_size[1];
                 (out_shape.iter().product::<usize>() as u64).saturating_mul(per_out as u64)
             }
-            Op::Linear { in_features, out_features, .. } => (in_features as u64).saturating_mul(out_features as u64),
+            // On a feature map, once per position.
+            Op::Linear { in_features, .. } => {
+                (out_shape.iter().product::<usize>() as u64).saturating_mul(in_features as u64)
+            }
             _ => 0,
         }
     }

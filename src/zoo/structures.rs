@@ -1,8 +1,9 @@
 //! Small networks with the structures pruning must handle beyond the paper's zoo: projection
 //! residuals, inception-like branch concats, dense concats, grouped convs, squeeze-and-excitation
 //! channel products, depthwise-separable blocks, a flatten of a 2x2 map into a linear layer, and a
-//! MobileNetV3 block (hard-swish, hard-sigmoid gate), and ShuffleNetV2 units (channel split by
-//! slices, channel shuffle by a permutation).
+//! MobileNetV3 block (hard-swish, hard-sigmoid gate), ShuffleNetV2 units (channel split by
+//! slices, channel shuffle by a permutation), and a ConvNeXt block (layer norm over channels,
+//! linear layers over channels, GELU, layer scale).
 //! Used by the tests (pruning, ONNX) and available from the CLI by name.
 
 use super::Builder;
@@ -18,6 +19,7 @@ pub const STRUCTURES: &[&str] = &[
     "flatten_2x2",
     "mobilenetv3_block",
     "shuffle_block",
+    "convnext_block",
 ];
 
 pub fn build(name: &str, classes: usize) -> Option<Graph> {
@@ -31,6 +33,7 @@ pub fn build(name: &str, classes: usize) -> Option<Graph> {
         "flatten_2x2" => flatten_2x2(classes),
         "mobilenetv3_block" => mobilenetv3_block(classes),
         "shuffle_block" => shuffle_block(classes),
+        "convnext_block" => convnext_block(classes),
         _ => return None,
     })
 }
@@ -209,6 +212,27 @@ pub fn shuffle_block(classes: usize) -> Graph {
     let x = shuffle(&mut b, "unit.shuffle", &x, 12, 2);
     head(&mut b, &x, classes);
     b.finish("shuffle_block")
+}
+
+/// A ConvNeXt stem and block: patchify conv + LayerNorm2d, then depthwise 7x7, LayerNorm2d,
+/// a linear layer over the channels to 4x, GELU, back to 1x, layer scale and the residual sum;
+/// the head normalises the pooled channels before the classifier.
+pub fn convnext_block(classes: usize) -> Graph {
+    let mut b = Builder::new([3, 16, 16]);
+    let x = b.conv("stem.conv", "input", 8, 2, 2, 0, 1, true);
+    let stem = b.add("stem.norm", Op::LayerNorm2d { num_features: 8, eps: 1e-6 }, &[&x]);
+    let x = b.conv("block.dw", &stem, 8, 7, 1, 3, 8, true);
+    let x = b.add("block.norm", Op::LayerNorm2d { num_features: 8, eps: 1e-6 }, &[&x]);
+    let x = b.add("block.pw1", Op::Linear { in_features: 8, out_features: 32, bias: true }, &[&x]);
+    let x = b.add("block.gelu", Op::GELU, &[&x]);
+    let x = b.add("block.pw2", Op::Linear { in_features: 32, out_features: 8, bias: true }, &[&x]);
+    let x = b.add("block", Op::LayerScale { num_features: 8 }, &[&x]);
+    let x = b.add("block.add", Op::Add, &[&stem, &x]);
+    let x = b.add("pool", Op::GlobalAvgPool, &[&x]);
+    let x = b.add("head.norm", Op::LayerNorm2d { num_features: 8, eps: 1e-6 }, &[&x]);
+    let x = b.add("flatten", Op::Flatten, &[&x]);
+    b.linear("fc", &x, classes);
+    b.finish("convnext_block")
 }
 
 /// Convs down to a 2x2 map, flattened (4 features per channel) into a hidden linear layer with

@@ -160,7 +160,8 @@ pub fn export(model: &Model, opts: ExportOptions) -> Result<ModelProto> {
     }
 
     for (i, node_ins) in ins.iter().enumerate() {
-        write_node(model, i, node_ins, &folds, &mut w)?;
+        let feature_map = node_ins.first().is_some_and(|&j| shapes[j].len() == 3);
+        write_node(model, i, node_ins, feature_map, &folds, &mut w)?;
     }
 
     let mut metadata_props = vec![StringStringEntryProto { key: Some(META_NAME.into()), value: Some(g.name.clone()) }];
@@ -218,7 +219,8 @@ impl Folds {
 }
 
 /// The ONNX nodes (and initializers) of node `i`, whose inputs are the nodes `ins`.
-fn write_node(model: &Model, i: usize, ins: &[usize], folds: &Folds, w: &mut Writer) -> Result<()> {
+/// `feature_map`: the (first) input is a [C, H, W] map, not a flat vector.
+fn write_node(model: &Model, i: usize, ins: &[usize], feature_map: bool, folds: &Folds, w: &mut Writer) -> Result<()> {
     let g = &model.graph;
     let n = &g.nodes[i];
     let x = || ins.iter().map(|&j| g.nodes[j].name.clone()).collect::<Vec<_>>();
@@ -287,6 +289,13 @@ fn write_node(model: &Model, i: usize, ins: &[usize], folds: &Folds, w: &mut Wri
         Op::Mul => w.node("Mul", &n.name, x(), &n.name, vec![]),
         Op::Concat => w.node("Concat", &n.name, x(), &n.name, vec![attr_int("axis", 1)]),
         Op::Flatten => w.node("Flatten", &n.name, x(), &n.name, vec![attr_int("axis", 1)]),
+        &Op::Linear { in_features, out_features, bias } if feature_map => {
+            w.init(&key("weight"), &[out_features, in_features], f32s(model, &key("weight"))?);
+            if bias {
+                w.init(&key("bias"), &[out_features], f32s(model, &key("bias"))?);
+            }
+            channels_last_linear(&n.name, &x()[0], bias, w);
+        }
         &Op::Linear { in_features, out_features, bias } => {
             let mut inputs = x();
             inputs.push(key("weight"));
@@ -310,6 +319,24 @@ fn write_node(model: &Model, i: usize, ins: &[usize], folds: &Folds, w: &mut Wri
             inputs.push(w.ints(&key("order"), &idx));
             w.node("Gather", &n.name, inputs, &n.name, vec![attr_int("axis", 1)]);
         }
+        &Op::LayerNorm2d { num_features, eps } => {
+            for s in ["weight", "bias"] {
+                w.init(&key(s), &[num_features], f32s(model, &key(s))?);
+            }
+            let t = w.fresh(&format!("{}.to_nhwc", n.name));
+            w.node("Transpose", &t.clone(), x(), &t, vec![attr_ints("perm", &[0, 2, 3, 1])]);
+            let ln = w.fresh(&format!("{}.nhwc", n.name));
+            let attrs = vec![attr_int("axis", -1), attr_float("epsilon", eps as f32)];
+            w.node("LayerNormalization", &ln.clone(), vec![t, key("weight"), key("bias")], &ln, attrs);
+            w.node("Transpose", &n.name, vec![ln], &n.name, vec![attr_ints("perm", &[0, 3, 1, 2])]);
+        }
+        Op::GELU => gelu(&n.name, &x()[0], w),
+        &Op::LayerScale { num_features } => {
+            w.init(&key("layer_scale"), &[num_features, 1, 1], f32s(model, &key("layer_scale"))?);
+            let mut inputs = x();
+            inputs.push(key("layer_scale"));
+            w.node("Mul", &n.name, inputs, &n.name, vec![]);
+        }
         &Op::ChannelSlice { start, end } => {
             let mut inputs = x();
             inputs.push(w.ints(&key("starts"), &[start as i64]));
@@ -319,6 +346,41 @@ fn write_node(model: &Model, i: usize, ins: &[usize], folds: &Folds, w: &mut Wri
         }
     }
     Ok(())
+}
+
+/// A Linear over the channels of a feature map as torch exports `nn.Linear` on ConvNeXt's
+/// channels-last view: Transpose to NHWC, MatMul by the transposed weight (initializer
+/// `<name>.weight`, [out, in]), Add the bias, Transpose back; the output is `name`.
+fn channels_last_linear(name: &str, x: &str, bias: bool, w: &mut Writer) {
+    let t = w.fresh(&format!("{name}.to_nhwc"));
+    w.node("Transpose", &t.clone(), vec![x.to_string()], &t, vec![attr_ints("perm", &[0, 2, 3, 1])]);
+    let wt = w.fresh(&format!("{name}.weight_t"));
+    w.node("Transpose", &wt.clone(), vec![format!("{name}.weight")], &wt, vec![attr_ints("perm", &[1, 0])]);
+    let mut y = w.fresh(&format!("{name}.matmul"));
+    w.node("MatMul", &y.clone(), vec![t, wt], &y, vec![]);
+    if bias {
+        let b = w.fresh(&format!("{name}.add_bias"));
+        w.node("Add", &b.clone(), vec![y, format!("{name}.bias")], &b, vec![]);
+        y = b;
+    }
+    w.node("Transpose", name, vec![y], name, vec![attr_ints("perm", &[0, 3, 1, 2])]);
+}
+
+/// Exact GELU as torch exports it at opsets below 20 (which have no Gelu op):
+/// x * (1 + erf(x / sqrt 2)) * 0.5; the output is `name`.
+fn gelu(name: &str, x: &str, w: &mut Writer) {
+    let sqrt2 = w.scalar(&format!("{name}.sqrt2"), std::f32::consts::SQRT_2);
+    let d = w.fresh(&format!("{name}.div"));
+    w.node("Div", &d.clone(), vec![x.to_string(), sqrt2], &d, vec![]);
+    let e = w.fresh(&format!("{name}.erf"));
+    w.node("Erf", &e.clone(), vec![d], &e, vec![]);
+    let one = w.scalar(&format!("{name}.one"), 1.0);
+    let a = w.fresh(&format!("{name}.add"));
+    w.node("Add", &a.clone(), vec![e, one], &a, vec![]);
+    let m = w.fresh(&format!("{name}.mul"));
+    w.node("Mul", &m.clone(), vec![x.to_string(), a], &m, vec![]);
+    let half = w.scalar(&format!("{name}.half"), 0.5);
+    w.node("Mul", name, vec![m, half], name, vec![]);
 }
 
 fn conv_attrs(

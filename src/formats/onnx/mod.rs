@@ -8,7 +8,10 @@
 //! Reshape-as-flatten, Gemm, MatMul + Add, Dropout and Identity onto the IR's ops, Slice along the
 //! channels onto a channel slice, and Gather of channels by a permutation or ShuffleNet's channel
 //! shuffle (Reshape to [N, g, C/g, H, W], Transpose (0, 2, 1, 3, 4), Reshape back) onto a channel
-//! permutation; Constant nodes and initializers provide their constant inputs, and Shape, Gather,
+//! permutation; ConvNeXt's channels-last stretches (Transpose (0, 2, 3, 1) ... (0, 3, 1, 2)) with
+//! LayerNormalization over the channels, MatMul + Add over the channels and exact GELU (Div,
+//! Erf, Add, Mul, Mul) onto LayerNorm2d, Linear and GELU, and a Mul by a [C, 1, 1] constant onto a
+//! layer scale; Constant nodes and initializers provide their constant inputs, and Shape, Gather,
 //! Unsqueeze, Concat, Slice, Add, Sub, Mul, Div and Cast on shapes are evaluated at import (the
 //! batch size of `x.view(x.size(0), -1)`, the halves of `torch.chunk`). Nodes and weights take PyTorch names where the
 //! initializers carry them (`layer1.0.conv1.weight` makes node `layer1.0.conv1`), else a name made
@@ -21,7 +24,8 @@
 //! its type and range. Errors name the file and the node; nothing panics.
 //!
 //! Export writes one ONNX node per IR node (ReLU6 as Clip with constant bounds, Linear as Gemm,
-//! Add of three or more inputs as Sum, a channel permutation as Gather, a channel slice as Slice), initializers named by the state_dict keys, a dynamic
+//! Add of three or more inputs as Sum, a channel permutation as Gather, a channel slice as Slice,
+//! LayerNorm2d, a Linear over channels and GELU in torch's forms listed above), initializers named by the state_dict keys, a dynamic
 //! batch dimension, and the graph's name and input normalisation as metadata, so that import
 //! after export gives back the same graph and weights. BatchNorm stays BatchNormalization, or
 //! with [`ExportOptions::fold_bn`] is folded into the convolution that feeds only it.

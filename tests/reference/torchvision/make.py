@@ -98,6 +98,24 @@ def convnext_net():
                              layer_scale=0.5, num_classes=CLASSES)
 
 
+def vit():
+    from torchvision.models import vision_transformer as v
+    return v.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                               num_classes=CLASSES)
+
+
+def swin():
+    from torchvision.models import swin_transformer as s
+    return s.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=[4, 4],
+                             num_classes=CLASSES)
+
+
+def maxvit():
+    from torchvision.models import maxvit as m
+    return m.MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16, 32],
+                    block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=CLASSES)
+
+
 # (family, builder, input size)
 FAMILIES = [
     ("alexnet", lambda: narrowed(32, lambda: torchvision.models.alexnet(num_classes=CLASSES)), 224),
@@ -124,6 +142,10 @@ FAMILIES = [
     ("regnet_x", lambda: regnet_net(False), 32),
     ("regnet_y", lambda: regnet_net(True), 32),
     ("convnext", convnext_net, 32),
+    # Transformers: edgeprune refuses them, naming every op it does not support.
+    ("vit", vit, 32),
+    ("swin", swin, 32),
+    ("maxvit", maxvit, 32),
 ]
 
 
@@ -144,7 +166,9 @@ def scale_logits(model, x, target=2.0):
     means little at either end."""
     last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
     with torch.no_grad():
-        if isinstance(last, nn.Linear):
+        if last.weight.abs().max() == 0:  # ViT starts its head at zero
+            nn.init.normal_(last.weight, std=0.02)
+        if isinstance(last, nn.Linear) and last.bias is not None:
             # Centred over the images first: without BatchNorm (AlexNet) the biases dominate and
             # the logits would hardly depend on the image.
             last.bias.sub_(model(torch.from_numpy(x)).mean(0))

@@ -74,15 +74,17 @@ impl Importer {
         let mut dims = Vec::with_capacity(len);
         for k in 0..len {
             let v = match (at(&a, k), at(&b, k)) {
-                (Some(x), Some(y)) => Some(match op {
-                    Arith::Add => x.checked_add(y),
-                    Arith::Sub => x.checked_sub(y),
-                    Arith::Mul => x.checked_mul(y),
-                    // ONNX integer division truncates.
-                    Arith::Div if y == 0 => return Err(cx.err("divides a shape value by zero")),
-                    Arith::Div => x.checked_div(y),
-                }
-                .ok_or_else(|| cx.err("shape arithmetic overflows"))?),
+                (Some(x), Some(y)) => Some(
+                    match op {
+                        Arith::Add => x.checked_add(y),
+                        Arith::Sub => x.checked_sub(y),
+                        Arith::Mul => x.checked_mul(y),
+                        // ONNX integer division truncates.
+                        Arith::Div if y == 0 => return Err(cx.err("divides a shape value by zero")),
+                        Arith::Div => x.checked_div(y),
+                    }
+                    .ok_or_else(|| cx.err("shape arithmetic overflows"))?,
+                ),
                 _ => None,
             };
             dims.push(v);
@@ -91,12 +93,12 @@ impl Importer {
         Ok(())
     }
 
-    /// Div: shape arithmetic (activations divided by a constant are not supported yet).
+    /// Div: shape arithmetic, or the start of an exact GELU.
     pub(super) fn div(&mut self, cx: &Ctx) -> Result<()> {
         if self.is_int_value(cx, 0) && self.is_int_value(cx, 1) {
             return self.shape_arith(cx, Arith::Div);
         }
-        Err(cx.err("Div is supported only in shape arithmetic (integer shape values and constants)"))
+        self.div_map(cx)
     }
 
     pub(super) fn sub(&mut self, cx: &Ctx) -> Result<()> {
@@ -158,11 +160,12 @@ impl Importer {
             Some(Val::Act(x)) => {
                 let shape = self.act_shape(&x)?;
                 let rank = shape.len() as i64 + 1;
-                let axis = axis.ok_or_else(|| cx.err("Slice of a feature map needs `axes` (only axis 1 is supported)"))?;
+                let axis =
+                    axis.ok_or_else(|| cx.err("Slice of a feature map needs `axes` (only axis 1 is supported)"))?;
                 if axis != 1 && axis != 1 - rank {
-                    return Err(cx.err(format!(
-                        "Slice along axis {axis} is not supported: only along the channels (axis 1)"
-                    )));
+                    return Err(
+                        cx.err(format!("Slice along axis {axis} is not supported: only along the channels (axis 1)"))
+                    );
                 }
                 let (a, b) = bounds(shape[0]);
                 if a >= b {
@@ -202,9 +205,9 @@ impl Importer {
         let mut sorted = order.clone();
         sorted.sort_unstable();
         if sorted != (0..c).collect::<Vec<_>>() {
-            return Err(cx.err(format!(
-                "Gather along the channels is supported only as a permutation of all {c} channels"
-            )));
+            return Err(
+                cx.err(format!("Gather along the channels is supported only as a permutation of all {c} channels"))
+            );
         }
         let name = self.plain_name(cx.node);
         self.push(cx.node, name, Op::ChannelPermute { order }, vec![x]);
@@ -268,15 +271,24 @@ impl Importer {
         cx.only_attrs(&["perm"])?;
         cx.arity(1, 1)?;
         let perm = cx.ints("perm")?;
+        if self.layout_transpose(cx, perm.as_deref())? {
+            return Ok(());
+        }
         match (self.value(cx, 0)?.cloned(), perm.as_deref()) {
             (Some(Val::Grouped { act, groups, transposed: false }), Some([0, 2, 1, 3, 4])) => {
                 self.bind_outputs(cx.node, Val::Grouped { act, groups, transposed: true });
                 Ok(())
             }
-            (_, p) => Err(cx.err(format!(
-                "Transpose (perm {p:?}) is supported only as a channel shuffle: Reshape to [N, g, C/g, H, W], \
-                 Transpose (0, 2, 1, 3, 4), Reshape back"
-            ))),
+            (v, p) => {
+                if !matches!(v, Some(Val::Act(_) | Val::Nhwc(_) | Val::Const(_))) {
+                    self.act(cx, 0)?; // says what the input is instead
+                }
+                Err(cx.err(format!(
+                    "Transpose (perm {p:?}) is supported only between channels first and last ((0, 2, 3, 1) of a \
+                 feature map, (0, 3, 1, 2) back), of a 2-D weight, or as a channel shuffle: Reshape to [N, g, C/g, \
+                 H, W], Transpose (0, 2, 1, 3, 4), Reshape back"
+                )))
+            }
         }
     }
 }

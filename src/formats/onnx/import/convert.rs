@@ -34,6 +34,8 @@ const CONVERTERS: &[(&str, Converter)] = &[
     ("Unsqueeze", Importer::shape_op),
     ("Slice", Importer::slice),
     ("Transpose", Importer::transpose),
+    ("LayerNormalization", Importer::layer_norm),
+    ("Erf", Importer::erf),
     ("Div", Importer::div),
     ("Sub", Importer::sub),
     ("Cast", Importer::cast),
@@ -46,7 +48,7 @@ pub fn supported_ops() -> Vec<&'static str> {
 
 /// What of `nodes` import cannot take, as one sentence: each unsupported op type with how many
 /// nodes use it, most used first (a model's whole gap, not only its first unsupported node).
-pub(super) fn unsupported_summary<'a>(nodes: impl Iterator<Item = &'a NodeProto>) -> String {
+pub(super) fn unsupported_summary<'a>(nodes: impl Iterator<Item = &'a NodeProto>) -> (String, usize) {
     let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for n in nodes {
         let known = matches!(n.domain(), "" | "ai.onnx") && CONVERTERS.iter().any(|(op, _)| *op == n.op_type());
@@ -57,7 +59,7 @@ pub(super) fn unsupported_summary<'a>(nodes: impl Iterator<Item = &'a NodeProto>
     let mut v: Vec<(String, usize)> = counts.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let list: Vec<String> = v.iter().map(|(op, n)| format!("{op} ({n})")).collect();
-    format!("In all, the model uses {} unsupported op type(s): {}", v.len(), list.join(", "))
+    (format!("In all, the model uses {} unsupported op type(s): {}", v.len(), list.join(", ")), v.len())
 }
 
 impl Importer {
@@ -100,6 +102,17 @@ impl Importer {
             Some(Val::Shape(_)) => Err(cx.err(format!(
                 "input {i} (`{}`) is a shape computed by a Shape node; only Gather, Unsqueeze, Concat and \
                  Reshape take shapes",
+                cx.input_name(i).unwrap_or("")
+            ))),
+            Some(Val::Nhwc(_)) => Err(cx.err(format!(
+                "input {i} (`{}`) is a feature map transposed to channels last (0, 2, 3, 1); only \
+                 LayerNormalization over the last axis, MatMul by a weight, an exact GELU and a Transpose back \
+                 (0, 3, 1, 2) take it",
+                cx.input_name(i).unwrap_or("")
+            ))),
+            Some(Val::Gelu { .. }) => Err(cx.err(format!(
+                "input {i} (`{}`) is part of an exact GELU (x * (1 + erf(x / sqrt 2)) / 2); only the rest of that \
+                 pattern may read it",
                 cx.input_name(i).unwrap_or("")
             ))),
             Some(Val::Grouped { .. }) => Err(cx.err(format!(
@@ -148,7 +161,14 @@ impl Importer {
         let cx = Ctx { path: &path, opset: self.opset, node: n };
         let converter = CONVERTERS.iter().find(|(op, _)| *op == n.op_type()).map(|(_, f)| *f);
         match converter {
-            Some(f) if matches!(n.domain(), "" | "ai.onnx") => f(self, &cx),
+            // A supported op type used in a way import does not take: the model's whole gap (its
+            // unsupported op types, if it has any) said too, as a transformer needs it said.
+            Some(f) if matches!(n.domain(), "" | "ai.onnx") => f(self, &cx).map_err(|e| match e {
+                Error::File { path, msg } if self.unsupported_count > 0 => {
+                    Error::File { path, msg: format!("{msg}. {}", self.unsupported) }
+                }
+                e => e,
+            }),
             _ => Err(cx.err(format!(
                 "unsupported op `{}`; edgeprune imports {} (default domain). {}",
                 op_label(n),
@@ -341,13 +361,16 @@ impl Importer {
             let op = if kind == "Mul" { channels::Arith::Mul } else { channels::Arith::Add };
             return self.shape_arith(cx, op);
         }
+        if self.gelu_or_scale(cx)? {
+            return Ok(());
+        }
         let mut vals = Vec::with_capacity(n.input.len());
         for i in 0..n.input.len() {
             vals.push(self.value(cx, i)?.cloned().ok_or_else(|| cx.err(format!("input {i} is missing")))?);
         }
         if kind == "Add"
             && let [a, b] = vals.as_slice()
-            && let (Val::Act(x), Val::Const(c)) | (Val::Const(c), Val::Act(x)) = (a, b)
+            && let (Val::Act(x) | Val::Nhwc(x), Val::Const(c)) | (Val::Const(c), Val::Act(x) | Val::Nhwc(x)) = (a, b)
         {
             return self.matmul_bias(cx, x, c);
         }
@@ -377,7 +400,9 @@ impl Importer {
     /// Add(MatMul(x, W), b): gives the Linear made from the MatMul its bias.
     pub(super) fn matmul_bias(&mut self, cx: &Ctx, x: &str, c: &Rc<Const>) -> Result<()> {
         let n = cx.node;
-        let act_value = n.input.iter().find(|v| matches!(self.values.get(*v), Some(Val::Act(_)))).cloned();
+        let act_value =
+            n.input.iter().find(|v| matches!(self.values.get(*v), Some(Val::Act(_) | Val::Nhwc(_)))).cloned();
+        let nhwc = act_value.as_ref().is_some_and(|v| matches!(self.values.get(v), Some(Val::Nhwc(_))));
         let sole = act_value.as_ref().is_some_and(|v| self.uses.get(v).copied().unwrap_or(0) == 1);
         let Some(&named_by_param) = self.matmuls.get(x).filter(|_| sole) else {
             return Err(cx.err(format!(
@@ -418,7 +443,7 @@ impl Importer {
         }
         self.nodes[idx].op = Op::Linear { in_features, out_features, bias: true };
         self.put(&name, "bias", vec![out_features], c.f32s());
-        self.bind_outputs(n, Val::Act(name.clone()));
+        self.bind_outputs(n, if nhwc { Val::Nhwc(name.clone()) } else { Val::Act(name.clone()) });
         if let Some(o) = self.origin.get_mut(&name) {
             o.push_str(&format!(" + node `{}` (Add)", describe(n)));
         }
@@ -460,13 +485,26 @@ impl Importer {
         let n = cx.node;
         cx.only_attrs(&[])?;
         cx.arity(2, 2)?;
-        let x = self.act(cx, 0)?;
+        // A flat input, or the channels of a channels-last feature map.
+        let (x, nhwc) = match self.map_of(cx, 0) {
+            Some(m) if m.nhwc => (m.act, true),
+            _ => (self.act(cx, 0)?, false),
+        };
+        if !nhwc && self.act_shape(&x)?.len() != 1 {
+            return Err(cx.err(
+                "MatMul of a channel-first feature map is not supported (it would contract the width): only of a \
+                 flat input or of a map transposed to channels last (0, 2, 3, 1)",
+            ));
+        }
         let w = self.weight(cx, 1, "the weight", 2)?;
         let (in_f, out_f) = (w.dims[0], w.dims[1]);
         let (name, by_param) = self.node_name(n);
         self.put(&name, "weight", vec![out_f, in_f], transpose(&w.f32s(), in_f, out_f));
         self.matmuls.insert(name.clone(), by_param);
-        self.push(n, name, Op::Linear { in_features: in_f, out_features: out_f, bias: false }, vec![x]);
+        self.push(n, name.clone(), Op::Linear { in_features: in_f, out_features: out_f, bias: false }, vec![x]);
+        if nhwc {
+            self.bind_outputs(n, Val::Nhwc(name));
+        }
         Ok(())
     }
 

@@ -23,6 +23,7 @@ use crate::ir::{DType, Graph, HostTensor, MAX_ELEMENTS, Model, Node, Normalize, 
 
 mod attrs;
 mod channels;
+mod channels_last;
 mod convert;
 mod names;
 mod shapes;
@@ -98,8 +99,9 @@ struct Importer {
     shapes: Vec<Vec<usize>>,
     /// Reshape-as-flatten nodes with a literal feature count to check once shapes are known.
     flatten_checks: Vec<(String, usize)>,
-    /// Every unsupported op type of the live graph, for the error at the first one.
+    /// Every unsupported op type of the live graph, for the error at the first one, and how many.
     unsupported: String,
+    unsupported_count: usize,
 }
 
 impl Importer {
@@ -120,6 +122,7 @@ impl Importer {
             flatten_checks: Vec::new(),
             shapes: Vec::new(),
             unsupported: String::new(),
+            unsupported_count: 0,
         }
     }
 
@@ -143,7 +146,8 @@ impl Importer {
         };
         let live = live(g, out);
         self.count_uses(g, &order, &live, out);
-        self.unsupported = convert::unsupported_summary(order.iter().filter(|&&i| live[i]).map(|&i| &g.node[i]));
+        (self.unsupported, self.unsupported_count) =
+            convert::unsupported_summary(order.iter().filter(|&&i| live[i]).map(|&i| &g.node[i]));
 
         let in_name = self.unique(clean(input.name()), false);
         self.nodes.push(Node { name: in_name.clone(), op: Op::Input { shape }, inputs: vec![] });

@@ -20,18 +20,24 @@ pub(super) fn op_label(n: &NodeProto) -> String {
 }
 
 /// The torch module path and op part of a torch.onnx node name (`/layer1/layer1.0/conv1/Conv`
-/// -> (`layer1.0.conv1`, `Conv`)); None for names not in that form.
+/// -> (`layer1.0.conv1`, `Conv`)); None for names not in that form. A part that extends the one
+/// before it names the same module's child relative to the same parent (`/features.1.0/block/
+/// block.4/Mul` is `features.1.0.block.4`).
 pub(super) fn torch_scope(name: &str) -> Option<(String, String)> {
     let rest = name.strip_prefix('/')?;
     let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let (last, scope) = parts.split_last()?;
     let mut acc = String::new();
+    let mut prev = "";
     for p in scope {
-        if acc.is_empty() || p.starts_with(&format!("{acc}.")) {
+        if acc.is_empty() {
             acc = p.to_string();
+        } else if p.starts_with(&format!("{prev}.")) {
+            acc = format!("{}{p}", &acc[..acc.len() - prev.len()]);
         } else {
             acc = format!("{acc}.{p}");
         }
+        prev = p;
     }
     Some((acc, last.to_string()))
 }
@@ -74,6 +80,7 @@ impl Importer {
             "BatchNormalization" => (&[1, 2, 3, 4], &["weight", "bias", "running_mean", "running_var"]),
             "Gemm" => (&[1, 2], &["weight", "bias"]),
             "MatMul" => (&[1], &["weight"]),
+            "LayerNormalization" => (&[1, 2], &["weight", "bias"]),
             _ => return None,
         };
         for (&i, s) in idx.iter().zip(suffixes) {

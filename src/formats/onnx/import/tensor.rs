@@ -57,7 +57,19 @@ pub(super) enum Val {
     Shape(ShapeVal),
     /// A feature map [N, C, H, W] viewed as [N, g, C/g, H, W] (`transposed`: then as
     /// [N, C/g, g, H, W]): a channel shuffle under way, see `channels.rs`.
-    Grouped { act: String, groups: usize, transposed: bool },
+    Grouped {
+        act: String,
+        groups: usize,
+        transposed: bool,
+    },
+    /// An IR node's output as the graph sees it transposed to channels last (NHWC), see
+    /// `channels_last.rs`.
+    Nhwc(String),
+    /// A step of an exact GELU on a feature map, see `channels_last.rs`.
+    Gelu {
+        map: super::channels_last::Map,
+        stage: super::channels_last::GeluStage,
+    },
     /// A value edgeprune cannot use, with the reason (reported only if something live reads it).
     Bad(String),
 }

@@ -63,7 +63,7 @@ fn shuffle_slice_and_gather_errors_name_the_node() {
     let mut m = proto();
     torch_shuffle(&mut m, &[-1, 12, 8, 8]);
     *attr(node(&mut m, "/down/Transpose"), "perm") = ints_attr("perm", &[0, 1, 2, 4, 3]);
-    assert_err(&m, &["/down/Transpose", "supported only as a channel shuffle"]);
+    assert_err(&m, &["/down/Transpose", "only a channel shuffle's Transpose (0, 2, 1, 3, 4)"]);
     let mut m = proto();
     torch_shuffle(&mut m, &[-1, 12, 8, 8]);
     init(&mut m, "shape5").int64_data = vec![-1, 5, 2, 8, 8];
@@ -124,4 +124,58 @@ fn shape_arithmetic_folds_div_sub_and_cast() {
     // Division by zero in shape arithmetic is an error, not a panic.
     init(&mut m, "two").int64_data = vec![0];
     assert_err(&m, &["/unit/Div", "by zero"]);
+}
+
+fn convnext() -> ModelProto {
+    to_proto(&model("convnext_block"), ExportOptions::default()).unwrap()
+}
+
+#[test]
+fn convnext_block_round_trips_through_torch_forms() {
+    // edgeprune's export writes torch's forms (Transpose, LayerNormalization, MatMul + Add,
+    // Div/Erf/Add/Mul/Mul, Mul by a [C, 1, 1] constant); importing it gives the model back.
+    let m = model("convnext_block");
+    let back = import(&convnext()).unwrap();
+    assert_eq!(back.graph, m.graph);
+    assert_eq!(back.weights, m.weights);
+    // The GELU's two products in the other order, 0.5 first: x * 0.5 * (1 + erf(x / sqrt 2)).
+    let mut p = convnext();
+    let x = node(&mut p, "block.gelu.div").input[0].clone();
+    let half = node(&mut p, "block.gelu").input[1].clone();
+    let one_plus = node(&mut p, "block.gelu.mul").input[1].clone();
+    node(&mut p, "block.gelu.mul").input = vec![x, half];
+    node(&mut p, "block.gelu").input = vec!["block.gelu.mul".into(), one_plus];
+    assert_eq!(import(&p).unwrap().graph, m.graph);
+}
+
+#[test]
+fn channels_last_errors_name_the_node() {
+    let mut m = convnext();
+    *attr(node(&mut m, "block.norm.nhwc"), "axis") = int_attr("axis", 1);
+    assert_err(&m, &["block.norm.nhwc", "only over the channels"]);
+    let mut m = convnext();
+    *attr(node(&mut m, "block.norm.to_nhwc"), "perm") = ints_attr("perm", &[0, 1, 3, 2]);
+    assert_err(&m, &["block.norm.to_nhwc", "Transpose (perm Some([0, 1, 3, 2]))"]);
+    // A channel-first map into MatMul would contract its width.
+    let mut m = convnext();
+    let nchw = node(&mut m, "block.pw1.to_nhwc").input[0].clone();
+    node(&mut m, "block.pw1.matmul").input[0] = nchw;
+    assert_err(&m, &["block.pw1.matmul", "channel-first feature map"]);
+    // Div by anything but sqrt 2, Erf outside a GELU, a scale that is not per channel.
+    let mut m = convnext();
+    let c = node(&mut m, "block.gelu.div").input[1].clone();
+    node(&mut m, &c).attribute[0].t.as_mut().unwrap().raw_data = Some(2f32.to_le_bytes().to_vec());
+    assert_err(&m, &["block.gelu.div", "only by sqrt 2"]);
+    let mut m = convnext();
+    let x = node(&mut m, "block.gelu.div").input[0].clone();
+    node(&mut m, "block.gelu.erf").input[0] = x;
+    assert_err(&m, &["block.gelu.erf", "only inside an exact GELU"]);
+    let mut m = convnext();
+    init(&mut m, "block.layer_scale").dims = vec![1, 8, 1];
+    assert_err(&m, &["`block`", "per-channel scale"]);
+    // A GELU step read by anything else.
+    let mut m = convnext();
+    let erf = node(&mut m, "block.gelu.erf").output[0].clone();
+    node(&mut m, "block.pw2.to_nhwc").input[0] = erf;
+    assert_err(&m, &["block.pw2.to_nhwc", "part of an exact GELU"]);
 }

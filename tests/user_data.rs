@@ -53,6 +53,38 @@ fn a_flat_folder_of_mixed_images_is_split_trained_on_and_evaluated() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("12 images of test (3 classes)"), "{text}");
 
+    // The same images as NumPy files, for another runtime: fitted to 3 x 32 x 32, on a subset.
+    let npy = tmp.path().join("npy");
+    let (out, text) = output(
+        bin()
+            .args(["convert-data", "--subset", "green,blue", "--data"])
+            .arg(&data)
+            .arg("--like")
+            .arg(&run)
+            .arg("-o")
+            .arg(&npy),
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("wrote the 8 test images") && text.contains("(3 x 32 x 32)"), "{text}");
+    let images = std::fs::read(npy.join("images.npy")).unwrap();
+    let header_len = u16::from_le_bytes([images[8], images[9]]) as usize;
+    assert!(String::from_utf8_lossy(&images[10..10 + header_len]).contains("'shape': (8, 3, 32, 32)"));
+    assert_eq!(images.len(), 10 + header_len + 8 * 3 * 32 * 32);
+    let labels = std::fs::read(npy.join("labels.npy")).unwrap();
+    let labels: Vec<i64> =
+        labels[labels.len() - 64..].chunks(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
+    // Indices into all the classes, sorted as ImageFolder sorts them: blue 0, green 1, red 2.
+    assert_eq!(labels, [0, 0, 0, 0, 1, 1, 1, 1]);
+    assert_eq!(std::fs::read_to_string(npy.join("classes.txt")).unwrap(), "blue\ngreen\nred\n");
+    let norm: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(npy.join("normalize.json")).unwrap()).unwrap();
+    assert_eq!(norm["mean"].as_array().unwrap().len(), 3);
+    // It never writes into the data it reads.
+    let (out, text) = output(
+        bin().args(["convert-data", "--data"]).arg(&data).arg("--like").arg(&run).arg("-o").arg(data.join("red")),
+    );
+    assert!(!out.status.success(), "{text}");
+
     // A folder holding only test/: evaluated with the model's own normalisation.
     let test_only = tmp.path().join("deployed");
     for class in ["red", "green", "blue"] {

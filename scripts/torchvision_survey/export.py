@@ -20,6 +20,7 @@ import torchvision
 # One network per family (torchvision 0.28), with the input size it needs at the least.
 FAMILIES = [
     ("alexnet", {}, 224),
+    ("vgg11", {}, 224),
     ("vgg11_bn", {}, 224),
     ("resnet18", {}, 64),
     ("resnext50_32x4d", {}, 64),
@@ -27,6 +28,7 @@ FAMILIES = [
     ("densenet121", {}, 64),
     ("googlenet", {"aux_logits": False, "init_weights": True}, 64),
     ("inception_v3", {"aux_logits": False, "init_weights": True}, 96),
+    ("squeezenet1_0", {}, 64),
     ("squeezenet1_1", {}, 64),
     ("mobilenet_v2", {}, 64),
     ("mobilenet_v3_small", {}, 64),
@@ -40,6 +42,7 @@ FAMILIES = [
     ("convnext_tiny", {}, 64),
     ("vit_b_16", {"image_size": 224}, 224),
     ("swin_t", {}, 224),
+    ("swin_v2_t", {}, 256),
     ("maxvit_t", {}, 224),
 ]
 

@@ -25,23 +25,28 @@ pub struct EvalArgs {
     pub engine: EngineArgs,
 }
 
-pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
-    anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
-    let device = a.engine.apply()?;
-    let mut model = formats::load_model(&train::RunDir::model_path(&a.model))?;
+/// The images `eval` scores `model` on: `split` of the data (with `subset`), fitted to the
+/// model's input as evaluation fits them, and the normalisation it applies (the model's, or
+/// recorded into the model from the training split's statistics).
+pub(super) fn eval_split(
+    model: &mut Model,
+    data: Option<&Path>,
+    subset: &[String],
+    split: &str,
+) -> Result<(crate::data::Dataset, crate::ir::Normalize)> {
     let input = model.graph.input_shape()?.to_vec();
-    let (ds, stats) = if train::has_train_split(a.data.as_deref())? {
-        let data = RunData::load(a.data.as_deref(), &a.subset, crate::data::PROTOCOL_TRAIN_FRACTION, &input)?;
-        let ds = match a.split.as_str() {
-            "test" => data.test,
-            "train" => data.train.center_crop(model.graph.image_size()?),
-            "val" => data.val.context("no validation split")?,
+    let (ds, stats) = if train::has_train_split(data)? {
+        let d = RunData::load(data, subset, crate::data::PROTOCOL_TRAIN_FRACTION, &input)?;
+        let ds = match split {
+            "test" => d.test,
+            "train" => d.train.center_crop(model.graph.image_size()?),
+            "val" => d.val.context("no validation split")?,
             other => anyhow::bail!("--split must be test, train or val, got `{other}`"),
         };
-        (ds, Some(data.stats))
+        (ds, Some(d.stats))
     } else {
-        anyhow::ensure!(a.split == "test", "the data has only a test/ folder: --split test is the one there is");
-        (train::load_test_only(a.data.as_deref(), &a.subset, &input)?, None)
+        anyhow::ensure!(split == "test", "the data has only a test/ folder: --split test is the one there is");
+        (train::load_test_only(data, subset, &input)?, None)
     };
     let stats = match stats {
         Some(s) => s,
@@ -50,7 +55,15 @@ pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
              give the model the one it was trained with (edgeprune import --mean ... --std ...)",
         )?,
     };
-    let norm = train::model_normalize(&mut model, &stats)?;
+    let norm = train::model_normalize(model, &stats)?;
+    Ok((ds, norm))
+}
+
+pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
+    anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
+    let device = a.engine.apply()?;
+    let mut model = formats::load_model(&train::RunDir::model_path(&a.model))?;
+    let (ds, norm) = eval_split(&mut model, a.data.as_deref(), &a.subset, &a.split)?;
     let ds = &ds;
     let net = engine::infer(&model, device)?;
     let t = std::time::Instant::now();

@@ -83,7 +83,8 @@ pub enum Command {
     /// Import an ONNX model (opsets 13-18, as torch.onnx.export writes them) as a model folder.
     Import(ImportArgs),
     /// Write a 10-class 32x32 dataset (e.g. an ImageFolder .tar.gz of JPEGs) in the CIFAR-10
-    /// binary format, so that other tools read exactly the pixels edgeprune reads.
+    /// binary format, or (--like MODEL) the images eval feeds a model as NumPy files, so that
+    /// other tools read exactly the pixels edgeprune reads.
     ConvertData(ConvertDataArgs),
     /// Export a model to ONNX (opset 17, dynamic batch), BatchNorm kept or folded.
     Export(ExportArgs),

@@ -42,6 +42,18 @@ pub struct ConvertDataArgs {
     /// Dataset to read (any layout edgeprune reads; default: the usual search).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Instead of CIFAR-10 binary files, write the images `edgeprune eval MODEL` scores (the
+    /// split, subset, size and channels it uses) as NumPy files: images.npy (uint8 N x C x H x
+    /// W), labels.npy (int64), classes.txt, and normalize.json (the mean and std per channel the
+    /// model applies to pixel / 255).
+    #[arg(long, value_name = "MODEL")]
+    pub like: Option<PathBuf>,
+    /// With --like: the class subset.
+    #[arg(long, value_delimiter = ',', requires = "like")]
+    pub subset: Vec<String>,
+    /// With --like: test, train or val.
+    #[arg(long, default_value = "test")]
+    pub split: String,
     /// Output folder.
     #[arg(short, long)]
     pub out: PathBuf,
@@ -98,6 +110,24 @@ pub(super) fn cmd_convert_data(a: ConvertDataArgs) -> Result<()> {
     let data_path = crate::data::locate(a.data.as_deref())?;
     outdir::check_not_input(&a.out, "-o", &[&data_path])?;
     outdir::check(&a.out, outdir::Kind::Data, existing(a.overwrite), OVERWRITE_HINT)?;
+    if let Some(like) = &a.like {
+        outdir::check_not_input(&a.out, "-o", &[like])?;
+        let mut model = formats::load_model(&train::RunDir::model_path(like))?;
+        let (ds, norm) = super::eval::eval_split(&mut model, Some(&data_path), &a.subset, &a.split)?;
+        outdir::claim(&a.out, outdir::Kind::Data, outdir::Existing::Accept, "")?;
+        crate::data::write_npy(&ds, &a.out)?;
+        native::write_atomic(&a.out.join("normalize.json"), serde_json::to_string_pretty(&norm)?.as_bytes())?;
+        let [c, h, w] = ds.shape;
+        println!(
+            "wrote the {} {} images `edgeprune eval {}` scores ({c} x {h} x {w}) as NumPy files to {}",
+            ds.len(),
+            a.split,
+            like.display(),
+            a.out.display()
+        );
+        return Ok(());
+    }
+    anyhow::ensure!(a.split == "test", "--split applies with --like only");
     let src = crate::data::Source::detect(&data_path)?;
     let (train, test) = (src.load(crate::data::Split::Train)?, src.load(crate::data::Split::Test)?);
     outdir::claim(&a.out, outdir::Kind::Data, outdir::Existing::Accept, "")?;

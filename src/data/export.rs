@@ -1,6 +1,7 @@
-//! Writes a dataset in the official CIFAR-10 binary format, so that another tool (PyTorch,
-//! NumPy, onnxruntime) can read exactly the pixels that edgeprune reads, whatever the source
-//! layout was (e.g. JPEGs that two decoders would decode slightly differently).
+//! Writes a dataset in the official CIFAR-10 binary format, or any split of any size as NumPy
+//! arrays, so that another tool (PyTorch, NumPy, onnxruntime) can read exactly the pixels that
+//! edgeprune reads, whatever the source layout was (e.g. JPEGs that two decoders would decode, or
+//! two libraries would resize, slightly differently).
 
 use std::path::Path;
 
@@ -46,6 +47,37 @@ pub fn write_cifar10_binary(train: &Dataset, test: &Dataset, dir: &Path) -> Resu
     write_atomic(&dir.join("batches.meta.txt"), names.as_bytes())
 }
 
+/// A NumPy `.npy` file (format 1.0) of `dims` holding `data`, `descr` its dtype (`|u1`, `<i8`).
+fn npy(descr: &str, dims: &[usize], data: &[u8]) -> Vec<u8> {
+    let shape: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 { format!("({},)", shape[0]) } else { format!("({})", shape.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + data.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// Writes `ds` into `dir` as `images.npy` (uint8, N x C x H x W, the pixels edgeprune feeds the
+/// network before normalising), `labels.npy` (int64, indices into the class list) and
+/// `classes.txt` (one class name per line).
+pub fn write_npy(ds: &Dataset, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let [c, h, w] = ds.shape;
+    write_atomic(&dir.join("images.npy"), &npy("|u1", &[ds.len(), c, h, w], &ds.images))?;
+    let labels: Vec<u8> = ds.labels.iter().flat_map(|&l| (l as i64).to_le_bytes()).collect();
+    write_atomic(&dir.join("labels.npy"), &npy("<i8", &[ds.len()], &labels))?;
+    let names: String = ds.classes.iter().map(|c| format!("{c}\n")).collect();
+    write_atomic(&dir.join("classes.txt"), names.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +106,30 @@ mod tests {
         let mut odd = ds(2);
         odd.classes.pop();
         assert!(write_cifar10_binary(&odd, &test, dir.path()).unwrap_err().to_string().contains("10"));
+    }
+
+    #[test]
+    fn npy_files_have_numpy_headers() {
+        let ds = Dataset {
+            images: (0..2 * 3 * 4 * 5).map(|i| i as u8).collect(),
+            labels: vec![1, 0],
+            coarse_labels: None,
+            classes: vec!["a".into(), "b".into()],
+            coarse_classes: None,
+            shape: [3, 4, 5],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        write_npy(&ds, dir.path()).unwrap();
+        let img = std::fs::read(dir.path().join("images.npy")).unwrap();
+        let len = u16::from_le_bytes([img[8], img[9]]) as usize;
+        assert_eq!(&img[..8], b"\x93NUMPY\x01\x00");
+        assert_eq!((10 + len) % 64, 0);
+        let header = std::str::from_utf8(&img[10..10 + len]).unwrap();
+        assert!(header.contains("'descr': '|u1'") && header.contains("'shape': (2, 3, 4, 5)"), "{header}");
+        assert_eq!(&img[10 + len..], ds.images.as_slice());
+        let lab = std::fs::read(dir.path().join("labels.npy")).unwrap();
+        let len = u16::from_le_bytes([lab[8], lab[9]]) as usize;
+        assert!(std::str::from_utf8(&lab[10..10 + len]).unwrap().contains("'shape': (2,)"));
+        assert_eq!(&lab[10 + len..], [1i64.to_le_bytes(), 0i64.to_le_bytes()].concat().as_slice());
     }
 }

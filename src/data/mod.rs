@@ -23,7 +23,7 @@ pub use cifar::{
     CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR100_FINE_TO_COARSE, cifar10_from_bytes,
     cifar100_from_bytes,
 };
-pub use export::write_cifar10_binary;
+pub use export::{write_cifar10_binary, write_npy};
 pub use folder::{FLAT_TEST_SHARE, archive_from_bytes, flat_test_members, image_from_bytes};
 pub use idx::{FASHION_MNIST_CLASSES, from_bytes as idx_from_bytes};
 pub use loader::{Augment, Batch, Loader, LoaderConfig};

@@ -34,11 +34,35 @@ pub struct BenchArgs {
 fn bench_data(a: &BenchArgs, m: &crate::ir::Model, device: Device) -> Result<()> {
     let data = RunData::load(a.data.as_deref(), &[], 1.0, m.graph.input_shape()?)?;
     let d = bench::data(m, &data, a.batch, a.steps, a.warmup.max(4))?;
+    let resident = crate::metrics::resident_bytes();
+    let held = data.train.images.owned_bytes();
     let s = bench::train_step(m, a.batch, a.steps, a.warmup, device)?;
     if a.json {
-        println!("{}", serde_json::json!({ "data": d, "train_step": s }));
+        let memory = serde_json::json!({
+            "train_images_mapped": data.train.images.is_mapped(),
+            "train_image_bytes_in_memory": held,
+            "resident_anonymous_bytes": resident.map(|r| r.0),
+            "resident_file_bytes": resident.map(|r| r.1),
+        });
+        println!("{}", serde_json::json!({ "data": d, "train_step": s, "memory": memory }));
         return Ok(());
     }
+    let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!(
+        "training images: {}, {:.1} MB ({}); resident after the loader ran: {}",
+        data.train.len(),
+        mb((data.train.len() * data.train.image_size()) as u64),
+        if data.train.images.is_mapped() {
+            "memory-mapped from the decode cache, paged by the OS".to_string()
+        } else {
+            format!("{:.1} MB held in memory", mb(held as u64))
+        },
+        resident.map_or("unknown".into(), |(anon, file)| format!(
+            "{:.1} MB anonymous, {:.1} MB file-backed",
+            mb(anon),
+            mb(file)
+        ))
+    );
     let [c, h, w] = data.train.shape;
     println!(
         "{} batch {}: data {:.2} ms per batch (one loader thread; images stored {c}x{h}x{w}, given out {:?}), \

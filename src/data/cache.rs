@@ -3,7 +3,8 @@
 //! content (the archive's bytes, or every image file's path, label and bytes), so a dataset
 //! edited in place, even keeping sizes and modification times, gets a new entry. A file that fails
 //! validation (its checksum included) is ignored and rebuilt; files are written to a temporary
-//! name, then renamed.
+//! name, then renamed. A decoded split is streamed into its file as it is decoded and read back
+//! through a memory map, so a split larger than memory is never held in it (see `Pixels`).
 //!
 //! Format, little-endian: magic `EPDATA\0\0`, version u32, key u64, C, H, W as u32, image count
 //! u64, class count u32, each class name as a u32 length and UTF-8, the labels as u16, the
@@ -11,10 +12,13 @@
 //! it. Coarse labels are not stored (ImageFolders have none).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::Dataset;
+use memmap2::Mmap;
+
+use super::{Dataset, Pixels};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"EPDATA\0\0";
@@ -100,34 +104,142 @@ impl Sum {
     }
 }
 
-/// The dataset cached in `dir` under `stem` and `key`, or else `build()`, which is then cached.
-/// Without a cache folder, just `build()`. A cache that cannot be read or written is reported
-/// on stderr and otherwise ignored.
+/// Where a dataset is to be cached: the file and its key. A build that decodes many images
+/// streams them into [`Entry::writer`] (bounded memory) and returns the dataset read back from
+/// the file; one that returns an in-memory dataset has it written for it.
+pub(super) struct Entry {
+    path: PathBuf,
+    key: u64,
+}
+
+impl Entry {
+    /// A writer of the cache file for `labels.len()` images of `shape` of `classes`: the header
+    /// is written now, the images as they come ([`Writer::write`]), the checksum at
+    /// [`Writer::finish`].
+    pub(super) fn writer(&self, shape: [usize; 3], classes: &[String], labels: &[u16]) -> Result<Writer> {
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let io = |e| Error::io(&tmp, e);
+        let file = BufWriter::new(File::create(&tmp).map_err(io)?);
+        let mut head = MAGIC.to_vec();
+        head.extend(VERSION.to_le_bytes());
+        head.extend(self.key.to_le_bytes());
+        for d in shape {
+            head.extend((d as u32).to_le_bytes());
+        }
+        head.extend((labels.len() as u64).to_le_bytes());
+        head.extend((classes.len() as u32).to_le_bytes());
+        for name in classes {
+            head.extend((name.len() as u32).to_le_bytes());
+            head.extend(name.as_bytes());
+        }
+        head.extend(labels.iter().flat_map(|l| l.to_le_bytes()));
+        let expected = labels.len() as u64 * shape.iter().product::<usize>() as u64;
+        let mut w =
+            Writer { file: Some(file), tmp, path: self.path.clone(), key: self.key, sum: Sum::new(), left: expected };
+        w.put(&head)?;
+        Ok(w)
+    }
+}
+
+/// A cache file being written (to a temporary name, removed if the writer is dropped unfinished).
+pub(super) struct Writer {
+    file: Option<BufWriter<File>>,
+    tmp: PathBuf,
+    path: PathBuf,
+    key: u64,
+    sum: Sum,
+    /// Image bytes still expected.
+    left: u64,
+}
+
+impl Writer {
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.sum.update(bytes);
+        let f = self.file.as_mut().expect("open until finished");
+        f.write_all(bytes).map_err(|e| Error::io(&self.tmp, e))
+    }
+
+    /// Appends images (N x C x H x W bytes, any N, in order).
+    pub(super) fn write(&mut self, images: &[u8]) -> Result<()> {
+        if images.len() as u64 > self.left {
+            return Err(Error::file(&self.tmp, "internal: more image bytes than the header announced"));
+        }
+        self.left -= images.len() as u64;
+        self.put(images)
+    }
+
+    /// Writes the checksum, syncs, renames the file into place and reads it back (mapped).
+    pub(super) fn finish(mut self) -> Result<Dataset> {
+        if self.left != 0 {
+            return Err(Error::file(&self.tmp, format!("internal: {} image bytes missing", self.left)));
+        }
+        let sum = self.sum.finish().to_le_bytes();
+        let mut f = self.file.take().expect("open until finished");
+        let io = |e| Error::io(&self.tmp, e);
+        f.write_all(&sum).map_err(io)?;
+        f.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        read(&self.path, self.key)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The dataset cached in `dir` under `stem` and `key` (memory-mapped), or else `build()`, which
+/// is then cached: `build` is given the cache [`Entry`] to stream its images into, and a
+/// dataset it returns in memory is written for it. Without a cache folder, just `build(None)`. A
+/// cache that cannot be read or created is reported on stderr and otherwise ignored.
 pub(super) fn cached(
     dir: Option<&Path>,
     stem: &str,
     key: u64,
-    build: impl FnOnce() -> Result<Dataset>,
+    build: impl FnOnce(Option<&Entry>) -> Result<Dataset>,
 ) -> Result<Dataset> {
-    let Some(dir) = dir else { return build() };
+    let Some(dir) = dir else { return build(None) };
     let path = dir.join(format!("{stem}-{key:016x}.bin"));
     match read(&path, key) {
         Ok(ds) => return Ok(ds),
         Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => eprintln!("warning: ignoring the data cache: {e}; rebuilding it"),
     }
-    let ds = build()?;
-    if let Err(e) = std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e)).and_then(|()| write(&path, key, &ds)) {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("warning: cannot write the data cache: {}", Error::io(dir, e));
+        return build(None);
+    }
+    let entry = Entry { path, key };
+    let ds = build(Some(&entry))?;
+    if ds.images.is_mapped() {
+        return Ok(ds);
+    }
+    let written = entry.writer(ds.shape, &ds.classes, &ds.labels).and_then(|mut w| {
+        w.write(&ds.all_images())?;
+        w.finish()
+    });
+    if let Err(e) = written {
         eprintln!("warning: cannot write the data cache: {e}");
     }
     Ok(ds)
 }
 
-/// Reads a cache file, checking every size it claims against the file's length.
+/// Reads a cache file through a read-only memory map, checking every size it claims against the
+/// file's length and the checksum over all of it; the images stay in the map.
 fn read(path: &Path, key: u64) -> Result<Dataset> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let left = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut r = Bounded { inner: BufReader::new(file), left, path, sum: Sum::new() };
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len < 16 {
+        return Err(Error::file(path, "not a data cache file"));
+    }
+    // SAFETY: cache files are written under a temporary name and renamed into place, never
+    // changed after; another process truncating one while it is mapped would fault reads, as
+    // for any mapped file.
+    let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
+    let mut r = Cursor { data: &map[..], pos: 0, path };
     if r.bytes(8)? != MAGIC {
         return Err(Error::file(path, "not a data cache file"));
     }
@@ -139,7 +251,7 @@ fn read(path: &Path, key: u64) -> Result<Dataset> {
         return Err(Error::file(path, "cache key does not match its name"));
     }
     let [c, h, w] = [r.u32()?, r.u32()?, r.u32()?].map(u64::from);
-    if c != 3 || !(1..=MAX_SIDE).contains(&h) || !(1..=MAX_SIDE).contains(&w) {
+    if !(c == 1 || c == 3) || !(1..=MAX_SIDE).contains(&h) || !(1..=MAX_SIDE).contains(&w) {
         return Err(Error::file(path, format!("bad image shape {c}x{h}x{w}")));
     }
     let n = r.u64()?;
@@ -150,8 +262,9 @@ fn read(path: &Path, key: u64) -> Result<Dataset> {
     let mut classes = Vec::new();
     for _ in 0..n_classes {
         let len = r.u32()?;
-        let name =
-            String::from_utf8(r.bytes(u64::from(len))?).map_err(|_| Error::file(path, "class name is not UTF-8"))?;
+        let name = std::str::from_utf8(r.bytes(u64::from(len))?)
+            .map_err(|_| Error::file(path, "class name is not UTF-8"))?
+            .to_string();
         classes.push(name);
     }
     let labels: Vec<u16> =
@@ -159,43 +272,42 @@ fn read(path: &Path, key: u64) -> Result<Dataset> {
     if let Some(bad) = labels.iter().find(|&&l| u32::from(l) >= n_classes) {
         return Err(Error::file(path, format!("label {bad} is out of range")));
     }
-    let images = r.bytes(n.saturating_mul(c * h * w))?;
-    let sum = r.sum.finish();
-    if r.u64()? != sum {
+    let start = r.pos;
+    let images_len = r.bytes(n.saturating_mul(c * h * w))?.len();
+    let mut sum = Sum::new();
+    sum.update(&map[..r.pos]);
+    if r.u64()? != sum.finish() {
         return Err(Error::file(path, "checksum mismatch: the cache file is corrupt"));
     }
-    if r.left != 0 {
-        return Err(Error::file(path, format!("{} bytes after the images", r.left)));
+    if r.pos != map.len() {
+        return Err(Error::file(path, format!("{} bytes after the images", map.len() - r.pos)));
     }
     Ok(Dataset {
-        images,
+        images: Pixels::mapped(map.clone(), start, images_len),
         labels,
         coarse_labels: None,
         classes,
         coarse_classes: None,
-        shape: [3, h as usize, w as usize],
+        shape: [c as usize, h as usize, w as usize],
     })
 }
 
-/// A reader that knows how many bytes are left, so that no claimed size is allocated unchecked.
-struct Bounded<'a> {
-    inner: BufReader<File>,
-    left: u64,
+/// Reads a mapped file front to back, so that no claimed size is trusted beyond its end.
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
     path: &'a Path,
-    /// Checksum of the bytes read so far.
-    sum: Sum,
 }
 
-impl Bounded<'_> {
-    fn bytes(&mut self, n: u64) -> Result<Vec<u8>> {
-        if n > self.left {
-            return Err(Error::file(self.path, format!("truncated: {n} bytes needed, {} left", self.left)));
+impl<'a> Cursor<'a> {
+    fn bytes(&mut self, n: u64) -> Result<&'a [u8]> {
+        let left = (self.data.len() - self.pos) as u64;
+        if n > left {
+            return Err(Error::file(self.path, format!("truncated: {n} bytes needed, {left} left")));
         }
-        let mut buf = vec![0; n as usize];
-        self.inner.read_exact(&mut buf).map_err(|e| Error::io(self.path, e))?;
-        self.sum.update(&buf);
-        self.left -= n;
-        Ok(buf)
+        let out = &self.data[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(out)
     }
 
     fn u32(&mut self) -> Result<u32> {
@@ -208,40 +320,6 @@ impl Bounded<'_> {
     }
 }
 
-fn write(path: &Path, key: u64, ds: &Dataset) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = write_to(&tmp, key, ds).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_to(path: &Path, key: u64, ds: &Dataset) -> Result<()> {
-    let io = |e| Error::io(path, e);
-    let mut w = BufWriter::new(File::create(path).map_err(io)?);
-    let mut head = MAGIC.to_vec();
-    head.extend(VERSION.to_le_bytes());
-    head.extend(key.to_le_bytes());
-    for d in ds.shape {
-        head.extend((d as u32).to_le_bytes());
-    }
-    head.extend((ds.len() as u64).to_le_bytes());
-    head.extend((ds.classes.len() as u32).to_le_bytes());
-    for name in &ds.classes {
-        head.extend((name.len() as u32).to_le_bytes());
-        head.extend(name.as_bytes());
-    }
-    head.extend(ds.labels.iter().flat_map(|l| l.to_le_bytes()));
-    let mut sum = Sum::new();
-    sum.update(&head);
-    sum.update(&ds.images);
-    w.write_all(&head).map_err(io)?;
-    w.write_all(&ds.images).map_err(io)?;
-    w.write_all(&sum.finish().to_le_bytes()).map_err(io)?;
-    w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,7 +327,7 @@ mod tests {
 
     fn sample() -> Dataset {
         Dataset {
-            images: (0..2 * 3 * 2 * 5).map(|i| i as u8).collect(),
+            images: (0..2 * 3 * 2 * 5).map(|i| i as u8).collect::<Vec<u8>>().into(),
             labels: vec![1, 0],
             coarse_labels: None,
             classes: vec!["cat".into(), "dög".into()],
@@ -285,7 +363,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("cache/data");
         let builds = Cell::new(0);
-        let build = || {
+        let build = |_: Option<&Entry>| {
             builds.set(builds.get() + 1);
             Ok(sample())
         };

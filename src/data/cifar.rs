@@ -193,16 +193,16 @@ pub fn cifar100_from_bytes(bytes: &[u8], file: &Path) -> Result<Dataset> {
 
 fn empty(classes: Vec<String>, coarse_classes: Option<Vec<String>>) -> Dataset {
     let coarse_labels = coarse_classes.as_ref().map(|_| Vec::new());
-    Dataset { images: Vec::new(), labels: Vec::new(), coarse_labels, classes, coarse_classes, shape: SHAPE }
+    Dataset { images: Vec::new().into(), labels: Vec::new(), coarse_labels, classes, coarse_classes, shape: SHAPE }
 }
 
 /// Appends the records of one CIFAR-10 batch file to `ds`.
 fn append_cifar10(ds: &mut Dataset, bytes: &[u8], file: &Path) -> Result<()> {
     let records = records(file, bytes, 1)?;
-    ds.images.reserve(records.len() * IMAGE_BYTES);
+    ds.images.owned_mut().reserve(records.len() * IMAGE_BYTES);
     for (i, record) in records.enumerate() {
         ds.labels.push(check_label(file, i, "label", record[0], ds.classes.len())?);
-        ds.images.extend_from_slice(&record[1..]);
+        ds.images.owned_mut().extend_from_slice(&record[1..]);
     }
     Ok(())
 }
@@ -223,7 +223,7 @@ fn append_cifar100(ds: &mut Dataset, bytes: &[u8], file: &Path) -> Result<()> {
     let records = records(file, bytes, 2)?;
     let n_coarse = ds.coarse_classes.as_ref().map_or(0, Vec::len);
     let mut coarse_labels = ds.coarse_labels.take().unwrap_or_default();
-    ds.images.reserve(records.len() * IMAGE_BYTES);
+    ds.images.owned_mut().reserve(records.len() * IMAGE_BYTES);
     for (i, record) in records.enumerate() {
         let coarse = check_label(file, i, "coarse label", record[0], n_coarse)?;
         let fine = check_label(file, i, "fine label", record[1], ds.classes.len())?;
@@ -238,7 +238,7 @@ fn append_cifar100(ds: &mut Dataset, bytes: &[u8], file: &Path) -> Result<()> {
         }
         ds.labels.push(fine);
         coarse_labels.push(coarse);
-        ds.images.extend_from_slice(&record[2..]);
+        ds.images.owned_mut().extend_from_slice(&record[2..]);
     }
     ds.coarse_labels = Some(coarse_labels);
     Ok(())

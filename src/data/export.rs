@@ -71,7 +71,7 @@ fn npy(descr: &str, dims: &[usize], data: &[u8]) -> Vec<u8> {
 pub fn write_npy(ds: &Dataset, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let [c, h, w] = ds.shape;
-    write_atomic(&dir.join("images.npy"), &npy("|u1", &[ds.len(), c, h, w], &ds.images))?;
+    write_atomic(&dir.join("images.npy"), &npy("|u1", &[ds.len(), c, h, w], &ds.all_images()))?;
     let labels: Vec<u8> = ds.labels.iter().flat_map(|&l| (l as i64).to_le_bytes()).collect();
     write_atomic(&dir.join("labels.npy"), &npy("<i8", &[ds.len()], &labels))?;
     let names: String = ds.classes.iter().map(|c| format!("{c}\n")).collect();
@@ -99,10 +99,10 @@ mod tests {
         let src = Source::detect(dir.path()).unwrap();
         let back = src.load(Split::Train).unwrap();
         assert_eq!(
-            (back.images, back.labels, back.classes),
-            (train.images.clone(), train.labels.clone(), train.classes.clone())
+            (back.all_images().to_vec(), back.labels, back.classes),
+            (train.all_images().to_vec(), train.labels.clone(), train.classes.clone())
         );
-        assert_eq!(src.load(Split::Test).unwrap().images, test.images);
+        assert_eq!(src.load(Split::Test).unwrap().all_images(), test.all_images());
         let mut odd = ds(2);
         odd.classes.pop();
         assert!(write_cifar10_binary(&odd, &test, dir.path()).unwrap_err().to_string().contains("10"));
@@ -126,7 +126,7 @@ mod tests {
         assert_eq!((10 + len) % 64, 0);
         let header = std::str::from_utf8(&img[10..10 + len]).unwrap();
         assert!(header.contains("'descr': '|u1'") && header.contains("'shape': (2, 3, 4, 5)"), "{header}");
-        assert_eq!(&img[10 + len..], ds.images.as_slice());
+        assert_eq!(&img[10 + len..], &*ds.all_images());
         let lab = std::fs::read(dir.path().join("labels.npy")).unwrap();
         let len = u16::from_le_bytes([lab[8], lab[9]]) as usize;
         assert!(std::str::from_utf8(&lab[10..10 + len]).unwrap().contains("'shape': (2,)"));

@@ -143,7 +143,7 @@ impl super::Dataset {
             };
             fit_into(&img, target.channels, [sh, sw], out);
         }
-        super::Dataset { images, shape: [target.channels, sh, sw], ..self }
+        super::Dataset { images: images.into(), shape: [target.channels, sh, sw], ..self }
     }
 
     /// The center `size` of every image (torchvision's `CenterCrop`): what evaluation sees of
@@ -165,7 +165,7 @@ impl super::Dataset {
                 }
             }
         }
-        super::Dataset { images, shape: [c, oh, ow], ..self }
+        super::Dataset { images: images.into(), shape: [c, oh, ow], ..self }
     }
 }
 

@@ -136,7 +136,7 @@ pub fn from_bytes(
         out.push(u16::from(label));
     }
     Ok(Dataset {
-        images: images[16..].to_vec(),
+        images: images[16..].to_vec().into(),
         labels: out,
         coarse_labels: None,
         classes,

@@ -10,6 +10,7 @@ pub mod fit;
 mod folder;
 mod idx;
 mod loader;
+mod pixels;
 mod source;
 mod subset;
 
@@ -27,14 +28,16 @@ pub use export::{write_cifar10_binary, write_npy};
 pub use folder::{FLAT_TEST_SHARE, archive_from_bytes, flat_test_members, image_from_bytes};
 pub use idx::{FASHION_MNIST_CLASSES, from_bytes as idx_from_bytes};
 pub use loader::{Augment, Batch, Loader, LoaderConfig};
+pub use pixels::Pixels;
 pub use source::{Source, Split, cache_dir, locate};
 pub use subset::{PROTOCOL_TRAIN_FRACTION, random_classes, resolve_subset, train_val_split};
 
 /// Images with their labels, all of one shape. `images` holds N images of C x H x W bytes each,
-/// channel-major (the order of the CIFAR binary files and of torchvision's `ToTensor`).
-#[derive(Clone, PartialEq)]
+/// channel-major (the order of the CIFAR binary files and of torchvision's `ToTensor`), in memory
+/// or memory-mapped from the decode cache (see [`Pixels`]).
+#[derive(Clone)]
 pub struct Dataset {
-    pub images: Vec<u8>,
+    pub images: Pixels,
     /// Index into `classes`, one per image.
     pub labels: Vec<u16>,
     /// Index into `coarse_classes`, one per image (CIFAR-100 superclasses).
@@ -61,19 +64,25 @@ impl Dataset {
 
     /// The C x H x W bytes of image `i`. Panics if `i` is out of range.
     pub fn image(&self, i: usize) -> &[u8] {
-        let size = self.image_size();
-        &self.images[i * size..(i + 1) * size]
+        self.images.image(i, self.image_size())
     }
 
-    /// A copy of the chosen images, in the order given, with the same class lists.
-    /// Panics if an index is out of range.
+    /// All images in order, N x C x H x W bytes (borrowed where they are stored so).
+    pub fn all_images(&self) -> std::borrow::Cow<'_, [u8]> {
+        self.images.contiguous(self.len(), self.image_size())
+    }
+
+    /// The same dataset with its images copied into memory (a mapped one then no longer reads
+    /// its cache file).
+    pub fn in_memory(&self) -> Dataset {
+        Dataset { images: self.all_images().into_owned().into(), ..self.clone() }
+    }
+
+    /// The chosen images, in the order given, with the same class lists: a view of memory-mapped
+    /// images, a copy of images in memory. Panics if an index is out of range.
     pub fn select(&self, indices: &[usize]) -> Dataset {
-        let mut images = Vec::with_capacity(indices.len() * self.image_size());
-        for &i in indices {
-            images.extend_from_slice(self.image(i));
-        }
         Dataset {
-            images,
+            images: self.images.select(indices, self.image_size()),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             coarse_labels: self.coarse_labels.as_ref().map(|c| indices.iter().map(|&i| c[i]).collect()),
             classes: self.classes.clone(),
@@ -89,8 +98,8 @@ impl Dataset {
         let plane = h * w;
         let mut histogram = vec![[0u64; 256]; channels];
         if plane > 0 {
-            for image in self.images.chunks_exact(channels * plane) {
-                for (c, pixels) in image.chunks_exact(plane).enumerate() {
+            for i in 0..self.len() {
+                for (c, pixels) in self.image(i).chunks_exact(plane).enumerate() {
                     for &p in pixels {
                         histogram[c][p as usize] += 1;
                     }
@@ -117,11 +126,24 @@ impl Dataset {
     }
 }
 
+/// Equal labels, classes, shape and pixels, wherever the pixels are stored.
+impl PartialEq for Dataset {
+    fn eq(&self, other: &Self) -> bool {
+        self.labels == other.labels
+            && self.coarse_labels == other.coarse_labels
+            && self.classes == other.classes
+            && self.coarse_classes == other.coarse_classes
+            && self.shape == other.shape
+            && (0..self.len()).all(|i| self.image(i) == other.image(i))
+    }
+}
+
 impl fmt::Debug for Dataset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dataset")
             .field("len", &self.len())
             .field("shape", &self.shape)
+            .field("mapped", &self.images.is_mapped())
             .field("classes", &self.classes.len())
             .field("coarse_classes", &self.coarse_classes.as_ref().map(Vec::len))
             .finish()
@@ -134,9 +156,9 @@ mod tests {
 
     /// Three 3x1x2 images; image i has pixel values that tell it apart.
     fn tiny() -> Dataset {
-        let images = (0..3u8).flat_map(|i| [i, i, 10 + i, 10 + i, 20 + i, 20 + i]).collect();
+        let images: Vec<u8> = (0..3u8).flat_map(|i| [i, i, 10 + i, 10 + i, 20 + i, 20 + i]).collect();
         Dataset {
-            images,
+            images: images.into(),
             labels: vec![0, 1, 0],
             coarse_labels: None,
             classes: vec!["a".into(), "b".into()],

@@ -105,7 +105,7 @@ mod tests {
     /// `labels.len()` 3x1x1 images; image i has pixel values i % 256.
     fn labelled(labels: Vec<u16>, n_classes: usize) -> Dataset {
         Dataset {
-            images: (0..labels.len()).flat_map(|i| [i as u8; 3]).collect(),
+            images: (0..labels.len()).flat_map(|i| [i as u8; 3]).collect::<Vec<u8>>().into(),
             labels,
             coarse_labels: None,
             classes: (0..n_classes).map(|c| format!("c{c}")).collect(),
@@ -149,7 +149,7 @@ mod tests {
         let ds = labelled(vec![0, 2, 1, 2, 0], 3);
         let f = ds.filter_classes(&[2, 0]);
         assert_eq!(f.labels, [0, 2, 2, 0]);
-        assert_eq!(f.images, [0, 0, 0, 1, 1, 1, 3, 3, 3, 4, 4, 4]);
+        assert_eq!(&*f.all_images(), [0, 0, 0, 1, 1, 1, 3, 3, 3, 4, 4, 4]);
         assert_eq!(f.classes.len(), 3);
     }
 

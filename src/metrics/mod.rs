@@ -5,12 +5,23 @@ pub mod energy;
 
 use serde::Serialize;
 
-/// Peak resident set size of this process in bytes (Linux `VmHWM`), if the OS tells.
-pub fn peak_rss_bytes() -> Option<u64> {
+/// A `/proc/self/status` field in bytes (Linux; kB there), if the OS tells.
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`), if the OS tells.
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM")
+}
+
+/// This process's resident memory now, in bytes: (anonymous, file-backed) (Linux `RssAnon`,
+/// `RssFile`). Memory-mapped dataset pages count as file-backed: the OS may drop them.
+pub fn resident_bytes() -> Option<(u64, u64)> {
+    Some((status_bytes("RssAnon")?, status_bytes("RssFile")?))
 }
 
 /// Summary of repeated timings, in seconds.

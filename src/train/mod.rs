@@ -251,7 +251,8 @@ fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData) -> Result<()> 
     let data_bytes = [Some(&data.train), data.val.as_ref(), Some(&data.test)]
         .into_iter()
         .flatten()
-        .map(|d| d.images.len() as u64 + 2 * d.labels.len() as u64)
+        // Memory-mapped images are paged by the OS, not held: only images in memory count.
+        .map(|d| d.images.owned_bytes() as u64 + 2 * d.labels.len() as u64)
         .sum();
     crate::analysis::memory::training(&model.graph, cfg.batch_size, data_bytes)?
         .check_or_available(cfg.max_memory, &format!("training {}", model.graph.name))

@@ -24,9 +24,27 @@ const MAX_FILE_BYTES: u64 = 64 << 20;
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 /// An encoded image waiting to be decoded; `name` is its path, or its member name in an archive.
+/// A file's bytes are read when needed (and dropped after), an archive member's are held.
 struct Encoded {
     name: String,
-    bytes: Vec<u8>,
+    bytes: Option<Vec<u8>>,
+}
+
+impl Encoded {
+    fn held(name: String, bytes: Vec<u8>) -> Self {
+        Encoded { name, bytes: Some(bytes) }
+    }
+
+    fn file(path: &Path) -> Self {
+        Encoded { name: path.to_string_lossy().into_owned(), bytes: None }
+    }
+
+    fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
+        match &self.bytes {
+            Some(b) => Ok(std::borrow::Cow::Borrowed(b)),
+            None => Ok(std::borrow::Cow::Owned(crate::formats::read_file(Path::new(&self.name), MAX_FILE_BYTES)?)),
+        }
+    }
 }
 
 /// Where encoded images came from, to name them in errors.
@@ -167,14 +185,10 @@ fn load_listing(
         key.write_u64(sum.finish());
     }
     let stem = format!("{}-{part}", cache_stem(root));
-    cache::cached(cache_dir, &stem, key.finish(), || {
-        let mut encoded = Vec::with_capacity(files.len());
-        for (_, path) in &files {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            encoded.push(Encoded { name: path.to_string_lossy().into_owned(), bytes });
-        }
+    cache::cached(cache_dir, &stem, key.finish(), |entry| {
+        let encoded = files.iter().map(|(_, path)| Encoded::file(path)).collect();
         let labels = files.iter().map(|(label, _)| *label).collect();
-        decode_all(encoded, labels, classes, split, Origin::Files, target)
+        decode_all(encoded, labels, classes, split, Origin::Files, target, entry)
     })
 }
 
@@ -188,26 +202,32 @@ pub(super) fn load_archive(path: &Path, split: Split, target: Target, cache_dir:
     key.write_u64(content_sum(path)?);
     key.write_u64(target.key());
     let stem = format!("{}-{split}", cache_stem(path));
-    cache::cached(cache_dir, &stem, key.finish(), || {
+    cache::cached(cache_dir, &stem, key.finish(), |entry| {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        read_archive(BufReader::new(file), path, split, target)
+        read_archive(BufReader::new(file), path, split, target, entry)
     })
 }
 
 /// Reads a split of an ImageFolder `.tar.gz` held in memory (no cache); `path` names it in errors.
 pub fn archive_from_bytes(bytes: &[u8], path: &Path, split: Split) -> Result<Dataset> {
-    read_archive(bytes, path, split, Target::NATIVE)
+    read_archive(bytes, path, split, Target::NATIVE, None)
 }
 
 /// Decodes one encoded image (PNG or JPEG) to a one-image dataset of class `image`; `name`
 /// names it in errors.
 pub fn image_from_bytes(bytes: &[u8], name: &str) -> Result<Dataset> {
-    let encoded = vec![Encoded { name: name.to_string(), bytes: bytes.to_vec() }];
-    decode_all(encoded, vec![0], vec!["image".into()], Split::Test, Origin::Files, Target::NATIVE)
+    let encoded = vec![Encoded::held(name.to_string(), bytes.to_vec())];
+    decode_all(encoded, vec![0], vec!["image".into()], Split::Test, Origin::Files, Target::NATIVE, None)
 }
 
 /// Reads a split of the gzipped ImageFolder tar `reader`; `path` names it in errors.
-fn read_archive(reader: impl Read, path: &Path, split: Split, target: Target) -> Result<Dataset> {
+fn read_archive(
+    reader: impl Read,
+    path: &Path,
+    split: Split,
+    target: Target,
+    cache: Option<&cache::Entry>,
+) -> Result<Dataset> {
     // Per class, by file name: (member name, bytes).
     let mut images: BTreeMap<String, BTreeMap<String, Encoded>> = BTreeMap::new();
     let mut other_classes = BTreeSet::new();
@@ -223,7 +243,7 @@ fn read_archive(reader: impl Read, path: &Path, split: Split, target: Target) ->
         let mut bytes = Vec::with_capacity(member.size.min(1 << 20) as usize);
         entry.read_to_end(&mut bytes).map_err(|e| Error::file(path, format!("member `{}`: {e}", member.name)))?;
         let class = images.entry(member.class.to_string()).or_default();
-        class.insert(member.file.to_string(), Encoded { name: member.name.to_string(), bytes });
+        class.insert(member.file.to_string(), Encoded::held(member.name.to_string(), bytes));
         Ok(true)
     })?;
     let classes: Vec<String> = images.keys().cloned().collect();
@@ -241,7 +261,7 @@ fn read_archive(reader: impl Read, path: &Path, split: Split, target: Target) ->
         labels.extend(std::iter::repeat_n(label as u16, files.len()));
         encoded.extend(files.into_values());
     }
-    decode_all(encoded, labels, classes, split, Origin::Archive(path), target)
+    decode_all(encoded, labels, classes, split, Origin::Archive(path), target, cache)
 }
 
 /// The image files of a split folder.
@@ -414,7 +434,9 @@ const BATCH_BYTES: usize = 64 << 20;
 /// `target` (see `data::fit`: its channels, and its size unless every image has it already; with
 /// no size, all images must have the size of the first). The buffer grows one batch at a time,
 /// so a file of many small images that claim to be large fails on the first that does not
-/// decode, before memory for the others is taken.
+/// decode, before memory for the others is taken. With a cache entry, each batch is written to
+/// the cache file as it is decoded and the split is read back memory-mapped: memory stays
+/// bounded by a batch (plus, for an archive, its encoded bytes).
 fn decode_all(
     encoded: Vec<Encoded>,
     labels: Vec<u16>,
@@ -422,13 +444,14 @@ fn decode_all(
     split: Split,
     origin: Origin,
     target: Target,
+    cache: Option<&cache::Entry>,
 ) -> Result<Dataset> {
     if encoded.is_empty() {
         return Err(Error::Data(format!("the {split} split has no images")));
     }
     let mut sizes = Vec::with_capacity(encoded.len());
     for item in &encoded {
-        let (w, h) = dimensions(&item.bytes).map_err(|e| origin.error(&item.name, e))?;
+        let (w, h) = dimensions(&item.bytes()?).map_err(|e| origin.error(&item.name, e))?;
         sizes.push([h as usize, w as usize]);
     }
     let [h, w] = fit::choose_size(&sizes, target.size).map_err(|i| {
@@ -451,8 +474,20 @@ fn decode_all(
             ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed}<{eta}]").expect("valid template"),
         )
         .with_message(format!("decoding {split} images"));
+    // Streamed into the cache file batch by batch, or else gathered in memory.
+    let mut writer = match cache.map(|c| c.writer(shape, &classes, &labels)) {
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => {
+            eprintln!("warning: cannot write the data cache: {e}");
+            None
+        }
+        None => None,
+    };
     let mut images: Vec<u8> = Vec::new();
     for items in encoded.chunks(batch) {
+        if writer.is_some() {
+            images.clear();
+        }
         let start = images.len();
         images
             .try_reserve(items.len() * size)
@@ -471,7 +506,14 @@ fn decode_all(
                             if failed.load(Ordering::Relaxed) {
                                 break;
                             }
-                            match decode(&item.bytes) {
+                            let bytes = match item.bytes() {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    failed.store(true, Ordering::Relaxed);
+                                    return Err(e);
+                                }
+                            };
+                            match decode(&bytes) {
                                 Ok(img) => fit::fit_into(&img, shape[0], [h, w], out),
                                 Err(e) => {
                                     failed.store(true, Ordering::Relaxed);
@@ -490,9 +532,15 @@ fn decode_all(
             bar.abandon();
             return Err(e);
         }
+        if let Some(w) = writer.as_mut() {
+            w.write(&images)?;
+        }
     }
     bar.finish();
-    Ok(Dataset { images, labels, coarse_labels: None, classes, coarse_classes: None, shape })
+    if let Some(w) = writer {
+        return w.finish();
+    }
+    Ok(Dataset { images: images.into(), labels, coarse_labels: None, classes, coarse_classes: None, shape })
 }
 
 fn reader(bytes: &[u8]) -> std::result::Result<image::ImageReader<Cursor<&[u8]>>, String> {

@@ -155,6 +155,10 @@ fn decoded_splits_are_cached_per_source_and_split() {
     let cache_files = || std::fs::read_dir(&cache).map_or(0, |d| d.count());
 
     let train = load_archive(&archive, Split::Train, Target::NATIVE, Some(&cache)).unwrap();
+    // Decoded straight into the cache file and read back through a memory map.
+    assert!(train.images.is_mapped() && train.images.owned_bytes() == 0);
+    // A copy in memory: the test truncates the cache files below, under a live map.
+    let train = train.in_memory();
     check_train(&train);
     assert_eq!(cache_files(), 1);
     assert_eq!(load_archive(&archive, Split::Train, Target::NATIVE, Some(&cache)).unwrap(), train);

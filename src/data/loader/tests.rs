@@ -15,7 +15,7 @@ fn numbered(n: usize) -> Arc<Dataset> {
         images.extend(img);
     }
     Arc::new(Dataset {
-        images,
+        images: images.into(),
         labels: (0..n).map(|i| (i % 10) as u16).collect(),
         coarse_labels: None,
         classes: (0..10).map(|c| c.to_string()).collect(),

@@ -2,11 +2,12 @@
 # Runs `edgeprune bench` and the identical PyTorch step (benches/torch_bench.py) side by side, in
 # one go on one machine, alternating the two several times, and prints both medians and the ratios.
 #   benches/compare.sh [train-step|infer] [model] [batch] [threads] [rounds]
-# Needs a Python with torch==2.13.0 and safetensors (PYTHON, default: the cached reference venv).
+# Needs a Python with torch==2.13.0 and safetensors: PYTHON, or else the cached reference venv,
+# which scripts/setup-pyref.sh makes if it is missing.
 set -euo pipefail
 what=${1:-train-step}; model=${2:-resnet20}; batch=${3:-64}; threads=${4:-2}; rounds=${5:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
-py=${PYTHON:-${EDGEPRUNE_CACHE:-$HOME/.cache/edgeprune}/pyref/bin/python}
+py=${PYTHON:-$("$repo/scripts/setup-pyref.sh")}
 bin=$repo/target/release/edgeprune
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 "$bin" init "$model" --num-classes 10 -o "$tmp/model" >/dev/null

@@ -7,12 +7,14 @@ BIN := target/release/edgeprune
 
 setup:
 	@scripts/setup-libtorch.sh
+	@scripts/setup-onnxruntime.sh
 
 build: setup
 	$(CARGO) build --release
 
 test: setup
-	$(CARGO) test --release
+	EDGEPRUNE_ONNXRUNTIME=$${EDGEPRUNE_ONNXRUNTIME:-$${EDGEPRUNE_CACHE:-$$HOME/.cache/edgeprune}/onnxruntime-1.32.0/libonnxruntime.so} \
+		$(CARGO) test --release
 
 demo: build
 	@scripts/demo.sh

@@ -92,3 +92,39 @@ fn clear_errors() {
 fn tch_has_cuda() -> bool {
     Network::new(&Model::init(zoo::build("resnet20", 2).unwrap(), 0).unwrap(), Device::Cuda(0)).is_ok()
 }
+
+/// ONNX Runtime as the inference runtime (`--runtime ort`) gives libtorch's logits on every zoo
+/// network and structure. Needs the runtime library (`make setup` installs it; `make test` sets
+/// `EDGEPRUNE_ONNXRUNTIME`, and then its absence is a failure); without it the test says so.
+#[test]
+fn onnxruntime_gives_the_engines_logits() {
+    use edgeprune::engine::{Runtime, infer_with};
+    let explicit = std::env::var_os("EDGEPRUNE_ONNXRUNTIME").is_some();
+    let found = edgeprune::engine::onnxruntime::library_path().is_some_and(|p| p.exists());
+    if !found {
+        assert!(!explicit, "EDGEPRUNE_ONNXRUNTIME names no library");
+        eprintln!("SKIPPED onnxruntime_gives_the_engines_logits: no ONNX Runtime library (run `make setup`)");
+        return;
+    }
+    edgeprune::engine::set_threads(2);
+    for name in zoo::NETWORKS.iter().chain(zoo::structures::STRUCTURES) {
+        let model = Model::init(zoo::build(name, 7).unwrap(), 5).unwrap();
+        let x = sized(3, model.graph.input_shape().unwrap().iter().product(), 2);
+        let ours = infer_with(&model, Device::Cpu, Runtime::Libtorch).unwrap().predict(&x, 3).unwrap();
+        let ort = infer_with(&model, Device::Cpu, Runtime::OnnxRuntime).unwrap();
+        assert_eq!(ort.num_outputs().unwrap(), 7);
+        let theirs = ort.predict(&x, 3).unwrap();
+        let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = ours.iter().zip(&theirs).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err <= 1e-4 * scale.max(1.0), "{name}: onnxruntime differs by {err:e} (scale {scale})");
+        // A batch of the wrong size is an error, not a crash.
+        assert!(ort.predict(&x[1..], 3).is_err());
+    }
+    let e = infer_with(
+        &Model::init(zoo::build("resnet20", 10).unwrap(), 0).unwrap(),
+        Device::Cuda(0),
+        Runtime::OnnxRuntime,
+    );
+    assert!(e.err().unwrap().to_string().contains("CPU execution provider"));
+    assert!("tvm".parse::<Runtime>().unwrap_err().to_string().contains("libtorch, ort"));
+}

@@ -23,6 +23,9 @@ pub struct BenchArgs {
     pub warmup: usize,
     #[arg(long)]
     pub json: bool,
+    /// For `infer`: libtorch (the engine) or ort (ONNX Runtime, on the model as exported).
+    #[arg(long, default_value = "libtorch")]
+    pub runtime: String,
     /// Refuse to run if the estimated peak memory exceeds this many bytes (suffixes K, M, G).
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<String>,
@@ -82,6 +85,11 @@ pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(a.batch > 0 && a.steps > 0, "--batch and --steps must be at least 1");
     let device = a.engine.apply()?;
     let m = load_spec(&a.model, a.num_classes)?;
+    let runtime: engine::Runtime = a.runtime.parse()?;
+    anyhow::ensure!(
+        runtime == engine::Runtime::Libtorch || a.what == "infer",
+        "--runtime {runtime} applies to `bench infer` only (training runs in libtorch)"
+    );
     let train = match a.what.as_str() {
         "train-step" => true,
         "infer" => false,
@@ -95,7 +103,7 @@ pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
     let r = if train {
         bench::train_step(&m, a.batch, a.steps, a.warmup, device)?
     } else {
-        bench::infer(&m, a.batch, a.steps, a.warmup, device)?
+        bench::infer_in(&m, a.batch, a.steps, a.warmup, device, runtime)?
     };
     if a.json {
         let mut v = serde_json::to_value(&r)?;
@@ -103,10 +111,11 @@ pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
         println!("{v}");
     } else {
         println!(
-            "{} {} batch {} on {} ({} threads): median {:.2} ms (min {:.2}, p90 {:.2}, {} steps), {:.0} img/s, peak RSS {} (estimated {})",
+            "{} {} batch {} in {} on {} ({} threads): median {:.2} ms (min {:.2}, p90 {:.2}, {} steps), {:.0} img/s, peak RSS {} (estimated {})",
             r.what,
             r.model,
             r.batch,
+            r.runtime,
             r.device,
             r.threads,
             1e3 * r.step_seconds.median,

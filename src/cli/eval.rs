@@ -21,6 +21,9 @@ pub struct EvalArgs {
     /// Exit 0 even when some outputs are NaN or infinite (they always count as wrong).
     #[arg(long)]
     pub allow_non_finite: bool,
+    /// libtorch (the engine) or ort (ONNX Runtime, on the model as `edgeprune export` writes it).
+    #[arg(long, default_value = "libtorch")]
+    pub runtime: String,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -65,14 +68,15 @@ pub(super) fn cmd_eval(a: EvalArgs) -> Result<()> {
     let mut model = formats::load_model(&train::RunDir::model_path(&a.model))?;
     let (ds, norm) = eval_split(&mut model, a.data.as_deref(), &a.subset, &a.split)?;
     let ds = &ds;
-    let net = engine::infer(&model, device)?;
+    let runtime: engine::Runtime = a.runtime.parse()?;
+    let net = engine::infer_with(&model, device, runtime)?;
     let t = std::time::Instant::now();
     let s = train::evaluate(&*net, ds, &norm, a.batch_size)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
         println!(
-            "{}: {} images of {} ({} classes): top-1 {:.2}%  top-5 {:.2}%  loss {}  ({:.1}s)",
+            "{}: {} images of {} ({} classes): top-1 {:.2}%  top-5 {:.2}%  loss {}  ({:.1}s in {runtime})",
             a.model.display(),
             s.count,
             a.split,

@@ -2,17 +2,57 @@
 //! what evaluation needs, and where a deployed runtime such as ONNX Runtime sits) and [`Train`]
 //! (SGD steps, per-channel statistics with gradients, weights and optimizer state in and out:
 //! what training and the data-driven criteria need). libtorch implements both ([`Network`], in
-//! `torch.rs`, the only file that touches tch); the rest of edgeprune builds networks through
-//! [`trainer`] and [`infer`] and sees plain host data only (IR [`Weights`], `Vec<f32>`).
+//! `torch.rs`, the only file that touches tch); ONNX Runtime implements [`Infer`]
+//! ([`OrtNetwork`], in `onnxruntime.rs`, the only file that touches `ort`), chosen by [`Runtime`].
+//! The rest of edgeprune builds networks through [`trainer`], [`infer`] and [`infer_with`] and
+//! sees plain host data only (IR [`Weights`], `Vec<f32>`).
 
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
 use crate::ir::{Model, Weights};
 
+pub mod onnxruntime;
 mod torch;
 
+pub use onnxruntime::OrtNetwork;
 pub use torch::Network;
+
+/// Which runtime runs inference: libtorch (the training engine) or ONNX Runtime (what most edge
+/// deployments run; its library is loaded at run time, see [`onnxruntime`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    #[default]
+    Libtorch,
+    OnnxRuntime,
+}
+
+impl Runtime {
+    pub const NAMES: &[&str] = &["libtorch", "ort"];
+}
+
+impl FromStr for Runtime {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "libtorch" | "torch" => Ok(Runtime::Libtorch),
+            "ort" | "onnxruntime" => Ok(Runtime::OnnxRuntime),
+            other => Err(Error::config(
+                "runtime",
+                format!("unknown runtime `{other}`; the runtimes are {}", Runtime::NAMES.join(", ")),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Runtime::Libtorch => "libtorch",
+            Runtime::OnnxRuntime => "onnxruntime",
+        })
+    }
+}
 
 /// Where tensors live and compute runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,4 +213,16 @@ pub fn trainer(model: &Model, device: Device) -> Result<Box<dyn Train>> {
 /// A network to run inference with on `device`: libtorch's.
 pub fn infer(model: &Model, device: Device) -> Result<Box<dyn Infer>> {
     Ok(Box::new(Network::new(model, device)?))
+}
+
+/// A network to run inference with in `runtime`: libtorch's on `device`, or ONNX Runtime's
+/// (CPU, as many threads as the engine is set to use).
+pub fn infer_with(model: &Model, device: Device, runtime: Runtime) -> Result<Box<dyn Infer>> {
+    match (runtime, device) {
+        (Runtime::Libtorch, _) => infer(model, device),
+        (Runtime::OnnxRuntime, Device::Cpu) => Ok(Box::new(OrtNetwork::new(model, threads())?)),
+        (Runtime::OnnxRuntime, d) => {
+            Err(Error::Engine(format!("ONNX Runtime runs here on the CPU execution provider only; got --device {d}")))
+        }
+    }
 }

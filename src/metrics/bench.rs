@@ -18,6 +18,8 @@ pub struct BenchResult {
     pub batch: usize,
     pub threads: usize,
     pub device: String,
+    /// libtorch or onnxruntime.
+    pub runtime: String,
     pub warmup: usize,
     pub step_seconds: TimeStats,
     pub images_per_second: f64,
@@ -34,6 +36,18 @@ fn random_batch(model: &Model, batch: usize, seed: u64) -> Result<(Vec<f32>, Vec
 }
 
 fn finish(what: &str, model: &Model, batch: usize, device: Device, warmup: usize, times: &[f64]) -> BenchResult {
+    finish_in(what, model, batch, device, engine::Runtime::Libtorch, warmup, times)
+}
+
+fn finish_in(
+    what: &str,
+    model: &Model,
+    batch: usize,
+    device: Device,
+    runtime: engine::Runtime,
+    warmup: usize,
+    times: &[f64],
+) -> BenchResult {
     let stats = TimeStats::from_samples(times).expect("at least one step");
     BenchResult {
         what: what.into(),
@@ -41,6 +55,7 @@ fn finish(what: &str, model: &Model, batch: usize, device: Device, warmup: usize
         batch,
         threads: crate::engine::threads(),
         device: device.to_string(),
+        runtime: runtime.to_string(),
         warmup,
         images_per_second: batch as f64 / stats.median,
         step_seconds: stats,
@@ -67,8 +82,20 @@ pub fn train_step(model: &Model, batch: usize, steps: usize, warmup: usize, devi
 
 /// Times `steps` forward passes in inference mode.
 pub fn infer(model: &Model, batch: usize, steps: usize, warmup: usize, device: Device) -> Result<BenchResult> {
+    infer_in(model, batch, steps, warmup, device, engine::Runtime::Libtorch)
+}
+
+/// [`infer`] in `runtime` (ONNX Runtime runs the model as `edgeprune export` writes it).
+pub fn infer_in(
+    model: &Model,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    device: Device,
+    runtime: engine::Runtime,
+) -> Result<BenchResult> {
     let (x, _, _) = random_batch(model, batch, 0)?;
-    let net = engine::infer(model, device)?;
+    let net = engine::infer_with(model, device, runtime)?;
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps.max(1) {
         let t = Instant::now();
@@ -78,7 +105,7 @@ pub fn infer(model: &Model, batch: usize, steps: usize, warmup: usize, device: D
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(finish("infer", model, batch, device, warmup, &times))
+    Ok(finish_in("infer", model, batch, device, runtime, warmup, &times))
 }
 
 /// Times the training loader on real data: `steps` augmented, normalised batches of `batch`

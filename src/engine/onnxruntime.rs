@@ -1,0 +1,111 @@
+//! ONNX Runtime, the runtime most edge deployments run, as an inference backend: the model is
+//! exported to ONNX (as `edgeprune export` writes it) and run by ONNX Runtime's CPU execution
+//! provider with its default graph optimisations, through the `ort` crate. The runtime library is
+//! loaded at run time, from `$EDGEPRUNE_ONNXRUNTIME` (a `libonnxruntime.so`) or else from the
+//! cache where `make setup` puts the onnxruntime wheel's (`scripts/setup-onnxruntime.sh`); without
+//! it, a clear error, and the rest of edgeprune works.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+
+use super::Infer;
+use crate::error::{Error, Result};
+use crate::formats::onnx;
+use crate::ir::Model;
+
+/// The ONNX Runtime version `make setup` installs.
+pub const VERSION: &str = "1.32.0";
+
+/// Where the runtime library is looked for: `$EDGEPRUNE_ONNXRUNTIME`, else the cache.
+pub fn library_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("EDGEPRUNE_ONNXRUNTIME") {
+        return Some(PathBuf::from(p));
+    }
+    let cache = match std::env::var_os("EDGEPRUNE_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/edgeprune"),
+    };
+    Some(cache.join(format!("onnxruntime-{VERSION}/libonnxruntime.so")))
+}
+
+/// The process's ONNX Runtime environment, made on first use (the library loads once).
+fn environment() -> Result<&'static Environment> {
+    static ENV: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+    let env = ENV.get_or_init(|| {
+        let path = library_path().ok_or("no HOME to find the cache in; set EDGEPRUNE_ONNXRUNTIME")?;
+        if !path.exists() {
+            return Err(format!(
+                "{} does not exist: run `make setup` (it puts the onnxruntime wheel's library there) or set \
+                 EDGEPRUNE_ONNXRUNTIME to a libonnxruntime.so",
+                path.display()
+            ));
+        }
+        let builder = ort::init_from(&path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        builder.with_name("edgeprune").build().map_err(|e| format!("{}: {e}", path.display()))
+    });
+    env.as_ref().map_err(|e| Error::Engine(format!("ONNX Runtime: {e}")))
+}
+
+fn ort_err(e: impl std::fmt::Display) -> Error {
+    Error::Engine(format!("ONNX Runtime: {e}"))
+}
+
+/// A model in an ONNX Runtime session.
+pub struct OrtNetwork {
+    session: Mutex<Session>,
+    input: String,
+    shape: Vec<usize>,
+    classes: usize,
+}
+
+impl OrtNetwork {
+    /// The model exported to ONNX and loaded into a session running on `threads` CPU threads.
+    pub fn new(model: &Model, threads: usize) -> Result<Self> {
+        let shapes = model.validate()?;
+        let out = model.graph.output_index()?;
+        let classes = match shapes[out].as_slice() {
+            [k] => *k,
+            s => return Err(Error::node(&model.graph.output, format!("the output must be flat, got {s:?}"))),
+        };
+        let bytes = onnx::to_bytes(model, onnx::ExportOptions::default())?;
+        let env = environment()?;
+        let session = Session::builder(env)
+            .map_err(ort_err)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(ort_err)?
+            .with_intra_threads(threads.max(1))
+            .map_err(ort_err)?
+            .commit_from_memory(&bytes)
+            .map_err(ort_err)?;
+        let input = session.inputs().first().map(|i| i.name().to_string()).ok_or_else(|| ort_err("no input"))?;
+        Ok(OrtNetwork { session: Mutex::new(session), input, shape: model.graph.input_shape()?.to_vec(), classes })
+    }
+}
+
+impl Infer for OrtNetwork {
+    fn num_outputs(&self) -> Result<usize> {
+        Ok(self.classes)
+    }
+
+    fn predict(&self, images: &[f32], n: usize) -> Result<Vec<f32>> {
+        let per: usize = self.shape.iter().product();
+        if images.len() != n * per {
+            return Err(Error::Engine(format!("{} values for {n} images of {:?}", images.len(), self.shape)));
+        }
+        let mut dims = vec![n];
+        dims.extend(&self.shape);
+        let x = Tensor::from_array((dims, images.to_vec())).map_err(ort_err)?;
+        let mut session = self.session.lock().map_err(|_| ort_err("a previous run panicked"))?;
+        let out = session.run(ort::inputs![self.input.as_str() => x]).map_err(ort_err)?;
+        let (shape, y) = out[0].try_extract_tensor::<f32>().map_err(ort_err)?;
+        if y.len() != n * self.classes {
+            return Err(ort_err(format!("output of shape {shape:?}, expected [{n}, {}]", self.classes)));
+        }
+        Ok(y.to_vec())
+    }
+}

@@ -20,9 +20,14 @@ python3 - "$out/cells.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 print("\n  subset {cat, dog}, ResNet-20, pruning level 50% (4 epochs, n_f = 1)")
-print(f"  {'pipeline':10s} {'test top-1':>10s} {'params':>9s} {'GOps':>7s}")
+print(f"  {'pipeline':10s} {'test top-1':>10s} {'params':>9s} {'GOps':>7s} {'latency b1 (ms, onnxruntime)':>29s}")
+pruned = [r for r in rows if r["pipeline"] != "unpruned" and r.get("infer_ms_per_image_b1_before")]
 for r in sorted(rows, key=lambda r: ["unpruned", "agnostic", "aware"].index(r["pipeline"])):
-    print(f"  {r['pipeline']:10s} {100*float(r['test_top1']):9.2f}% {int(float(r['params_after'])):>9,d} {float(r['gops_after']):7.4f}")
+    # The unpruned model's latency is the pruned cells' "before".
+    lat = r.get("infer_ms_per_image_b1_after") or (pruned[0]["infer_ms_per_image_b1_before"] if pruned else "")
+    lat = f"{float(lat):.3f}" if lat else "-"
+    print(f"  {r['pipeline']:10s} {100*float(r['test_top1']):9.2f}% {int(float(r['params_after'])):>9,d} "
+          f"{float(r['gops_after']):7.4f} {lat:>29s}")
 PY
 echo
 echo "report: $out/report/report.md, plots: $out/report/*.svg and *.png, every cell's log and model under $out/resnet20/"

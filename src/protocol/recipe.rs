@@ -153,6 +153,10 @@ pub struct Recipe {
     /// that prune.
     #[serde(default = "default_true")]
     pub measure_costs: bool,
+    /// The runtime inference latency is measured in: `libtorch` (the engine) or `ort` (ONNX
+    /// Runtime, what most deployments run, on the model as exported).
+    #[serde(default, with = "crate::formats::via_str")]
+    pub runtime: crate::engine::Runtime,
     #[serde(default = "default_threads")]
     pub threads: usize,
     #[serde(default = "default_device", with = "crate::formats::via_str")]
@@ -250,6 +254,12 @@ impl Recipe {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.runtime == crate::engine::Runtime::OnnxRuntime && self.device != Device::Cpu {
+            return Err(Error::config(
+                "runtime",
+                format!("`ort` measures latency on the CPU execution provider; the recipe's device is {}", self.device),
+            ));
+        }
         // Names become folder names: each must be one plain path component.
         crate::formats::outdir::check_name("name", &self.name)?;
         for n in &self.networks {
@@ -388,10 +398,14 @@ mod tests {
             ("fine_tune_epochs = 30", "fine_tune_epochs"),
             ("criterion = \"magic\"", "magic"),
             ("epochs = 0", "epochs"),
+            ("runtime = \"tvm\"", "libtorch, ort"),
+            ("runtime = \"ort\"\ndevice = \"cuda\"", "CPU execution provider"),
         ] {
             let e = recipe(extra).unwrap_err().to_string();
             assert!(e.contains(needle), "{extra}: {e}");
         }
+        assert_eq!(recipe("runtime = \"ort\"").unwrap().runtime, crate::engine::Runtime::OnnxRuntime);
+        assert_eq!(recipe("").unwrap().runtime, crate::engine::Runtime::Libtorch);
         let text = "name = \"t\"\nlevels = [120]\n[[networks]]\nname = \"resnet20\"\nmodel = \"m\"\n[[subsets]]\nname = \"s\"\nclasses = [\"cat\"]\n";
         let r: Recipe = toml::from_str(text).unwrap();
         assert!(r.validate().unwrap_err().to_string().contains("120"));

@@ -128,3 +128,34 @@ fn onnxruntime_gives_the_engines_logits() {
     assert!(e.err().unwrap().to_string().contains("CPU execution provider"));
     assert!("tvm".parse::<Runtime>().unwrap_err().to_string().contains("libtorch, ort"));
 }
+
+/// The inference network (BatchNorm folded into the convolutions, no gradients) gives the
+/// training network's evaluation-mode logits, on every zoo network and structure with non-trivial
+/// BatchNorm statistics.
+#[test]
+fn the_folded_inference_network_gives_the_same_logits() {
+    edgeprune::engine::set_threads(2);
+    for name in zoo::NETWORKS.iter().chain(zoo::structures::STRUCTURES) {
+        let mut model = Model::init(zoo::build(name, 7).unwrap(), 9).unwrap();
+        for (k, t) in model.weights.tensors.iter_mut() {
+            let (lo, span) = if k.ends_with("running_var") || (k.ends_with(".weight") && t.shape.len() == 1) {
+                (0.5, 1.0)
+            } else if k.ends_with("running_mean") || (k.ends_with(".bias") && t.shape.len() == 1) {
+                (-0.3, 0.6)
+            } else {
+                continue;
+            };
+            if let Some(v) = t.as_f32_mut() {
+                for (i, x) in v.iter_mut().enumerate() {
+                    *x = lo + span * ((i * 37 % 101) as f32 / 100.0);
+                }
+            }
+        }
+        let x = sized(3, model.graph.input_shape().unwrap().iter().product(), 4);
+        let full = Network::with_layout(&model, Device::Cpu, Layout::Contiguous).unwrap().predict(&x, 3).unwrap();
+        let folded = Network::for_inference(&model, Device::Cpu).unwrap().predict(&x, 3).unwrap();
+        let scale = full.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = full.iter().zip(&folded).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err <= 1e-4 * scale.max(1.0), "{name}: folded differs by {err:e} (scale {scale})");
+    }
+}

@@ -210,9 +210,10 @@ pub fn trainer(model: &Model, device: Device) -> Result<Box<dyn Train>> {
     Ok(Box::new(Network::new(model, device)?))
 }
 
-/// A network to run inference with on `device`: libtorch's.
+/// A network to run inference with on `device`: libtorch's, with BatchNorm folded into the
+/// convolutions ([`Network::for_inference`]).
 pub fn infer(model: &Model, device: Device) -> Result<Box<dyn Infer>> {
-    Ok(Box::new(Network::new(model, device)?))
+    Ok(Box::new(Network::for_inference(model, device)?))
 }
 
 /// A network to run inference with in `runtime`: libtorch's on `device`, or ONNX Runtime's

@@ -136,7 +136,18 @@ impl Network {
         Self::with_layout(model, device, Layout::default_for(device))
     }
 
+    /// A network for inference only: BatchNorm folded into the convolutions before it
+    /// ([`crate::ir::fold`]), no parameter tracked for gradients, in the device's faster layout.
+    pub fn for_inference(model: &Model, device: Device) -> Result<Self> {
+        let folded = crate::ir::fold::fold_batch_norms(model)?;
+        Self::build(&folded, device, Layout::default_for(device), false)
+    }
+
     pub fn with_layout(model: &Model, device: Device, layout: Layout) -> Result<Self> {
+        Self::build(model, device, layout, true)
+    }
+
+    fn build(model: &Model, device: Device, layout: Layout, trainable: bool) -> Result<Self> {
         let tdev = self::device(device)?;
         model.validate()?;
         let graph = model.graph.clone();
@@ -159,7 +170,7 @@ impl Network {
             }
             let t = if spec.kind == TensorKind::Parameter {
                 params.push(key.clone());
-                t.set_requires_grad(true)
+                t.set_requires_grad(trainable)
             } else {
                 t
             };

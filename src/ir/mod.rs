@@ -1,6 +1,7 @@
 //! The graph IR: a network as data (nodes with a closed op enum), its shapes, and its weights
 //! keyed by PyTorch state_dict names. Nothing here knows about the compute engine.
 
+pub mod fold;
 mod graph;
 mod op;
 mod tensor;

@@ -423,15 +423,8 @@ fn fold_conv(model: &Model, j: usize, i: usize, w: &mut Writer) -> Result<()> {
     let bkey = format!("{}.bias", conv.name);
     let wt = model.weights.get(&wkey)?;
     let TensorData::F32(weight) = &wt.data else { return Err(Error::tensor(&wkey, "expected float32")) };
-    let per_out = weight.len() / out_channels.max(1);
-    let mut new_w = Vec::with_capacity(weight.len());
-    let mut new_b = Vec::with_capacity(out_channels);
-    for o in 0..out_channels {
-        let s = gamma[o] as f64 / (var[o] as f64 + eps).sqrt();
-        new_w.extend(weight[o * per_out..(o + 1) * per_out].iter().map(|&v| (v as f64 * s) as f32));
-        let b = if bias { f32s(model, &bkey)?[o] as f64 } else { 0.0 };
-        new_b.push(((b - mean[o] as f64) * s + beta[o] as f64) as f32);
-    }
+    let b0 = if bias { Some(f32s(model, &bkey)?) } else { None };
+    let (new_w, new_b) = crate::ir::fold::fold_into_conv(weight, b0, [gamma, beta, mean, var], eps);
     w.init(&wkey, &wt.shape, &new_w);
     w.names.insert(bkey.clone());
     w.init(&bkey, &[out_channels], &new_b);

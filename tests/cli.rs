@@ -178,6 +178,12 @@ fn prune_replay_retrain() {
     }
     let text = ok(&["inspect", "p40", "--against", "full"], cwd);
     assert!(text.contains("->") && text.contains("of the parameters"), "{text}");
+    // Latency before and after in the engine (ONNX Runtime's is checked in tests/engine_zoo.rs);
+    // an unknown runtime is refused before any work, naming the ones there are.
+    let text = ok(&["prune", "full", "--level", "40", "--latency", "libtorch", "-o", "p40-lat"], cwd);
+    assert!(text.contains("latency at batch 1 in libtorch:") && text.contains("speed-up"), "{text}");
+    let text = fails(&["prune", "full", "--level", "40", "--latency", "tvm", "-o", "p40-tvm"], cwd);
+    assert!(text.contains("libtorch, ort") && !cwd.join("p40-tvm").exists(), "{text}");
     // Data-driven criteria on the local data, a GOps target, per-layer scope.
     for crit in ["taylor", "activation", "apoz"] {
         ok(

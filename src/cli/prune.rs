@@ -57,6 +57,10 @@ pub struct PruneArgs {
     /// Replace what an earlier run of this command wrote there (never files edgeprune did not write).
     #[arg(long)]
     pub overwrite: bool,
+    /// Also measure the batch-1 latency of the model before and after in this runtime (ort:
+    /// ONNX Runtime, as deployed; libtorch: the engine) and print both.
+    #[arg(long, value_name = "RUNTIME")]
+    pub latency: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -105,6 +109,8 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
     use crate::workflow::{self, PruneRequest};
 
     let device = a.engine.apply()?;
+    // Before any costly work: an unknown runtime names the ones there are.
+    let latency: Option<engine::Runtime> = a.latency.as_deref().map(str::parse).transpose()?;
     // Outputs are checked before any work: none may be an input, none may replace a user's file.
     let mut inputs: Vec<&Path> = vec![Path::new(&a.model)];
     inputs.extend(a.plan.as_deref());
@@ -170,6 +176,21 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         after.gops,
         100.0 * (1.0 - after.gops / before.gops)
     );
+    if let Some(rt) = latency {
+        let ms =
+            |m: &Model| -> Result<f64> { Ok(1e3 * bench::infer_in(m, 1, 100, 10, device, rt)?.step_seconds.median) };
+        let (b, p) = (ms(&model)?, ms(&pruned.model)?);
+        println!(
+            "latency at batch 1 in {rt}: {b:.3} ms -> {p:.3} ms (speed-up {:.2}x; median of 100 runs each)",
+            b / p
+        );
+        if p >= b {
+            eprintln!(
+                "warning: the pruned model is not faster at batch 1 in {rt} on this machine (per-op overhead can \
+                 outweigh removed channels; times are noisy under load: measure again with nothing else running)"
+            );
+        }
+    }
     warn_at_minimum(&a, &pruned.at_minimum);
     println!("wrote {} (plan in {})", a.out.display(), a.out.join("plan.json").display());
     Ok(())

@@ -145,7 +145,7 @@ pub fn export(model: &Model, opts: ExportOptions) -> Result<ModelProto> {
     let g = &model.graph;
     let ins = g.input_indices()?;
     let out = g.output_index()?;
-    let folds = if opts.fold_bn { Folds::of(g, &ins)? } else { Folds::none(g.nodes.len()) };
+    let folds = if opts.fold_bn { Folds::of(g)? } else { Folds::none(g.nodes.len()) };
     let mut w = Writer { nodes: Vec::new(), inits: Vec::new(), names: HashSet::new(), clip_bounds: None };
     for n in &g.nodes {
         w.names.insert(n.name.clone());
@@ -201,18 +201,12 @@ impl Folds {
         Folds { into: vec![None; n], folded: vec![false; n] }
     }
 
-    fn of(g: &crate::ir::Graph, ins: &[Vec<usize>]) -> Result<Self> {
-        let consumers = g.consumers()?;
-        let out = g.output_index()?;
+    /// The pairs [`crate::ir::fold::foldable`] finds, as the inference network folds them.
+    fn of(g: &crate::ir::Graph) -> Result<Self> {
         let mut f = Folds::none(g.nodes.len());
-        for (i, n) in g.nodes.iter().enumerate() {
-            if let Op::BatchNorm2d { .. } = n.op {
-                let j = ins[i][0];
-                if matches!(g.nodes[j].op, Op::Conv2d { .. }) && consumers[j] == [i] && j != out {
-                    f.into[i] = Some(j);
-                    f.folded[j] = true;
-                }
-            }
+        for (j, i) in crate::ir::fold::foldable(g)? {
+            f.into[i] = Some(j);
+            f.folded[j] = true;
         }
         Ok(f)
     }

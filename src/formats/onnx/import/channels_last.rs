@@ -43,7 +43,7 @@ impl Importer {
     }
 
     /// Adds an IR node and binds the ONNX output to it in the layout `nhwc`.
-    fn push_in(&mut self, n: &NodeProto, name: String, op: Op, x: String, nhwc: bool) {
+    pub(super) fn push_in(&mut self, n: &NodeProto, name: String, op: Op, x: String, nhwc: bool) {
         self.push(n, name.clone(), op, vec![x]);
         if nhwc {
             self.bind_outputs(n, Val::Nhwc(name));

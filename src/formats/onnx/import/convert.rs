@@ -501,10 +501,7 @@ impl Importer {
         let (name, by_param) = self.node_name(n);
         self.put(&name, "weight", vec![out_f, in_f], transpose(&w.f32s(), in_f, out_f));
         self.matmuls.insert(name.clone(), by_param);
-        self.push(n, name.clone(), Op::Linear { in_features: in_f, out_features: out_f, bias: false }, vec![x]);
-        if nhwc {
-            self.bind_outputs(n, Val::Nhwc(name));
-        }
+        self.push_in(n, name, Op::Linear { in_features: in_f, out_features: out_f, bias: false }, x, nhwc);
         Ok(())
     }
 

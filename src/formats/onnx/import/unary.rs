@@ -74,9 +74,9 @@ impl Importer {
             self.push(cx.node, name, Op::GlobalAvgPool, vec![x]);
             return Ok(());
         }
+        // Two IR nodes from one ONNX node: the output ends bound to the second.
         let pool = self.unique(format!("{name}.pool"), false);
-        self.origin.insert(pool.clone(), format!("node `{}` ({})", describe(cx.node), op_label(cx.node)));
-        self.nodes.push(Node { name: pool.clone(), op: Op::GlobalAvgPool, inputs: vec![x] });
+        self.push(cx.node, pool.clone(), Op::GlobalAvgPool, vec![x]);
         self.push(cx.node, name, Op::Flatten, vec![pool]);
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Every zoo network and structure runs, trains and agrees with itself across memory layouts; the engine
 //! refuses what it cannot do with a clear error.
 
+mod common;
+
 use edgeprune::engine::{Device, Infer, Layout, Network, SgdConfig, Train};
 use edgeprune::ir::Model;
 use edgeprune::zoo;
@@ -136,21 +138,7 @@ fn onnxruntime_gives_the_engines_logits() {
 fn the_folded_inference_network_gives_the_same_logits() {
     edgeprune::engine::set_threads(2);
     for name in zoo::NETWORKS.iter().chain(zoo::structures::STRUCTURES) {
-        let mut model = Model::init(zoo::build(name, 7).unwrap(), 9).unwrap();
-        for (k, t) in model.weights.tensors.iter_mut() {
-            let (lo, span) = if k.ends_with("running_var") || (k.ends_with(".weight") && t.shape.len() == 1) {
-                (0.5, 1.0)
-            } else if k.ends_with("running_mean") || (k.ends_with(".bias") && t.shape.len() == 1) {
-                (-0.3, 0.6)
-            } else {
-                continue;
-            };
-            if let Some(v) = t.as_f32_mut() {
-                for (i, x) in v.iter_mut().enumerate() {
-                    *x = lo + span * ((i * 37 % 101) as f32 / 100.0);
-                }
-            }
-        }
+        let model = common::reference::model_of(zoo::build(name, 7).unwrap(), 9);
         let x = sized(3, model.graph.input_shape().unwrap().iter().product(), 4);
         let full = Network::with_layout(&model, Device::Cpu, Layout::Contiguous).unwrap().predict(&x, 3).unwrap();
         let folded = Network::for_inference(&model, Device::Cpu).unwrap().predict(&x, 3).unwrap();

@@ -17,7 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::reference::{errors, images, predict, python, read_safetensors};
+use common::reference::{errors, images, onnx_stems, predict, python, read_safetensors};
 
 use edgeprune::analysis;
 use edgeprune::criteria::{Criterion, score};
@@ -38,14 +38,7 @@ fn reference_dir() -> PathBuf {
 
 /// The committed cases (file stems), sorted.
 fn cases() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(reference_dir())
-        .unwrap()
-        .filter_map(|e| {
-            let p = e.unwrap().path();
-            (p.extension()? == "onnx").then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
-        })
-        .collect();
-    v.sort();
+    let v = onnx_stems(&reference_dir());
     assert!(v.len() >= 20, "reference files missing: {v:?}");
     v
 }

@@ -5,6 +5,9 @@
 //! layers over channels), and on random graphs. Channels normalised together by a LayerNorm2d
 //! do not obey it (removing one renormalises the rest); their pruning is checked for validity.
 
+mod common;
+
+use common::reference::model_of;
 use edgeprune::analysis::{self, Group};
 use edgeprune::engine::{Device, Infer, Layout, Network, Train};
 use edgeprune::ir::{Graph, HostTensor, Model, Op};
@@ -13,29 +16,6 @@ use edgeprune::zoo::{self, Builder};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
-
-/// Fresh weights with non-trivial BatchNorm (and LayerNorm) parameters and statistics, and layer
-/// scales of order one (ConvNeXt starts them at 1e-6, which would hide its blocks).
-fn model_of(graph: Graph, seed: u64) -> Model {
-    let mut m = Model::init(graph, seed).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-    for (k, t) in m.weights.tensors.iter_mut() {
-        let (lo, hi) = if k.ends_with("running_var")
-            || k.ends_with(".layer_scale")
-            || (k.ends_with(".weight") && t.shape.len() == 1)
-        {
-            (0.5, 1.5)
-        } else if k.ends_with("running_mean") || (k.ends_with(".bias") && t.shape.len() == 1) {
-            (-0.3, 0.3)
-        } else {
-            continue;
-        };
-        if let Some(v) = t.as_f32_mut() {
-            v.iter_mut().for_each(|x| *x = rng.random_range(lo..hi));
-        }
-    }
-    m
-}
 
 /// Whether a group runs through a LayerNorm2d: removing its channels changes the statistics the
 /// others are normalised by, so the law (removal = zeroing) does not apply to it; such groups are

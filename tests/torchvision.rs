@@ -116,14 +116,7 @@ macro_rules! families {
         #[test]
         fn every_committed_family_is_tested() {
             let tested = [$(stringify!($name)),*, $(stringify!($no)),*];
-            let mut committed: Vec<String> = std::fs::read_dir(dir())
-                .unwrap()
-                .filter_map(|e| {
-                    let p = e.unwrap().path();
-                    (p.extension()? == "onnx").then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
-                })
-                .collect();
-            committed.sort();
+            let committed = common::reference::onnx_stems(&dir());
             let mut t: Vec<String> = tested.iter().map(|s| s.to_string()).collect();
             t.sort();
             assert_eq!(committed, t);

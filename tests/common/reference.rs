@@ -6,7 +6,8 @@ use std::process::Command;
 
 use edgeprune::engine::{Device, Infer, Layout, Network};
 use edgeprune::formats::native;
-use edgeprune::ir::{HostTensor, Model, Weights};
+use edgeprune::ir::{Graph, HostTensor, Model, Weights};
+use rand::{Rng, SeedableRng};
 
 /// A Python with onnxruntime, numpy and safetensors (scripts/onnx_run.py's needs), from
 /// `$EDGEPRUNE_PYTHON` or ~/.cache/edgeprune/pyref/bin/python; `Ok(None)` when there is none,
@@ -95,4 +96,40 @@ pub fn onnx_run(py: &str, jobs: &[(PathBuf, PathBuf, PathBuf)]) {
     }
     let run = c.output().unwrap();
     assert!(run.status.success(), "onnxruntime failed:\n{}", String::from_utf8_lossy(&run.stderr));
+}
+
+/// Fresh weights with non-trivial BatchNorm (and LayerNorm) parameters and statistics, and layer
+/// scales of order one (ConvNeXt starts them at 1e-6, which would hide its blocks).
+pub fn model_of(graph: Graph, seed: u64) -> Model {
+    let mut m = Model::init(graph, seed).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    for (k, t) in m.weights.tensors.iter_mut() {
+        let (lo, hi) = if k.ends_with("running_var")
+            || k.ends_with(".layer_scale")
+            || (k.ends_with(".weight") && t.shape.len() == 1)
+        {
+            (0.5, 1.5)
+        } else if k.ends_with("running_mean") || (k.ends_with(".bias") && t.shape.len() == 1) {
+            (-0.3, 0.3)
+        } else {
+            continue;
+        };
+        if let Some(v) = t.as_f32_mut() {
+            v.iter_mut().for_each(|x| *x = rng.random_range(lo..hi));
+        }
+    }
+    m
+}
+
+/// The stems of the `.onnx` files in `dir`, sorted.
+pub fn onnx_stems(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            (p.extension()? == "onnx").then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
+        })
+        .collect();
+    v.sort();
+    v
 }

@@ -103,7 +103,7 @@ pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
     let r = if train {
         bench::train_step(&m, a.batch, a.steps, a.warmup, device)?
     } else {
-        bench::infer_in(&m, a.batch, a.steps, a.warmup, device, runtime)?
+        bench::infer(&m, a.batch, a.steps, a.warmup, device, runtime)?
     };
     if a.json {
         let mut v = serde_json::to_value(&r)?;

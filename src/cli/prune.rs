@@ -177,8 +177,7 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         100.0 * (1.0 - after.gops / before.gops)
     );
     if let Some(rt) = latency {
-        let ms =
-            |m: &Model| -> Result<f64> { Ok(1e3 * bench::infer_in(m, 1, 100, 10, device, rt)?.step_seconds.median) };
+        let ms = |m: &Model| -> Result<f64> { Ok(1e3 * bench::infer(m, 1, 100, 10, device, rt)?.step_seconds.median) };
         let (b, p) = (ms(&model)?, ms(&pruned.model)?);
         println!(
             "latency at batch 1 in {rt}: {b:.3} ms -> {p:.3} ms (speed-up {:.2}x; median of 100 runs each)",

@@ -165,11 +165,7 @@ fn is_archive(path: &Path) -> bool {
 /// Where decoded datasets are cached: `$EDGEPRUNE_CACHE/data`, else `~/.cache/edgeprune/data`;
 /// none without either variable.
 pub fn cache_dir() -> Option<PathBuf> {
-    let root = match std::env::var_os("EDGEPRUNE_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/edgeprune"),
-    };
-    Some(root.join("data"))
+    Some(crate::formats::cache_root()?.join("data"))
 }
 
 /// The path of the data source to use: `explicit` if given (it must exist), else

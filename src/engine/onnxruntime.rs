@@ -26,11 +26,7 @@ pub fn library_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("EDGEPRUNE_ONNXRUNTIME") {
         return Some(PathBuf::from(p));
     }
-    let cache = match std::env::var_os("EDGEPRUNE_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/edgeprune"),
-    };
-    Some(cache.join(format!("onnxruntime-{VERSION}/libonnxruntime.so")))
+    Some(crate::formats::cache_root()?.join(format!("onnxruntime-{VERSION}/libonnxruntime.so")))
 }
 
 /// The process's ONNX Runtime environment, made on first use (the library loads once).

@@ -5,6 +5,15 @@ pub mod native;
 pub mod onnx;
 pub mod outdir;
 
+/// The cache outside any checkout that `make setup` fills and edgeprune reads (libtorch, ONNX
+/// Runtime, decoded datasets): `$EDGEPRUNE_CACHE`, else `~/.cache/edgeprune`; None without HOME.
+pub fn cache_root() -> Option<std::path::PathBuf> {
+    match std::env::var_os("EDGEPRUNE_CACHE") {
+        Some(dir) => Some(std::path::PathBuf::from(dir)),
+        None => Some(std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/edgeprune")),
+    }
+}
+
 /// Serde through a type's `Display` and `FromStr`, for typed recipe keys written as strings
 /// (`criterion = "paper"`, `device = "cuda:0"`): a bad value is an error naming the key when the
 /// file is read, not when the value is first used.

@@ -35,11 +35,7 @@ fn random_batch(model: &Model, batch: usize, seed: u64) -> Result<(Vec<f32>, Vec
     Ok((x, y, classes))
 }
 
-fn finish(what: &str, model: &Model, batch: usize, device: Device, warmup: usize, times: &[f64]) -> BenchResult {
-    finish_in(what, model, batch, device, engine::Runtime::Libtorch, warmup, times)
-}
-
-fn finish_in(
+fn finish(
     what: &str,
     model: &Model,
     batch: usize,
@@ -77,16 +73,12 @@ pub fn train_step(model: &Model, batch: usize, steps: usize, warmup: usize, devi
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(finish("train-step", model, batch, device, warmup, &times))
+    Ok(finish("train-step", model, batch, device, engine::Runtime::Libtorch, warmup, &times))
 }
 
-/// Times `steps` forward passes in inference mode.
-pub fn infer(model: &Model, batch: usize, steps: usize, warmup: usize, device: Device) -> Result<BenchResult> {
-    infer_in(model, batch, steps, warmup, device, engine::Runtime::Libtorch)
-}
-
-/// [`infer`] in `runtime` (ONNX Runtime runs the model as `edgeprune export` writes it).
-pub fn infer_in(
+/// Times `steps` forward passes in inference mode in `runtime` (ONNX Runtime runs the model as
+/// `edgeprune export` writes it).
+pub fn infer(
     model: &Model,
     batch: usize,
     steps: usize,
@@ -105,7 +97,7 @@ pub fn infer_in(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(finish_in("infer", model, batch, device, runtime, warmup, &times))
+    Ok(finish("infer", model, batch, device, runtime, warmup, &times))
 }
 
 /// Times the training loader on real data: `steps` augmented, normalised batches of `batch`
@@ -150,5 +142,5 @@ pub fn data(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(finish("data (training loader)", model, batch, Device::Cpu, warmup, &times))
+    Ok(finish("data (training loader)", model, batch, Device::Cpu, engine::Runtime::Libtorch, warmup, &times))
 }

@@ -294,7 +294,7 @@ impl Ctx<'_> {
             |m: &Model| -> Result<f64> { Ok(ms(bench::train_step(m, b, 5, 2, self.device)?.step_seconds.median)) };
         let infer = |m: &Model, n: usize| -> Result<f64> {
             let steps = if n == 1 { 30 } else { 5 };
-            let r = bench::infer_in(m, n, steps, 2, self.device, self.recipe.runtime)?;
+            let r = bench::infer(m, n, steps, 2, self.device, self.recipe.runtime)?;
             Ok(ms(r.step_seconds.median) / n as f64)
         };
         let (cb, ca) = (analysis::cost(&before.graph)?, analysis::cost(&after.graph)?);

@@ -55,6 +55,12 @@ save() {
 run() {
     for net in "${nets[@]}"; do
         local run=$net-cifar10 out=runs/$net-cifar10
+        # A shipped baseline (models/<run>/) is finished on every machine, not only the one that
+        # trained it: a fresh machine has no runs/ and must not retrain it.
+        if [ -d "models/$run" ]; then
+            echo "baselines: $run is shipped in models/$run"
+            continue
+        fi
         restore "$run"
         if [ -f "$out/summary.json" ]; then
             echo "baselines: $run is finished"

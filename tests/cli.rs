@@ -10,6 +10,71 @@ fn run(args: &[&str], cwd: &Path) -> Output {
     common::bin().args(args).current_dir(cwd).output().expect("edgeprune runs")
 }
 
+/// A latency budget in libtorch: the table is measured once, kept, reused, measured again when
+/// stale; the result is predicted within the budget, measured and printed beside it (or refused
+/// as not faster, with both numbers); a budget below the floor and a file that is not a table
+/// are refused.
+#[test]
+fn prune_to_a_latency_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    ok(&["init", "resnet20", "--num-classes", "4", "-o", "net"], cwd);
+    let lib = ["--runtime", "libtorch", "--threads", "1"];
+    let prune = |net: &'static str, extra: &[&'static str], table: &'static str, out: &'static str| {
+        let mut v = vec!["prune", net];
+        v.extend(extra);
+        v.extend(lib);
+        v.extend(["--latency-table", table, "-o", out]);
+        v
+    };
+    let text =
+        String::from_utf8_lossy(&run_ok_or_refused(&prune("net", &["--latency", "0.6x"], "t.json", "fast"), cwd))
+            .to_string();
+    assert!(text.contains("(measured now)") && text.contains("latency budget"), "{text}");
+    if cwd.join("fast").exists() {
+        assert!(text.contains("measured (speed-up") && text.contains("; predicted"), "{text}");
+        assert!(cwd.join("fast/plan.json").exists());
+    }
+    let table: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cwd.join("t.json")).unwrap()).unwrap();
+    assert_eq!(table["key"]["batch"], 1);
+    // A small network for the rest (its table is quick to measure; it is mostly per-op overhead
+    // in libtorch, so any real budget is below its floor).
+    ok(&["init", "depthwise_separable", "--num-classes", "4", "-o", "small"], cwd);
+    let floor = |extra: &[&'static str], out: &'static str| {
+        let mut args = vec!["--latency-ms", "0.000001"];
+        args.extend(extra);
+        let out = run(&prune("small", &args, "s.json", out), cwd);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    // Below the floor: refused with the smallest latency reachable, nothing written.
+    let text = floor(&[], "never");
+    assert!(
+        text.contains("cannot be reached") && text.contains("predicted at") && !cwd.join("never").exists(),
+        "{text}"
+    );
+    // The same network, runtime and batch: reused. Another batch: stale, measured again.
+    let text = floor(&[], "never");
+    assert!(text.contains("(reused)"), "{text}");
+    let text = floor(&["--batch", "2"], "never");
+    assert!(text.contains("measured again: batch was `1`, is `2`"), "{text}");
+    // A file that is not a latency table is refused and left as it was.
+    std::fs::write(cwd.join("mine.json"), "{\"mine\": 1}").unwrap();
+    let text = fails(&prune("small", &["--latency", "0.5x"], "mine.json", "x"), cwd);
+    assert!(text.contains("not an edgeprune latency table"), "{text}");
+    assert_eq!(std::fs::read_to_string(cwd.join("mine.json")).unwrap(), "{\"mine\": 1}");
+}
+
+/// Output of a run that either succeeded or refused a plan as not faster (both are right).
+fn run_ok_or_refused(args: &[&str], cwd: &Path) -> Vec<u8> {
+    let out = run(args, cwd);
+    let mut text = out.stdout.clone();
+    text.extend(&out.stderr);
+    let s = String::from_utf8_lossy(&text);
+    assert!(out.status.success() || s.contains("not faster where it runs"), "edgeprune {args:?}:\n{s}");
+    text
+}
+
 fn ok(args: &[&str], cwd: &Path) -> String {
     let out = run(args, cwd);
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -180,10 +245,16 @@ fn prune_replay_retrain() {
     assert!(text.contains("->") && text.contains("of the parameters"), "{text}");
     // Latency before and after in the engine (ONNX Runtime's is checked in tests/engine_zoo.rs);
     // an unknown runtime is refused before any work, naming the ones there are.
-    let text = ok(&["prune", "full", "--level", "40", "--latency", "libtorch", "-o", "p40-lat"], cwd);
+    let text =
+        ok(&["prune", "full", "--level", "40", "--measure-latency", "--runtime", "libtorch", "-o", "p40-lat"], cwd);
     assert!(text.contains("latency at batch 1 in libtorch:") && text.contains("speed-up"), "{text}");
-    let text = fails(&["prune", "full", "--level", "40", "--latency", "tvm", "-o", "p40-tvm"], cwd);
+    let text =
+        fails(&["prune", "full", "--level", "40", "--measure-latency", "--runtime", "tvm", "-o", "p40-tvm"], cwd);
     assert!(text.contains("libtorch, ort") && !cwd.join("p40-tvm").exists(), "{text}");
+    for (budget, needle) in [("0.5", "0.5x or 2.5ms"), ("1.5x", "in (0, 1)"), ("fastms", "0.5x or 2.5ms")] {
+        let text = fails(&["prune", "full", "--latency", budget, "-o", "p-bad"], cwd);
+        assert!(text.contains(needle) && !cwd.join("p-bad").exists(), "{budget}: {text}");
+    }
     // Data-driven criteria on the local data, a GOps target, per-layer scope.
     for crit in ["taylor", "activation", "apoz"] {
         ok(

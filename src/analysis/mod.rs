@@ -4,6 +4,7 @@ pub mod cost;
 
 pub use cost::{Cost, NodeCost, cost};
 pub mod groups;
+pub mod latency;
 pub mod memory;
 
 pub use groups::{Coupled, Group, Member, groups};

@@ -4,8 +4,10 @@ use super::*;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// train-step, infer, or data (the training loader on --data, fitted to the model, next to a
-    /// train step of the same batch).
+    /// train-step, infer, data (the training loader on --data, fitted to the model, next to a
+    /// train step of the same batch), latency-table (measure or reuse the model's latency table
+    /// in --runtime at --batch) or latency-model (the table's prediction against measurement on
+    /// --networks pruned versions of the model, written to --out).
     pub what: String,
     /// Data for `data` (see the Data section of the README).
     #[arg(long)]
@@ -26,6 +28,16 @@ pub struct BenchArgs {
     /// For `infer`: libtorch (the engine) or ort (ONNX Runtime, on the model as exported).
     #[arg(long, default_value = "libtorch")]
     pub runtime: String,
+    /// For latency-table/-model: the table file (default: one per network, runtime, batch and
+    /// threads in the cache); a stale one is measured again.
+    #[arg(long)]
+    pub table: Option<PathBuf>,
+    /// For latency-model: how many pruned networks to check the prediction on (levels 10..90).
+    #[arg(long, default_value_t = 27)]
+    pub networks: usize,
+    /// For latency-model: folder for latency-model.csv and .md (written only by edgeprune).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Refuse to run if the estimated peak memory exceeds this many bytes (suffixes K, M, G).
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<String>,
@@ -81,20 +93,125 @@ fn bench_data(a: &BenchArgs, m: &crate::ir::Model, device: Device) -> Result<()>
     Ok(())
 }
 
+/// Measures (or reuses) the model's latency table and says what it holds.
+fn bench_latency_table(a: &BenchArgs, m: &crate::ir::Model, runtime: engine::Runtime, device: Device) -> Result<()> {
+    use crate::metrics::latency;
+    let (table, source) = latency::load_or_build(m, runtime, a.batch, device, a.table.as_deref())?;
+    println!("{source}");
+    println!(
+        "{} in {} at batch {}: {} units, {} measurements in {:.1}s; whole network = {:.3} x units + {:.4} ms per million \
+         rest elements + {:.4} ms",
+        table.network,
+        table.key.runtime,
+        table.key.batch,
+        table.units.len(),
+        table.units.iter().map(|u| u.coarse_ms.len() + u.cin.fine.len() + u.cout.fine.len()).sum::<usize>(),
+        table.build_seconds,
+        table.units_scale,
+        table.rest_ms_per_melement,
+        table.rest_ms
+    );
+    for c in &table.calibration {
+        let predicted =
+            table.units_scale * c.units_ms + table.rest_ms + table.rest_ms_per_melement * c.rest_elements / 1e6;
+        println!("  {:<32} measured {:>8.3} ms, predicted {:>8.3} ms", c.what, c.measured_ms, predicted);
+    }
+    Ok(())
+}
+
+/// The latency model's error: predicted against measured on pruned versions of the model at
+/// levels 10..90 (three ways of pruning in turn), written as CSV and markdown.
+fn bench_latency_model(a: &BenchArgs, m: &crate::ir::Model, runtime: engine::Runtime, device: Device) -> Result<()> {
+    use crate::criteria::Criterion;
+    use crate::metrics::latency;
+    use crate::surgery::planner::{Limits, Scope, Target};
+    let out = a.out.as_deref().context("latency-model writes its table: give --out DIR")?;
+    outdir::check_not_input(out, "--out", &[Path::new(&a.model)])?;
+    outdir::claim(out, outdir::Kind::Report, outdir::Existing::Accept, "")?;
+    let (table, source) = latency::load_or_build(m, runtime, a.batch, device, a.table.as_deref())?;
+    println!("{source}");
+    let ways: [(Criterion, Scope, bool); 3] = [
+        (Criterion::L1, Scope::Global, true),
+        (Criterion::Random, Scope::Layer, false),
+        (Criterion::Paper, Scope::Global, false),
+    ];
+    let mut rows = Vec::new();
+    let mut model = m.clone();
+    for i in 0..a.networks {
+        let level = 10.0 * (1 + i % 9) as f64;
+        let (criterion, scope, by_params) = ways[(i / 9) % 3];
+        let request = crate::workflow::PruneRequest {
+            criterion,
+            scope,
+            target: if by_params { Target::Params(level) } else { Target::Gops(level) },
+            limits: Limits { min_share: 0.1, ..Limits::default() },
+            batch_size: 1,
+            max_batches: 1,
+            seed: i as u64,
+            device,
+        };
+        let pruned = request.run(&mut model, None)?.model;
+        let predicted = table.predict(&pruned.graph)?;
+        let measured = latency::model_ms(&pruned, runtime, a.batch, device)?;
+        let gops = crate::analysis::cost(&pruned.graph)?.gops;
+        let what = format!("{criterion} {scope} {level:.0}% of {}", if by_params { "parameters" } else { "GOps" });
+        let error = 100.0 * (predicted - measured) / measured;
+        println!("  {what:<36} GOps {gops:.4}: measured {measured:.3} ms, predicted {predicted:.3} ms ({error:+.1}%)");
+        rows.push((what, gops, measured, predicted, error));
+    }
+    anyhow::ensure!(!rows.is_empty(), "--networks must be at least 1");
+    let mut csv = String::from("network,gops,measured_ms,predicted_ms,error_percent\n");
+    for (w, g, me, p, e) in &rows {
+        csv += &format!("{w},{g:.6},{me:.4},{p:.4},{e:.2}\n");
+    }
+    let abs: Vec<f64> = rows.iter().map(|r| r.4.abs()).collect();
+    let mean = abs.iter().sum::<f64>() / abs.len() as f64;
+    let max = abs.iter().copied().fold(0.0, f64::max);
+    let within = abs.iter().filter(|e| **e <= 10.0).count();
+    let mut md = format!(
+        "# Latency model of {} in {} at batch {}\n\nMade by `edgeprune {}`: {} on {}, {} threads.\n\n\
+         Mean absolute error {mean:.1}%, max {max:.1}%, {within} of {} networks within 10%.\n\n\
+         | network | GOps | measured ms | predicted ms | error |\n|---|---:|---:|---:|---:|\n",
+        table.network,
+        runtime,
+        a.batch,
+        std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        table.key.runtime,
+        table.key.device,
+        table.key.threads,
+        rows.len()
+    );
+    for (w, g, me, p, e) in &rows {
+        md += &format!("| {w} | {g:.4} | {me:.3} | {p:.3} | {e:+.1}% |\n");
+    }
+    crate::formats::native::write_atomic(&out.join("latency-model.csv"), csv.as_bytes())?;
+    crate::formats::native::write_atomic(&out.join("latency-model.md"), md.as_bytes())?;
+    println!(
+        "mean absolute error {mean:.1}%, max {max:.1}%, {within} of {} within 10%; wrote {}",
+        rows.len(),
+        out.display()
+    );
+    Ok(())
+}
+
 pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(a.batch > 0 && a.steps > 0, "--batch and --steps must be at least 1");
     let device = a.engine.apply()?;
     let m = load_spec(&a.model, a.num_classes)?;
     let runtime: engine::Runtime = a.runtime.parse()?;
     anyhow::ensure!(
-        runtime == engine::Runtime::Libtorch || a.what == "infer",
-        "--runtime {runtime} applies to `bench infer` only (training runs in libtorch)"
+        runtime == engine::Runtime::Libtorch || matches!(a.what.as_str(), "infer" | "latency-table" | "latency-model"),
+        "--runtime {runtime} applies to `bench infer` and the latency benchmarks only (training runs in libtorch)"
     );
     let train = match a.what.as_str() {
         "train-step" => true,
         "infer" => false,
         "data" => return bench_data(&a, &m, device),
-        other => anyhow::bail!("unknown benchmark `{other}`: use train-step, infer or data"),
+        "latency-table" => return bench_latency_table(&a, &m, runtime, device),
+        "latency-model" => return bench_latency_model(&a, &m, runtime, device),
+        other => {
+            anyhow::bail!("unknown benchmark `{other}`: use train-step, infer, data, latency-table or latency-model")
+        }
     };
     let est = if train { memory::training(&m.graph, a.batch, 0)? } else { memory::inference(&m.graph, a.batch, 0)? };
     let what = if train { "a train step of" } else { "inference of" };

@@ -57,10 +57,30 @@ pub struct PruneArgs {
     /// Replace what an earlier run of this command wrote there (never files edgeprune did not write).
     #[arg(long)]
     pub overwrite: bool,
-    /// Also measure the batch-1 latency of the model before and after in this runtime (ort:
-    /// ONNX Runtime, as deployed; libtorch: the engine) and print both.
-    #[arg(long, value_name = "RUNTIME")]
+    /// Prune to a latency budget instead of a level: "0.5x" (a share of the unpruned model's
+    /// predicted latency) or "2.5ms", in --runtime at --batch, planned on the device's latency
+    /// table (measured once and kept; see `bench latency-table`). The result is measured after
+    /// surgery and refused, with the numbers, if it is not faster than the unpruned model.
+    #[arg(long, value_name = "BUDGET", conflicts_with_all = ["level", "gops_level", "channels", "plan", "latency_ms"])]
     pub latency: Option<String>,
+    /// The latency budget in milliseconds (the same as --latency Xms).
+    #[arg(long, conflicts_with_all = ["level", "gops_level", "channels", "plan"])]
+    pub latency_ms: Option<f64>,
+    /// Measure the latency of the model before and after (in --runtime at --batch) and print
+    /// both (always done with a latency budget).
+    #[arg(long)]
+    pub measure_latency: bool,
+    /// The runtime latency is planned and measured in: ort (ONNX Runtime, as deployed) or
+    /// libtorch (the engine).
+    #[arg(long, default_value = "ort")]
+    pub runtime: String,
+    /// The batch size latency is planned and measured at.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// The latency table file (default: kept in the cache per network, runtime, batch and
+    /// threads); a stale one is measured again.
+    #[arg(long)]
+    pub latency_table: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -83,8 +103,40 @@ fn target(a: &PruneArgs) -> Result<crate::surgery::planner::Target> {
             }
             Target::Channels(counts)
         }
-        _ => anyhow::bail!("give one of --level, --gops-level, --channels or --plan"),
+        _ => anyhow::bail!("give one of --level, --gops-level, --channels, --latency, --latency-ms or --plan"),
     })
+}
+
+/// A latency budget: a share of the unpruned latency ("0.5x") or milliseconds ("2.5ms").
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Budget {
+    Ratio(f64),
+    Ms(f64),
+}
+
+fn budget(a: &PruneArgs) -> Result<Option<Budget>> {
+    let b = match (&a.latency, a.latency_ms) {
+        (None, None) => return Ok(None),
+        (_, Some(ms)) => Budget::Ms(ms),
+        (Some(text), None) => {
+            let t = text.trim();
+            let parse = |v: &str| {
+                v.trim().parse::<f64>().with_context(|| format!("--latency `{text}`: use e.g. 0.5x or 2.5ms"))
+            };
+            if let Some(v) = t.strip_suffix("ms") {
+                Budget::Ms(parse(v)?)
+            } else if let Some(v) = t.strip_suffix('x') {
+                Budget::Ratio(parse(v)?)
+            } else {
+                anyhow::bail!("--latency `{text}`: give a share of the unpruned latency (0.5x) or milliseconds (2.5ms)")
+            }
+        }
+    };
+    match b {
+        Budget::Ratio(r) => anyhow::ensure!(r > 0.0 && r < 1.0, "--latency {r}x: the share must be in (0, 1)"),
+        Budget::Ms(ms) => anyhow::ensure!(ms.is_finite() && ms > 0.0, "--latency-ms {ms}: must be a positive number"),
+    }
+    Ok(Some(b))
 }
 
 /// The warning for the groups a plan leaves at the least the limits allow.
@@ -109,12 +161,17 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
     use crate::workflow::{self, PruneRequest};
 
     let device = a.engine.apply()?;
-    // Before any costly work: an unknown runtime names the ones there are.
-    let latency: Option<engine::Runtime> = a.latency.as_deref().map(str::parse).transpose()?;
+    // Before any costly work: an unknown runtime names the ones there are; a bad budget says why.
+    let runtime: engine::Runtime = a.runtime.parse()?;
+    let budget = budget(&a)?;
+    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
     // Outputs are checked before any work: none may be an input, none may replace a user's file.
     let mut inputs: Vec<&Path> = vec![Path::new(&a.model)];
     inputs.extend(a.plan.as_deref());
     inputs.extend(a.data.as_deref());
+    if let Some(t) = &a.latency_table {
+        outdir::check_not_input(t, "--latency-table", &[Path::new(&a.model), &a.out.join("graph.json")])?;
+    }
     claim_model_dir(&a.out, a.overwrite, &inputs)?;
     if let Some(p) = &a.plan_out {
         outdir::check_not_input(p, "--plan-out", &inputs)?;
@@ -130,7 +187,8 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         let request = PruneRequest {
             criterion: a.criterion,
             scope: a.scope,
-            target: target(&a)?,
+            // A latency budget plans with its own target (see below).
+            target: if budget.is_some() { crate::surgery::planner::Target::Params(0.0) } else { target(&a)? },
             limits: Limits {
                 min_channels: a.min_channels.max(1),
                 residual_min_share: a.residual_min_share,
@@ -148,7 +206,49 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         } else {
             None
         };
-        request.run(&mut model, data.as_ref())?
+        match budget {
+            None => request.run(&mut model, data.as_ref())?,
+            Some(b) => {
+                let (table, source) = crate::metrics::latency::load_or_build(
+                    &model,
+                    runtime,
+                    a.batch,
+                    device,
+                    a.latency_table.as_deref(),
+                )?;
+                println!("{source}");
+                let full = table.predict(&model.graph)?;
+                // A share is of the unpruned model's measured latency (kept in the table).
+                let measured = table.calibration.first().map_or(full, |c| c.measured_ms);
+                let ms = match b {
+                    Budget::Ms(ms) => ms,
+                    Budget::Ratio(r) => r * measured,
+                };
+                println!(
+                    "latency budget {ms:.4} ms at batch {} in {runtime} (unpruned: measured {measured:.4} ms when the \
+                     table was made, predicted {full:.4} ms)",
+                    a.batch
+                );
+                request.run_for_latency(&mut model, data.as_ref(), &table, ms)?
+            }
+        }
+    };
+    // Never slower: a plan for a latency budget is measured against the unpruned model before
+    // anything is written, and refused if it is not faster.
+    let measured = if budget.is_some() || a.measure_latency {
+        let (b, p) = crate::metrics::latency::compare_ms(&model, &pruned.model, runtime, a.batch, device, 5)?;
+        if budget.is_some() && p >= b {
+            anyhow::bail!(
+                "the plan is not faster where it runs: measured {p:.4} ms against the unpruned model's {b:.4} ms at \
+                 batch {} in {runtime} (predicted {:.4} ms); nothing written. Try a smaller budget, or measure again \
+                 with nothing else running",
+                a.batch,
+                pruned.plan.predicted["latency_ms_after"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        Some((b, p))
+    } else {
+        None
     };
     let plan = &pruned.plan;
     save_model(&pruned.model, &a.out)?;
@@ -176,17 +276,21 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
         after.gops,
         100.0 * (1.0 - after.gops / before.gops)
     );
-    if let Some(rt) = latency {
-        let ms = |m: &Model| -> Result<f64> { Ok(1e3 * bench::infer(m, 1, 100, 10, device, rt)?.step_seconds.median) };
-        let (b, p) = (ms(&model)?, ms(&pruned.model)?);
+    if let Some((b, p)) = measured {
+        let predicted = pruned.plan.predicted.get("latency_ms_after").and_then(|v| v.as_f64());
         println!(
-            "latency at batch 1 in {rt}: {b:.3} ms -> {p:.3} ms (speed-up {:.2}x; median of 100 runs each)",
-            b / p
+            "latency at batch {} in {runtime}: {b:.4} ms -> {p:.4} ms measured (speed-up {:.2}x; medians of 5 \
+             alternating rounds){}",
+            a.batch,
+            b / p,
+            predicted.map_or(String::new(), |x| format!("; predicted {x:.4} ms"))
         );
         if p >= b {
             eprintln!(
-                "warning: the pruned model is not faster at batch 1 in {rt} on this machine (per-op overhead can \
-                 outweigh removed channels; times are noisy under load: measure again with nothing else running)"
+                "warning: the pruned model is not faster at batch {} in {runtime} on this machine (per-op overhead \
+                 and channel counts off the runtime's vector widths can outweigh removed channels; plan with \
+                 --latency to avoid it; times are noisy under load)",
+                a.batch
             );
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod energy;
+pub mod latency;
 
 use serde::Serialize;
 

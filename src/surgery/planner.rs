@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 
 use super::{GroupPlan, Plan};
+use crate::analysis::latency::{LatencyTable, Predictor};
 use crate::analysis::{Coupled, Group};
 use crate::error::{Error, Result};
 use crate::ir::Graph;
@@ -235,9 +236,18 @@ pub fn make_plan(
         }
         Target::Channels(counts) => by_counts(groups, scores, counts)?,
     };
+    let mut plan = finish(graph, groups, &removed)?;
+    plan.made_by = serde_json::json!({ "target": target, "scope": scope, "limits": limits });
+    Ok(plan)
+}
+
+/// The plan that removes `removed[g]` from every group g, with its exact predicted counts.
+fn finish(graph: &Graph, groups: &[Group], removed: &[Vec<usize>]) -> Result<Plan> {
+    let base = Counter::new(graph)?;
+    let (total_params, total_macs) = (base.params, base.macs);
     let mut after = Counter::new(graph)?;
     let mut plans = Vec::new();
-    for (g, rem) in groups.iter().zip(&removed) {
+    for (g, rem) in groups.iter().zip(removed) {
         if rem.is_empty() {
             continue;
         }
@@ -260,7 +270,145 @@ pub fn make_plan(
         "gops_after": 2.0 * after.macs as f64 / 1e9,
         "gops_removed_percent": 100.0 * (total_macs - after.macs) as f64 / total_macs.max(1) as f64,
     });
-    plan.made_by = serde_json::json!({ "target": target, "scope": scope, "limits": limits });
+    Ok(plan)
+}
+
+/// Output channel count of every node as a plan's units are removed and put back (the latency
+/// model reads counts, not costs).
+struct Counts<'a> {
+    groups: &'a [Group],
+    cur: Vec<usize>,
+}
+
+impl Counts<'_> {
+    fn change(&mut self, gi: usize, unit: &[usize], add: bool) {
+        for &k in unit {
+            for &(n, _) in &self.groups[gi].channels[k].elements {
+                if add { self.cur[n] += 1 } else { self.cur[n] -= 1 }
+            }
+        }
+    }
+}
+
+/// A plan for a latency budget: the predicted latency (on the device's table, see
+/// `analysis::latency`) at most `target_ms`. Channels go in one global ranking of importance per
+/// millisecond saved (each group's saving per channel from the table, in the spirit of HALP);
+/// then each group's count is rounded up the latency staircase: channels are put back, most
+/// important first, as far as the predicted latency does not rise. A target below the floor
+/// (every group at the least the limits allow) is refused with the floor.
+pub fn make_latency_plan(
+    graph: &Graph,
+    groups: &[Group],
+    scores: &[Vec<f64>],
+    target_ms: f64,
+    table: &LatencyTable,
+    limits: &Limits,
+) -> Result<Plan> {
+    if scores.len() != groups.len() || groups.iter().zip(scores).any(|(g, s)| s.len() != g.size) {
+        return Err(Error::config("scores", "one score per channel of every group is needed"));
+    }
+    if let Some((g, _)) = groups.iter().zip(scores).find(|(_, s)| s.iter().any(|v| !v.is_finite())) {
+        return Err(Error::config(format!("group `{}`", g.name), "has a score that is not a finite number"));
+    }
+    if !(target_ms.is_finite() && target_ms > 0.0) {
+        return Err(Error::config("latency", format!("{target_ms} ms is not a positive latency")));
+    }
+    let predictor = Predictor::new(table, graph)?;
+    let full: Vec<usize> = graph.infer_shapes()?.iter().map(|s| s[0]).collect();
+    let units: Vec<Vec<Vec<usize>>> = groups.iter().zip(scores).map(|(g, s)| units(g, s)).collect();
+    // How many units each group may give up.
+    let spare: Vec<usize> = groups
+        .iter()
+        .map(|g| if g.prunable() { (g.size - min_keep(g, limits)) / g.blocks.max(1) } else { 0 })
+        .collect();
+    let mut counts = Counts { groups, cur: full.clone() };
+    let full_ms = predictor.ms(&counts.cur);
+    for (gi, u) in units.iter().enumerate() {
+        u[..spare[gi]].iter().for_each(|unit| counts.change(gi, unit, false));
+    }
+    let floor_ms = predictor.ms(&counts.cur);
+    counts.cur = full.clone();
+    if target_ms < floor_ms {
+        return Err(Error::config(
+            "latency",
+            format!(
+                "{target_ms:.6} ms cannot be reached: the smallest network the limits allow (every group at its \
+                 minimum) is predicted at {floor_ms:.4} ms (unpruned {full_ms:.4} ms)"
+            ),
+        ));
+    }
+    if target_ms >= full_ms {
+        return Err(Error::config(
+            "latency",
+            format!(
+                "{target_ms:.4} ms is not below the unpruned network's predicted {full_ms:.4} ms: nothing to remove"
+            ),
+        ));
+    }
+    // Each group's saving per unit: half its spare units removed, the rest of the network full.
+    let saving: Vec<f64> = (0..groups.len())
+        .map(|gi| {
+            let n = spare[gi].div_ceil(2);
+            if n == 0 {
+                return 0.0;
+            }
+            units[gi][..n].iter().for_each(|unit| counts.change(gi, unit, false));
+            let ms = predictor.ms(&counts.cur);
+            units[gi][..n].iter().for_each(|unit| counts.change(gi, unit, true));
+            ((full_ms - ms) / n as f64).max(0.0)
+        })
+        .collect();
+    let tiny = 1e-9 * full_ms;
+    let mut ranking: Vec<(f64, usize, usize)> = (0..groups.len())
+        .flat_map(|gi| {
+            let (units, saving) = (&units[gi], saving[gi]);
+            (0..spare[gi]).map(move |u| (unit_score(&units[u], &scores[gi]) / saving.max(tiny), gi, u))
+        })
+        .collect();
+    ranking.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let mut taken = vec![0usize; groups.len()];
+    let mut ms = full_ms;
+    for &(_, gi, u) in &ranking {
+        if ms <= target_ms {
+            break;
+        }
+        // A group's units go in its own order (least important first): the ranking's key is
+        // the unit's score over the group's saving, so within a group it is that order.
+        debug_assert_eq!(u, taken[gi]);
+        counts.change(gi, &units[gi][u], false);
+        taken[gi] += 1;
+        ms = predictor.ms(&counts.cur);
+    }
+    // Round up the staircase: put units back while the predicted latency does not rise.
+    for gi in 0..groups.len() {
+        let mut best = (taken[gi], ms);
+        let mut t = taken[gi];
+        while t > 0 {
+            t -= 1;
+            counts.change(gi, &units[gi][t], true);
+            let m = predictor.ms(&counts.cur);
+            if m <= ms + 1e-12 {
+                best = (t, m);
+            }
+        }
+        for unit in &units[gi][t..best.0] {
+            counts.change(gi, unit, false);
+        }
+        taken[gi] = best.0;
+        ms = best.1;
+    }
+    let removed: Vec<Vec<usize>> =
+        (0..groups.len()).map(|gi| units[gi][..taken[gi]].iter().flatten().copied().collect()).collect();
+    let mut plan = finish(graph, groups, &removed)?;
+    plan.predicted["latency_ms_before"] = full_ms.into();
+    plan.predicted["latency_ms_after"] = ms.into();
+    plan.predicted["latency_ms_floor"] = floor_ms.into();
+    plan.made_by = serde_json::json!({
+        "target": { "latency_ms": target_ms },
+        "runtime": table.key.runtime,
+        "batch": table.key.batch,
+        "limits": limits,
+    });
     Ok(plan)
 }
 
@@ -472,6 +620,45 @@ mod tests {
         let mut counts = BTreeMap::new();
         counts.insert("grouped.conv".to_string(), 8);
         make_plan(&model.graph, &gs, &scores, &Target::Channels(counts), Scope::Global, &Limits::default()).unwrap();
+    }
+
+    /// A latency that steps every 8 channels (a blocked layout) on both counts.
+    fn stepped(i: usize, o: usize, _: &crate::analysis::latency::Unit) -> f64 {
+        1e-4 * (i.div_ceil(8) * 8 * o.div_ceil(8) * 8) as f64 + 1e-3
+    }
+
+    #[test]
+    fn latency_plans_meet_the_budget_round_up_the_staircase_and_refuse_what_cannot_be() {
+        let model = Model::init(zoo::build("resnet20", 10).unwrap(), 0).unwrap();
+        let gs = groups(&model.graph).unwrap();
+        let scores = random_scores(&gs, 4);
+        let table = crate::analysis::latency::synthetic(&model.graph, stepped);
+        let limits = Limits::default();
+        let full = table.predict(&model.graph).unwrap();
+        for share in [0.3, 0.5, 0.8] {
+            let plan = make_latency_plan(&model.graph, &gs, &scores, share * full, &table, &limits).unwrap();
+            let pruned = crate::surgery::apply(&model, &plan).unwrap();
+            let after = table.predict(&pruned.graph).unwrap();
+            assert!(after <= share * full + 1e-12, "{share}: {after} > {}", share * full);
+            assert!((plan.predicted["latency_ms_after"].as_f64().unwrap() - after).abs() < 1e-9);
+            assert_eq!(plan.predicted["params_after"], pruned.graph.num_parameters() as u64);
+            // On a staircase of 8, a kept count off a step costs as much as the step above, so
+            // every pruned group keeps a multiple of 8 (or the least the limits allow).
+            for gp in &plan.groups {
+                let g = gs.iter().find(|g| g.name == gp.name).unwrap();
+                let k = gp.keep.len();
+                assert!(k % 8 == 0 || k == min_keep(g, &limits), "{share}: {} keeps {k} of {}", g.name, g.size);
+            }
+        }
+        let floor = {
+            let e = make_latency_plan(&model.graph, &gs, &scores, 1e-6, &table, &limits).unwrap_err().to_string();
+            assert!(e.contains("cannot be reached") && e.contains("predicted at"), "{e}");
+            e
+        };
+        assert!(!floor.is_empty());
+        let e = make_latency_plan(&model.graph, &gs, &scores, full * 1.01, &table, &limits).unwrap_err();
+        assert!(e.to_string().contains("not below the unpruned"), "{e}");
+        assert!(make_latency_plan(&model.graph, &gs, &scores, f64::NAN, &table, &limits).is_err());
     }
 
     #[test]

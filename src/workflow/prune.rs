@@ -60,6 +60,18 @@ impl PruneRequest {
 
     /// [`PruneRequest::plan`], with the model's pruning groups it was made from.
     fn plan_and_groups(&self, model: &mut Model, data: Option<&RunData>) -> Result<(Plan, Vec<analysis::Group>)> {
+        self.plan_with(model, data, |graph, groups, scores| {
+            planner::make_plan(graph, groups, scores, &self.target, self.scope, &self.limits)
+        })
+    }
+
+    /// Scores the channels, then plans with `make`.
+    fn plan_with(
+        &self,
+        model: &mut Model,
+        data: Option<&RunData>,
+        make: impl FnOnce(&crate::ir::Graph, &[analysis::Group], &[Vec<f64>]) -> Result<Plan>,
+    ) -> Result<(Plan, Vec<analysis::Group>)> {
         self.check()?;
         let groups = analysis::groups(&model.graph)?;
         let pass = match data {
@@ -80,7 +92,7 @@ impl PruneRequest {
         };
         let pass = pass.as_ref().filter(|_| self.criterion.needs_data());
         let scores = criteria::score(self.criterion, model, &groups, pass, self.seed)?;
-        let mut plan = planner::make_plan(&model.graph, &groups, &scores, &self.target, self.scope, &self.limits)?;
+        let mut plan = make(&model.graph, &groups, &scores)?;
         plan.made_by["criterion"] = self.criterion.to_string().into();
         plan.made_by["seed"] = self.seed.into();
         Ok((plan, groups))
@@ -90,6 +102,31 @@ impl PruneRequest {
     pub fn run(&self, model: &mut Model, data: Option<&RunData>) -> Result<Pruned> {
         let t = Instant::now();
         let (plan, groups) = self.plan_and_groups(model, data)?;
+        let planning_seconds = t.elapsed().as_secs_f64();
+        let at_minimum = planner::at_minimum(&groups, &plan, &self.limits);
+        let mut pruned = apply_plan(model, plan)?;
+        pruned.planning_seconds = planning_seconds;
+        pruned.at_minimum = at_minimum;
+        Ok(pruned)
+    }
+}
+
+impl PruneRequest {
+    /// Plans to a latency budget instead of the request's target (which is not used): the
+    /// predicted latency on `table` at most `target_ms` (see [`planner::make_latency_plan`]);
+    /// the scope is always global. Measuring the result is the caller's.
+    pub fn run_for_latency(
+        &self,
+        model: &mut Model,
+        data: Option<&RunData>,
+        table: &crate::analysis::latency::LatencyTable,
+        target_ms: f64,
+    ) -> Result<Pruned> {
+        self.limits.check()?;
+        let t = Instant::now();
+        let (plan, groups) = self.plan_with(model, data, |graph, groups, scores| {
+            planner::make_latency_plan(graph, groups, scores, target_ms, table, &self.limits)
+        })?;
         let planning_seconds = t.elapsed().as_secs_f64();
         let at_minimum = planner::at_minimum(&groups, &plan, &self.limits);
         let mut pruned = apply_plan(model, plan)?;

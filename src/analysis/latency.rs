@@ -309,10 +309,14 @@ impl<'a> Predictor<'a> {
         Ok(Predictor { table, units: matched, excluded: excluded(graph)?, shapes })
     }
 
+    /// The graph's own channel counts (node n outputs `counts[n]`).
+    pub fn own_counts(&self) -> Vec<usize> {
+        self.shapes.iter().map(|s| s[0]).collect()
+    }
+
     /// Predicted ms at the graph's own channel counts.
     pub fn ms_of_graph(&self) -> f64 {
-        let counts: Vec<usize> = self.shapes.iter().map(|s| s[0]).collect();
-        self.ms(&counts)
+        self.ms(&self.own_counts())
     }
 
     /// Predicted ms when node n outputs `counts[n]` channels (the spatial sizes the graph's).
@@ -329,6 +333,20 @@ impl<'a> Predictor<'a> {
 }
 
 impl LatencyTable {
+    /// A table of measured units, before its whole-network terms are fitted (`fit_rest`).
+    pub fn new(key: TableKey, network: &str, units: Vec<UnitTable>) -> Self {
+        LatencyTable {
+            key,
+            network: network.to_string(),
+            units,
+            units_scale: 1.0,
+            rest_ms_per_melement: 0.0,
+            rest_ms: 0.0,
+            calibration: Vec::new(),
+            build_seconds: 0.0,
+        }
+    }
+
     /// Predicted latency in ms of `graph` (the table's network, pruned or not).
     pub fn predict(&self, graph: &Graph) -> Result<f64> {
         Ok(Predictor::new(self, graph)?.ms_of_graph())
@@ -437,6 +455,17 @@ pub fn graph_rest_elements(graph: &Graph) -> Result<f64> {
     Ok(rest_elements(&shapes, &counts, &excluded(graph)?))
 }
 
+/// An axis tabled from `at(count)`: the grid of a measured table where `varies`, else the full
+/// count alone (for tests of what reads tables).
+#[cfg(test)]
+pub fn tabled_axis(full: usize, varies: bool, multiple: usize, at: impl Fn(usize) -> f64) -> Axis {
+    if !varies {
+        return Axis { full, coarse: vec![full], fine: vec![] };
+    }
+    let (coarse, fine) = grid(full, multiple);
+    Axis { full, coarse, fine: fine.into_iter().map(|c| (c, at(c))).collect() }
+}
+
 /// A table computed from `f(cin, cout, unit)` instead of measured (for tests of what reads
 /// tables): the same grids a measured table has, no rest.
 #[cfg(test)]
@@ -444,65 +473,53 @@ pub fn synthetic(graph: &Graph, f: impl Fn(usize, usize, &Unit) -> f64) -> Laten
     let shapes = graph.infer_shapes().unwrap();
     let groups = super::groups(graph).unwrap();
     let varying = varying(graph, &groups);
-    let axis = |full: usize, varies: bool, m: usize, at: &dyn Fn(usize) -> f64| {
-        if !varies {
-            return Axis { full, coarse: vec![full], fine: vec![] };
-        }
-        let (coarse, fine) = grid(full, m);
-        Axis { full, coarse, fine: fine.into_iter().map(|c| (c, at(c))).collect() }
-    };
     let units = units(graph)
         .unwrap()
         .into_iter()
         .map(|u| {
             let (ci, co) = (shapes[u.input][0], shapes[u.node][0]);
-            let mut cout = axis(co, varying[u.node], u.groups, &|c| f(if u.depthwise { c } else { ci }, c, &u));
-            if u.depthwise {
-                cout.coarse = vec![co];
-            }
-            let cin = if u.depthwise {
-                Axis { full: ci, coarse: vec![ci], fine: vec![] }
-            } else {
-                axis(ci, varying[u.input], u.groups, &|c| f(c, co, &u))
-            };
-            let coarse_ms = if u.depthwise {
-                vec![f(ci, co, &u)]
-            } else {
-                cin.coarse
-                    .iter()
-                    .flat_map(|&i| cout.coarse.iter().map(move |&o| (i, o)))
-                    .map(|(i, o)| f(i, o, &u))
-                    .collect()
-            };
             let node = &graph.nodes[u.node];
-            UnitTable {
-                node: node.name.clone(),
-                op: node.op.type_name().into(),
-                absorbed: u.absorbed.iter().map(|&a| graph.nodes[a].name.clone()).collect(),
-                depthwise: u.depthwise,
-                cin,
-                cout,
-                coarse_ms,
-            }
+            let mut t = if u.depthwise {
+                let cin = Axis { full: ci, coarse: vec![ci], fine: vec![] };
+                let mut cout = tabled_axis(co, varying[u.node], 1, |c| f(c, c, &u));
+                cout.coarse = vec![co];
+                UnitTable {
+                    node: String::new(),
+                    op: String::new(),
+                    absorbed: vec![],
+                    depthwise: true,
+                    cin,
+                    cout,
+                    coarse_ms: vec![f(ci, co, &u)],
+                }
+            } else {
+                let cin = tabled_axis(ci, varying[u.input], u.groups, |c| f(c, co, &u));
+                let cout = tabled_axis(co, varying[u.node], u.groups, |c| f(ci, c, &u));
+                tabled_grid(cin, cout, |i, o| f(i, o, &u))
+            };
+            t.node = node.name.clone();
+            t.op = node.op.type_name().into();
+            t.absorbed = u.absorbed.iter().map(|&a| graph.nodes[a].name.clone()).collect();
+            t
         })
         .collect();
-    LatencyTable {
-        key: TableKey {
-            format: FORMAT,
-            graph: "synthetic".into(),
-            runtime: "none".into(),
-            batch: 1,
-            threads: 1,
-            device: "none".into(),
-        },
-        network: graph.name.clone(),
-        units,
-        units_scale: 1.0,
-        rest_ms_per_melement: 0.0,
-        rest_ms: 0.0,
-        calibration: vec![],
-        build_seconds: 0.0,
-    }
+    let key = TableKey {
+        format: FORMAT,
+        graph: "synthetic".into(),
+        runtime: "none".into(),
+        batch: 1,
+        threads: 1,
+        device: "none".into(),
+    };
+    LatencyTable::new(key, &graph.name, units)
+}
+
+/// A conv unit on two tabled axes, its coarse grid filled from `f(cin, cout)`.
+#[cfg(test)]
+pub fn tabled_grid(cin: Axis, cout: Axis, f: impl Fn(usize, usize) -> f64) -> UnitTable {
+    let coarse_ms =
+        cin.coarse.iter().flat_map(|&i| cout.coarse.iter().map(move |&o| (i, o))).map(|(i, o)| f(i, o)).collect();
+    UnitTable { node: "c".into(), op: "conv2d".into(), absorbed: vec![], depthwise: false, cin, cout, coarse_ms }
 }
 
 #[cfg(test)]
@@ -523,30 +540,10 @@ mod tests {
         assert!(t.predict(&other).unwrap_err().to_string().contains("latency table"));
     }
 
-    fn axis(full: usize, f: impl Fn(usize) -> f64, varies: bool) -> Axis {
-        let (coarse, fine) = grid(full, 1);
-        if varies {
-            Axis { full, coarse, fine: fine.into_iter().map(|c| (c, f(c))).collect() }
-        } else {
-            Axis { full, coarse: vec![full], fine: vec![] }
-        }
-    }
-
     /// A unit whose true latency is `a * cin * cout + b * cout + c`, tabled on the grid.
     fn bilinear_unit(cin: usize, cout: usize) -> (UnitTable, impl Fn(usize, usize) -> f64) {
         let f = |i: usize, o: usize| 1e-4 * (i * o) as f64 + 1e-3 * o as f64 + 0.01;
-        let ci = axis(cin, |c| f(c, cout), true);
-        let co = axis(cout, |c| f(cin, c), true);
-        let coarse_ms = ci.coarse.iter().flat_map(|&i| co.coarse.iter().map(move |&o| f(i, o))).collect();
-        let u = UnitTable {
-            node: "c".into(),
-            op: "conv2d".into(),
-            absorbed: vec![],
-            depthwise: false,
-            cin: ci,
-            cout: co,
-            coarse_ms,
-        };
+        let u = tabled_grid(tabled_axis(cin, true, 1, |c| f(c, cout)), tabled_axis(cout, true, 1, |c| f(cin, c)), f);
         (u, f)
     }
 
@@ -569,18 +566,7 @@ mod tests {
     fn the_fine_scan_shows_the_staircase() {
         // Latency that steps every 8 output channels (a blocked layout), linear in the input.
         let step = |i: usize, o: usize| (o.div_ceil(8) * 8 * i) as f64 * 1e-4;
-        let ci = axis(32, |c| step(c, 64), true);
-        let co = axis(64, |c| step(32, c), true);
-        let coarse_ms = ci.coarse.iter().flat_map(|&i| co.coarse.iter().map(move |&o| step(i, o))).collect();
-        let u = UnitTable {
-            node: "c".into(),
-            op: "conv2d".into(),
-            absorbed: vec![],
-            depthwise: false,
-            cin: ci,
-            cout: co,
-            coarse_ms,
-        };
+        let u = tabled_grid(tabled_axis(32, true, 1, |c| step(c, 64)), tabled_axis(64, true, 1, |c| step(32, c)), step);
         // 42 and 48 channels cost the same (one step), 49 costs a step more.
         assert!((u.ms(32, 42) - u.ms(32, 48)).abs() < 1e-9, "{} {}", u.ms(32, 42), u.ms(32, 48));
         assert!(u.ms(32, 49) > u.ms(32, 48) * 1.1 && (u.ms(32, 49) - u.ms(32, 56)).abs() < 1e-9);
@@ -622,23 +608,15 @@ mod tests {
 
     #[test]
     fn the_whole_network_fit_recovers_its_terms_and_drops_those_the_data_cannot_carry() {
-        let mut t = LatencyTable {
-            key: TableKey {
-                format: FORMAT,
-                graph: "g".into(),
-                runtime: "r".into(),
-                batch: 1,
-                threads: 1,
-                device: "d".into(),
-            },
-            network: "n".into(),
-            units: vec![],
-            units_scale: 1.0,
-            rest_ms_per_melement: 0.0,
-            rest_ms: 0.0,
-            calibration: vec![],
-            build_seconds: 0.0,
+        let key = TableKey {
+            format: FORMAT,
+            graph: "g".into(),
+            runtime: "r".into(),
+            batch: 1,
+            threads: 1,
+            device: "d".into(),
         };
+        let mut t = LatencyTable::new(key, "n", vec![]);
         let cal =
             |m: f64, u: f64, e: f64| Calibration { what: "x".into(), measured_ms: m, units_ms: u, rest_elements: e };
         // measured = 0.8 units + 0.5 ms per million elements + 0.1, recovered from four points.

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
@@ -197,7 +196,9 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
                 _ => 1,
             };
             if u.depthwise {
-                return Todo { cin: (vec![cin], vec![]), cout: axis_counts(cout, varying[u.node], 1, 1) };
+                // One count (input = output): read from its scan alone; its grid is the full count.
+                let (_, scan) = axis_counts(cout, varying[u.node], 1, 1);
+                return Todo { cin: (vec![cin], vec![]), cout: (vec![cout], scan) };
             }
             Todo {
                 cin: axis_counts(cin, varying[u.input], u.groups, factor.max(1)),
@@ -205,18 +206,11 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
             }
         })
         .collect();
-    let total: usize = units
-        .iter()
-        .zip(&todo)
-        .map(|(u, t)| if u.depthwise { 1 } else { t.cin.0.len() * t.cout.0.len() } + t.cin.1.len() + t.cout.1.len())
-        .sum();
-    let bar = ProgressBar::new((total + CALIBRATION_LEVELS.len()) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+    let total: usize = todo.iter().map(|t| t.cin.0.len() * t.cout.0.len() + t.cin.1.len() + t.cout.1.len()).sum();
+    let bar = crate::train::progress(
+        (total + CALIBRATION_LEVELS.len()) as u64,
+        &format!("latency table {} ({runtime}, batch {batch})", graph.name),
     );
-    bar.set_prefix(format!("latency table {} ({runtime}, batch {batch})", graph.name));
     let measure = |u: &Unit, cin: usize, cout: usize| -> Result<f64> {
         let m = unit_model(graph, &shapes, u, cin, cout)?;
         let net = engine::infer_with(&m, device, runtime)?;
@@ -230,13 +224,9 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
         bar.set_message(node.name.clone());
         let (cin_full, cout_full) = (shapes[u.input][0], shapes[u.node][0]);
         let mut coarse_ms = Vec::new();
-        if u.depthwise {
-            coarse_ms.push(measure(u, cin_full, cout_full)?);
-        } else {
-            for &i in &t.cin.0 {
-                for &o in &t.cout.0 {
-                    coarse_ms.push(measure(u, i, o)?);
-                }
+        for &i in &t.cin.0 {
+            for &o in &t.cout.0 {
+                coarse_ms.push(measure(u, i, o)?);
             }
         }
         let fine_out = t
@@ -252,32 +242,19 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
             absorbed: u.absorbed.iter().map(|&a| graph.nodes[a].name.clone()).collect(),
             depthwise: u.depthwise,
             cin: Axis { full: cin_full, coarse: t.cin.0.clone(), fine: fine_in },
-            // A depthwise unit is read from its scan alone; its grid is its full count.
-            cout: Axis {
-                full: cout_full,
-                coarse: if u.depthwise { vec![cout_full] } else { t.cout.0.clone() },
-                fine: fine_out,
-            },
+            cout: Axis { full: cout_full, coarse: t.cout.0.clone(), fine: fine_out },
             coarse_ms,
         });
     }
-    let mut table = LatencyTable {
-        key,
-        network: graph.name.clone(),
-        units: tables,
-        units_scale: 1.0,
-        rest_ms_per_melement: 0.0,
-        rest_ms: 0.0,
-        calibration: Vec::new(),
-        build_seconds: 0.0,
-    };
+    let mut table = LatencyTable::new(key, &graph.name, tables);
     // The whole-network terms, from the unpruned network and four uniformly pruned ones.
     let mut calibration = Vec::new();
     for level in CALIBRATION_LEVELS {
         bar.set_message(format!("whole network, uniform {level}%"));
         let m = if level == 0.0 { model.clone() } else { uniform(model, &groups, level)? };
         let measured_ms = model_ms(&m, runtime, batch, device)?;
-        let (units_ms, _) = latency::Predictor::new(&table, &m.graph)?.parts(&counts(&m.graph)?);
+        let predictor = latency::Predictor::new(&table, &m.graph)?;
+        let (units_ms, _) = predictor.parts(&predictor.own_counts());
         calibration.push(Calibration {
             what: if level == 0.0 { "unpruned".into() } else { format!("uniform {level}% of parameters") },
             measured_ms,
@@ -291,11 +268,6 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
     table.build_seconds = t0.elapsed().as_secs_f64();
     table.check()?;
     Ok(table)
-}
-
-/// Output channel count of every node of `graph`.
-pub fn counts(graph: &Graph) -> Result<Vec<usize>> {
-    Ok(graph.infer_shapes()?.iter().map(|s| s[0]).collect())
 }
 
 /// `model` with `level` percent of its parameters removed by the same share from every group

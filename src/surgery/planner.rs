@@ -206,6 +206,17 @@ fn unit_score(unit: &[usize], scores: &[f64]) -> f64 {
     unit.iter().map(|&k| scores[k]).sum::<f64>() / unit.len().max(1) as f64
 }
 
+/// Refuses scores that are not one finite number per channel of every group.
+fn check_scores(groups: &[Group], scores: &[Vec<f64>]) -> Result<()> {
+    if scores.len() != groups.len() || groups.iter().zip(scores).any(|(g, s)| s.len() != g.size) {
+        return Err(Error::config("scores", "one score per channel of every group is needed"));
+    }
+    if let Some((g, _)) = groups.iter().zip(scores).find(|(_, s)| s.iter().any(|v| !v.is_finite())) {
+        return Err(Error::config(format!("group `{}`", g.name), "has a score that is not a finite number"));
+    }
+    Ok(())
+}
+
 /// Makes a plan from per-group channel scores (higher = more important).
 pub fn make_plan(
     graph: &Graph,
@@ -215,12 +226,7 @@ pub fn make_plan(
     scope: Scope,
     limits: &Limits,
 ) -> Result<Plan> {
-    if scores.len() != groups.len() || groups.iter().zip(scores).any(|(g, s)| s.len() != g.size) {
-        return Err(Error::config("scores", "one score per channel of every group is needed"));
-    }
-    if let Some((g, _)) = groups.iter().zip(scores).find(|(_, s)| s.iter().any(|v| !v.is_finite())) {
-        return Err(Error::config(format!("group `{}`", g.name), "has a score that is not a finite number"));
-    }
+    check_scores(groups, scores)?;
     target.check_level()?;
     let base = Counter::new(graph)?;
     let (total_params, total_macs) = (base.params, base.macs);
@@ -304,12 +310,7 @@ pub fn make_latency_plan(
     table: &LatencyTable,
     limits: &Limits,
 ) -> Result<Plan> {
-    if scores.len() != groups.len() || groups.iter().zip(scores).any(|(g, s)| s.len() != g.size) {
-        return Err(Error::config("scores", "one score per channel of every group is needed"));
-    }
-    if let Some((g, _)) = groups.iter().zip(scores).find(|(_, s)| s.iter().any(|v| !v.is_finite())) {
-        return Err(Error::config(format!("group `{}`", g.name), "has a score that is not a finite number"));
-    }
+    check_scores(groups, scores)?;
     if !(target_ms.is_finite() && target_ms > 0.0) {
         return Err(Error::config("latency", format!("{target_ms} ms is not a positive latency")));
     }

@@ -101,7 +101,12 @@ impl PruneRequest {
     /// Plans and removes the channels: the pruned model and its plan.
     pub fn run(&self, model: &mut Model, data: Option<&RunData>) -> Result<Pruned> {
         let t = Instant::now();
-        let (plan, groups) = self.plan_and_groups(model, data)?;
+        let planned = self.plan_and_groups(model, data)?;
+        self.remove(model, planned, t)
+    }
+
+    /// Removes what a plan (made from `groups`, planning since `t`) says.
+    fn remove(&self, model: &Model, (plan, groups): (Plan, Vec<analysis::Group>), t: Instant) -> Result<Pruned> {
         let planning_seconds = t.elapsed().as_secs_f64();
         let at_minimum = planner::at_minimum(&groups, &plan, &self.limits);
         let mut pruned = apply_plan(model, plan)?;
@@ -122,17 +127,11 @@ impl PruneRequest {
         table: &crate::analysis::latency::LatencyTable,
         target_ms: f64,
     ) -> Result<Pruned> {
-        self.limits.check()?;
         let t = Instant::now();
-        let (plan, groups) = self.plan_with(model, data, |graph, groups, scores| {
+        let planned = self.plan_with(model, data, |graph, groups, scores| {
             planner::make_latency_plan(graph, groups, scores, target_ms, table, &self.limits)
         })?;
-        let planning_seconds = t.elapsed().as_secs_f64();
-        let at_minimum = planner::at_minimum(&groups, &plan, &self.limits);
-        let mut pruned = apply_plan(model, plan)?;
-        pruned.planning_seconds = planning_seconds;
-        pruned.at_minimum = at_minimum;
-        Ok(pruned)
+        self.remove(model, planned, t)
     }
 }
 

@@ -3,7 +3,7 @@
 CARGO ?= cargo
 BIN := target/release/edgeprune
 
-.PHONY: setup build test demo bench clippy fmt
+.PHONY: setup build test test-aarch64 demo bench clippy fmt
 
 setup:
 	@scripts/setup-libtorch.sh
@@ -15,6 +15,11 @@ build: setup
 test: setup
 	EDGEPRUNE_ONNXRUNTIME=$${EDGEPRUNE_ONNXRUNTIME:-$${EDGEPRUNE_CACHE:-$$HOME/.cache/edgeprune}/onnxruntime-1.32.0/libonnxruntime.so} \
 		$(CARGO) test --release
+
+# Cross-builds for aarch64 Linux and runs the aarch64 binary under qemu-user on tiny data (installs
+# the cross compiler, qemu-user, the Rust target and the aarch64 wheels itself).
+test-aarch64:
+	scripts/aarch64-smoke.sh
 
 demo: build
 	@scripts/demo.sh

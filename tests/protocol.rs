@@ -151,3 +151,58 @@ fn shipped_recipes_parse() {
     assert_eq!(sq.aware.to_string(), "0 0.0008 5 0.02 15 0.004 25 0.0008");
     assert_eq!(sq.weight_decay, 2e-4);
 }
+
+/// A sweep whose levels are shares of the measured latency (`level_of = "latency"`): each cell
+/// that prunes plans on the device's latency table (measured once, then reused from the cache),
+/// and the report says what its levels are. Needs ONNX Runtime (see engine_zoo.rs).
+#[test]
+fn latency_levels_plan_on_the_devices_table() {
+    let explicit = std::env::var_os("EDGEPRUNE_ONNXRUNTIME").is_some();
+    if !edgeprune::engine::onnxruntime::library_path().is_some_and(|p| p.exists()) {
+        assert!(!explicit, "EDGEPRUNE_ONNXRUNTIME names no library");
+        eprintln!("SKIPPED latency_levels_plan_on_the_devices_table: no ONNX Runtime library (run `make setup`)");
+        return;
+    }
+    let (t, _, root) = setup(false);
+    let rp = t.path().join("recipe.toml");
+    let text = std::fs::read_to_string(&rp).unwrap().replace(
+        "levels = [30, 60]",
+        "levels = [20]\nlevel_of = \"latency\"\nruntime = \"ort\"\nlatency_batch = 1\nthreads = 1",
+    );
+    std::fs::write(&rp, text.replace("threads = 2\n", "")).unwrap();
+    let cache = t.path().join("cache");
+    let run = || {
+        common::output(
+            common::bin()
+                .env("EDGEPRUNE_CACHE", &cache)
+                .args(["experiment", rp.to_str().unwrap(), "-o", root.to_str().unwrap(), "--only", "net/rg"]),
+        )
+    };
+    let (out, text) = run();
+    assert!(out.status.success(), "{text}");
+    let tables: Vec<_> = std::fs::read_dir(cache.join("latency")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(tables.len(), 1, "one table for the network, runtime, batch and threads: {tables:?}");
+    let table: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tables[0]).unwrap()).unwrap();
+    let unpruned_ms = table["calibration"][0]["measured_ms"].as_f64().unwrap();
+    let (net, subset) = ("net".to_string(), "rg".to_string());
+    for cell in [
+        pipeline::CellId::Aware { net: net.clone(), subset, level: 2000, seed: 0 },
+        pipeline::CellId::AgnosticTrain { net, level: 2000, seed: 0 },
+    ] {
+        let plan = pipeline::cell_dir(&root, &cell).join("plan.json");
+        let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+        let target = plan["made_by"]["target"]["latency_ms"].as_f64().unwrap_or_else(|| panic!("{cell:?}: {plan}"));
+        assert!((target - 0.8 * unpruned_ms).abs() < 1e-9 * unpruned_ms.max(1.0), "{cell:?}: {target} vs {unpruned_ms}");
+        assert!(plan["predicted"]["latency_ms_after"].as_f64().unwrap() <= target, "{cell:?}: {plan}");
+    }
+    let rows = report::read_cells(&root.join("cells.csv")).unwrap();
+    assert!(rows.iter().filter(|r| r.pipeline != "unpruned").all(|r| r.level_of == "latency"), "{rows:?}");
+    let summary = report::write_report(&rows, &root.join("report")).unwrap();
+    assert_eq!(summary.level_of, "latency");
+    let md = std::fs::read_to_string(root.join("report/report.md")).unwrap();
+    assert!(md.contains("Levels are % of measured latency removed"), "{md}");
+    // A rerun measures nothing again: the table is reused.
+    let _ = std::fs::remove_file(root.join("net/rg/aware-p20-s0/metrics.json"));
+    let (out, text) = run();
+    assert!(out.status.success() && text.contains("(reused)"), "{text}");
+}

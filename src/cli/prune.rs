@@ -157,13 +157,17 @@ fn warn_at_minimum(a: &PruneArgs, at_minimum: &[String]) {
 
 pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
     use crate::surgery::Plan;
-    use crate::surgery::planner::Limits;
+    use crate::surgery::planner::{LatencyBudget, Limits, Target};
     use crate::workflow::{self, PruneRequest};
 
     let device = a.engine.apply()?;
     // Before any costly work: an unknown runtime names the ones there are; a bad budget says why.
     let runtime: engine::Runtime = a.runtime.parse()?;
     let budget = budget(&a)?;
+    anyhow::ensure!(
+        budget.is_none() || a.scope == crate::surgery::planner::Scope::Global,
+        "a latency budget ranks all channels together by importance per ms saved: drop --scope layer"
+    );
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
     // Outputs are checked before any work: none may be an input, none may replace a user's file.
     let mut inputs: Vec<&Path> = vec![Path::new(&a.model)];
@@ -184,30 +188,15 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
     } else {
         anyhow::ensure!((0.0..=1.0).contains(&a.residual_min_share), "--residual-min-share must be in [0, 1]");
         anyhow::ensure!((0.0..=1.0).contains(&a.min_share), "--min-share must be in [0, 1]");
-        let request = PruneRequest {
-            criterion: a.criterion,
-            scope: a.scope,
-            // A latency budget plans with its own target (see below).
-            target: if budget.is_some() { crate::surgery::planner::Target::Params(0.0) } else { target(&a)? },
-            limits: Limits {
-                min_channels: a.min_channels.max(1),
-                residual_min_share: a.residual_min_share,
-                min_share: a.min_share,
-            },
-            batch_size: 128,
-            max_batches: a.batches,
-            seed: a.seed,
-            device,
+        let limits = Limits {
+            min_channels: a.min_channels.max(1),
+            residual_min_share: a.residual_min_share,
+            min_share: a.min_share,
         };
-        // Before a data-driven criterion loads its data.
-        request.check()?;
-        let data = if a.criterion.needs_data() {
-            Some(RunData::load(a.data.as_deref(), &a.subset, 1.0, model.graph.input_shape()?)?)
-        } else {
-            None
-        };
-        match budget {
-            None => request.run(&mut model, data.as_ref())?,
+        // Before the table is measured or a data-driven criterion loads its data.
+        limits.check()?;
+        let target = match budget {
+            None => target(&a)?,
             Some(b) => {
                 let (table, source) = crate::metrics::latency::load_or_build(
                     &model,
@@ -229,9 +218,26 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
                      table was made, predicted {full:.4} ms)",
                     a.batch
                 );
-                request.run_for_latency(&mut model, data.as_ref(), &table, ms)?
+                Target::Latency(LatencyBudget { ms, table: std::sync::Arc::new(table) })
             }
-        }
+        };
+        let request = PruneRequest {
+            criterion: a.criterion,
+            scope: a.scope,
+            target,
+            limits,
+            batch_size: 128,
+            max_batches: a.batches,
+            seed: a.seed,
+            device,
+        };
+        request.check()?;
+        let data = if a.criterion.needs_data() {
+            Some(RunData::load(a.data.as_deref(), &a.subset, 1.0, model.graph.input_shape()?)?)
+        } else {
+            None
+        };
+        request.run(&mut model, data.as_ref())?
     };
     // Never slower: a plan for a latency budget is measured against the unpruned model before
     // anything is written, and refused if it is not faster.

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::recipe::{NetworkSpec, Pipeline, Recipe, Resolved, SubsetSpec};
+use super::recipe::{LevelOf, NetworkSpec, Pipeline, Recipe, Resolved, SubsetSpec};
 use super::report::Cell;
 use crate::analysis;
 use crate::data::{self, Loader};
@@ -264,10 +264,32 @@ impl Ctx<'_> {
     /// Scores, plans and prunes `model` at `level`, with local `data` for data-driven criteria;
     /// the plan and the pruned model are saved in the cell folder `dir`.
     fn prune(&self, model: &mut Model, data: &RunData, level: u32, seed: u64, dir: &Path) -> Result<(Model, f64)> {
+        let level = level as f64 / 100.0;
+        let target = match self.recipe.level_of {
+            LevelOf::Params => planner::Target::Params(level),
+            LevelOf::Gops => planner::Target::Gops(level),
+            LevelOf::Latency => {
+                // The device's table for this network (measured once, then read from the cache).
+                let (table, source) = crate::metrics::latency::load_or_build(
+                    model,
+                    self.recipe.runtime,
+                    self.recipe.latency_batch,
+                    self.device,
+                    None,
+                )?;
+                eprintln!("{source}");
+                let unpruned = match table.calibration.first() {
+                    Some(c) => c.measured_ms,
+                    None => table.predict(&model.graph)?,
+                };
+                let ms = (1.0 - level / 100.0) * unpruned;
+                planner::Target::Latency(planner::LatencyBudget { ms, table: Arc::new(table) })
+            }
+        };
         let request = PruneRequest {
             criterion: self.recipe.criterion,
             scope: self.recipe.scope,
-            target: planner::Target::Params(level as f64 / 100.0),
+            target,
             limits: planner::Limits::default(),
             batch_size: self.recipe.batch_size,
             max_batches: self.recipe.criterion_batches.unwrap_or(20),
@@ -349,6 +371,7 @@ impl Ctx<'_> {
             subset: subset.to_string(),
             pipeline: pipeline.to_string(),
             level: level as f64 / 100.0,
+            level_of: self.recipe.level_of.to_string(),
             seed,
             criterion: self.recipe.criterion.to_string(),
             test_top1: Some(test),

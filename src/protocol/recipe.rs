@@ -79,6 +79,52 @@ pub struct SubsetSpec {
     pub seed: u64,
 }
 
+fn default_latency_batch() -> usize {
+    1
+}
+
+/// What a recipe's pruning levels are percents of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LevelOf {
+    #[default]
+    Params,
+    Gops,
+    Latency,
+}
+
+impl LevelOf {
+    /// How a level reads on an axis or in a table's header.
+    pub fn describe(self) -> &'static str {
+        match self {
+            LevelOf::Params => "% of parameters removed",
+            LevelOf::Gops => "% of GOps removed",
+            LevelOf::Latency => "% of measured latency removed",
+        }
+    }
+}
+
+impl std::str::FromStr for LevelOf {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "params" => Ok(LevelOf::Params),
+            "gops" => Ok(LevelOf::Gops),
+            "latency" => Ok(LevelOf::Latency),
+            other => Err(Error::config("level_of", format!("`{other}` is none of params, gops, latency"))),
+        }
+    }
+}
+
+impl std::fmt::Display for LevelOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LevelOf::Params => "params",
+            LevelOf::Gops => "gops",
+            LevelOf::Latency => "latency",
+        })
+    }
+}
+
 fn default_seeds() -> Vec<u64> {
     vec![0]
 }
@@ -119,8 +165,16 @@ pub struct Recipe {
     pub data: Option<PathBuf>,
     pub networks: Vec<NetworkSpec>,
     pub subsets: Vec<SubsetSpec>,
-    /// Pruning levels: percent of parameters removed.
+    /// Pruning levels: percent of what `level_of` names removed.
     pub levels: Vec<f64>,
+    /// What a level is a percent of: `params` (the paper), `gops`, or `latency` (the unpruned
+    /// model's latency in `runtime` at `latency_batch`, measured on this device: the plan is made on
+    /// its latency table, see `prune --latency`).
+    #[serde(default, with = "crate::formats::via_str")]
+    pub level_of: LevelOf,
+    /// The batch size a `latency` level is of.
+    #[serde(default = "default_latency_batch")]
+    pub latency_batch: usize,
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
     #[serde(default = "default_pipelines")]
@@ -308,8 +362,14 @@ impl Recipe {
         if self.levels.is_empty() && self.pipelines.iter().any(|p| *p != Pipeline::Unpruned) {
             return Err(Error::config("levels", "the aware and agnostic pipelines need at least one level"));
         }
-        if self.epochs == 0 || self.batch_size == 0 || self.threads == 0 {
-            return Err(Error::config("recipe", "epochs, batch_size and threads must be at least 1"));
+        if self.epochs == 0 || self.batch_size == 0 || self.threads == 0 || self.latency_batch == 0 {
+            return Err(Error::config("recipe", "epochs, batch_size, latency_batch and threads must be at least 1"));
+        }
+        if self.level_of == LevelOf::Latency && self.scope != Scope::Global {
+            return Err(Error::config(
+                "scope",
+                "latency levels rank all channels together by importance per ms saved: use scope = \"global\"",
+            ));
         }
         if self.max_batches == Some(0) {
             return Err(Error::config("max_batches", "must be at least 1"));
@@ -400,12 +460,19 @@ mod tests {
             ("epochs = 0", "epochs"),
             ("runtime = \"tvm\"", "libtorch, ort"),
             ("runtime = \"ort\"\ndevice = \"cuda\"", "CPU execution provider"),
+            ("level_of = \"flops\"", "none of params, gops, latency"),
+            ("level_of = \"latency\"\nscope = \"layer\"", "use scope = \"global\""),
+            ("level_of = \"latency\"\nlatency_batch = 0", "latency_batch"),
         ] {
             let e = recipe(extra).unwrap_err().to_string();
             assert!(e.contains(needle), "{extra}: {e}");
         }
         assert_eq!(recipe("runtime = \"ort\"").unwrap().runtime, crate::engine::Runtime::OnnxRuntime);
         assert_eq!(recipe("").unwrap().runtime, crate::engine::Runtime::Libtorch);
+        assert_eq!(recipe("").unwrap().level_of, LevelOf::Params);
+        let r = recipe("level_of = \"latency\"\nlatency_batch = 8").unwrap();
+        assert_eq!((r.level_of, r.latency_batch), (LevelOf::Latency, 8));
+        assert_eq!(recipe("level_of = \"gops\"").unwrap().level_of, LevelOf::Gops);
         let text = "name = \"t\"\nlevels = [120]\n[[networks]]\nname = \"resnet20\"\nmodel = \"m\"\n[[subsets]]\nname = \"s\"\nclasses = [\"cat\"]\n";
         let r: Recipe = toml::from_str(text).unwrap();
         assert!(r.validate().unwrap_err().to_string().contains("120"));

@@ -25,6 +25,28 @@ pub enum Target {
     Gops(f64),
     /// Channels to keep, by group name; other groups keep all.
     Channels(BTreeMap<String, usize>),
+    /// A predicted latency on the device's table (see [`make_latency_plan`]); always global.
+    Latency(LatencyBudget),
+}
+
+/// At most `ms` milliseconds per batch, predicted on `table` (the device, runtime and batch size
+/// the budget is for).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyBudget {
+    pub ms: f64,
+    pub table: std::sync::Arc<LatencyTable>,
+}
+
+impl Serialize for LatencyBudget {
+    /// The budget and what it is for; the table itself is a file of its own.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("latency_ms", &self.ms)?;
+        m.serialize_entry("runtime", &self.table.key.runtime)?;
+        m.serialize_entry("batch", &self.table.key.batch)?;
+        m.end()
+    }
 }
 
 impl Target {
@@ -34,6 +56,9 @@ impl Target {
         match self {
             Target::Params(p) | Target::Gops(p) if !(0.0..100.0).contains(p) => {
                 Err(Error::config("level", format!("{p} is not a percentage in [0, 100)")))
+            }
+            Target::Latency(b) if !(b.ms.is_finite() && b.ms > 0.0) => {
+                Err(Error::config("latency", format!("{} ms is not a positive latency", b.ms)))
             }
             _ => Ok(()),
         }
@@ -241,6 +266,15 @@ pub fn make_plan(
             }
         }
         Target::Channels(counts) => by_counts(groups, scores, counts)?,
+        Target::Latency(budget) => {
+            if scope != Scope::Global {
+                return Err(Error::config(
+                    "scope",
+                    "a latency budget ranks all channels together by importance per ms saved: use the global scope",
+                ));
+            }
+            return make_latency_plan(graph, groups, scores, budget.ms, &budget.table, limits);
+        }
     };
     let mut plan = finish(graph, groups, &removed)?;
     plan.made_by = serde_json::json!({ "target": target, "scope": scope, "limits": limits });
@@ -660,6 +694,16 @@ mod tests {
         let e = make_latency_plan(&model.graph, &gs, &scores, full * 1.01, &table, &limits).unwrap_err();
         assert!(e.to_string().contains("not below the unpruned"), "{e}");
         assert!(make_latency_plan(&model.graph, &gs, &scores, f64::NAN, &table, &limits).is_err());
+        // As a Target: the same plan through make_plan; global only; a bad budget is refused
+        // before any work.
+        let budget = |ms: f64| Target::Latency(LatencyBudget { ms, table: std::sync::Arc::new(table.clone()) });
+        let direct = make_latency_plan(&model.graph, &gs, &scores, 0.5 * full, &table, &limits).unwrap();
+        let via = make_plan(&model.graph, &gs, &scores, &budget(0.5 * full), Scope::Global, &limits).unwrap();
+        assert_eq!(via.to_json(), direct.to_json());
+        assert_eq!(serde_json::to_value(budget(2.0)).unwrap()["Latency"]["latency_ms"], 2.0);
+        let e = make_plan(&model.graph, &gs, &scores, &budget(0.5 * full), Scope::Layer, &limits).unwrap_err();
+        assert!(e.to_string().contains("global scope"), "{e}");
+        assert!(budget(-1.0).check_level().unwrap_err().to_string().contains("not a positive latency"));
     }
 
     #[test]

@@ -116,25 +116,6 @@ impl PruneRequest {
     }
 }
 
-impl PruneRequest {
-    /// Plans to a latency budget instead of the request's target (which is not used): the
-    /// predicted latency on `table` at most `target_ms` (see [`planner::make_latency_plan`]);
-    /// the scope is always global. Measuring the result is the caller's.
-    pub fn run_for_latency(
-        &self,
-        model: &mut Model,
-        data: Option<&RunData>,
-        table: &crate::analysis::latency::LatencyTable,
-        target_ms: f64,
-    ) -> Result<Pruned> {
-        let t = Instant::now();
-        let planned = self.plan_with(model, data, |graph, groups, scores| {
-            planner::make_latency_plan(graph, groups, scores, target_ms, table, &self.limits)
-        })?;
-        self.remove(model, planned, t)
-    }
-}
-
 /// Applies a plan made earlier (a replay): the pruned model, with no planning time.
 pub fn apply_plan(model: &Model, plan: Plan) -> Result<Pruned> {
     let t = Instant::now();

@@ -44,10 +44,11 @@ pub(super) fn markdown(summary: &ReportSummary, nets: &[NetworkData], plots: &[(
         md,
         "{} cells; networks: {}; subsets: {}. Accuracies are test top-1 on the subset's test images, in %, \
          means over seeds (± sample std and the number of seeds where more than one). Deltas are in \
-         percentage points (pp).\n",
+         percentage points (pp). Levels are {}.\n",
         summary.cells,
         if summary.networks.is_empty() { "-".to_string() } else { summary.networks.join(", ") },
         if summary.subsets.is_empty() { "-".to_string() } else { summary.subsets.join(", ") },
+        summary.level_of.parse::<LevelOf>().map_or("percents", LevelOf::describe),
     );
 
     if summary.skipped_cells > 0 {

@@ -41,6 +41,7 @@ pub const DELTAS_CSV: &str = "deltas.csv";
 pub const SUMMARY_JSON: &str = "summary.json";
 pub const REPORT_MD: &str = "report.md";
 
+use super::recipe::LevelOf;
 pub use super::recipe::Pipeline as Pipe;
 
 /// The energy of a cell: joules, or `unavailable` where the device has no energy meter.
@@ -63,6 +64,9 @@ pub struct Cell {
     pub subset: String,
     pub pipeline: String,
     pub level: f64,
+    /// What `level` is a percent of: `params` (also when empty, as in sweeps from before the
+    /// column), `gops` or `latency` (see the recipe's `level_of`).
+    pub level_of: String,
     pub seed: u64,
     pub criterion: String,
     pub params_before: Option<f64>,
@@ -206,6 +210,18 @@ pub use summary::{DeltaAt, DeltaRow, PairMean, ReportSummary, deltas, summarize_
 
 /// Write the report of `cells` into `out_dir` (created if missing) and return its summary.
 pub fn write_report(cells: &[Cell], out_dir: &Path) -> Result<ReportSummary> {
+    let Some(level_of) = summary::level_of(cells) else {
+        let mut kinds: Vec<&str> = cells.iter().map(|c| c.level_of.trim()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        return Err(Error::config(
+            "level_of",
+            format!(
+                "the cells' levels are percents of different things ({}): one report takes one kind",
+                kinds.iter().map(|k| if k.is_empty() { "params" } else { k }).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    };
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let nets = group(cells);
     let rows = delta_rows(&nets);
@@ -219,7 +235,7 @@ pub fn write_report(cells: &[Cell], out_dir: &Path) -> Result<ReportSummary> {
         let stem = plot_stem(&n.network);
         let level_stem = format!("acc_vs_level_{stem}");
         let gops_stem = format!("acc_vs_gops_{stem}");
-        write_plot(out_dir, &level_stem, &LevelPlot(n))?;
+        write_plot(out_dir, &level_stem, &LevelPlot(n, level_of))?;
         write_plot(out_dir, &gops_stem, &GopsPlot(n))?;
         for s in [&level_stem, &gops_stem] {
             files.push(format!("{s}.svg"));

@@ -288,7 +288,7 @@ where
 }
 
 /// Accuracy vs pruning level, one colour per subset; the unpruned model as a dotted line.
-pub(super) struct LevelPlot<'a>(pub(super) &'a NetworkData);
+pub(super) struct LevelPlot<'a>(pub(super) &'a NetworkData, pub(super) LevelOf);
 
 impl Plot for LevelPlot<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> PlotResult
@@ -298,9 +298,10 @@ impl Plot for LevelPlot<'_> {
         let n = self.0;
         let ss = series(n, |l, _| Some(l.pct()), |s| s.unpruned.as_ref().and_then(Point::acc).map(Reference::Line));
         let max_level = n.subsets.iter().flat_map(|s| s.levels()).map(Level::pct).fold(0.0, f64::max);
+        let x_desc = format!("pruning level ({})", self.1.describe());
         let frame = Frame {
             title: format!("{}: test top-1 on the subset vs pruning level", n.network),
-            x_desc: "pruning level (% of parameters removed)",
+            x_desc: &x_desc,
             x: (0.0, (max_level + 5.0).clamp(10.0, 100.0)),
             y: acc_range(n),
             legend: SeriesLabelPosition::LowerLeft,

@@ -66,6 +66,8 @@ pub struct ReportSummary {
     pub skipped_cells: usize,
     pub networks: Vec<String>,
     pub subsets: Vec<String>,
+    /// What the levels are percents of: `params`, `gops` or `latency` (see the recipe's `level_of`).
+    pub level_of: String,
     /// The formula, in words.
     pub definition: String,
     /// Files written, relative to the output folder.
@@ -167,9 +169,21 @@ pub(super) fn summarize(cells: &[Cell], nets: &[NetworkData], rows: &[DeltaRow])
         skipped_cells: cells.iter().filter(|c| c.pipe().is_none()).count(),
         networks: nets.iter().map(|n| n.network.clone()).collect(),
         subsets,
+        level_of: level_of(cells).unwrap_or(LevelOf::Params).to_string(),
         definition: DEFINITION.to_string(),
         files: Vec::new(),
     }
+}
+
+/// What the pruned cells' levels are percents of: one kind for a whole sweep (an empty column is
+/// `params`, as in sweeps from before it); `None` where they mix kinds or name none known.
+pub(super) fn level_of(cells: &[Cell]) -> Option<LevelOf> {
+    let mut kinds = cells.iter().filter(|c| matches!(c.pipe(), Some(Pipe::Aware | Pipe::Agnostic))).map(|c| {
+        let t = c.level_of.trim();
+        if t.is_empty() { Ok(LevelOf::Params) } else { t.parse::<LevelOf>() }
+    });
+    let first = kinds.next().unwrap_or(Ok(LevelOf::Params)).ok()?;
+    kinds.all(|k| k.is_ok_and(|k| k == first)).then_some(first)
 }
 
 /// The summary of a set of cells, without writing anything.

@@ -201,3 +201,23 @@ fn file_stems_are_safe() {
     assert_eq!(plot_stem("mobilenet v2/x"), "mobilenet_v2_x");
     assert_eq!(plot_stem(".."), "_..");
 }
+
+#[test]
+fn a_report_states_what_its_levels_are_of_and_takes_one_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |kind: &str, pipe: Pipe| Cell { level_of: kind.into(), ..cell("n", "s", pipe, 30.0, 0, Some(0.5)) };
+    let latency = [with("", Pipe::Unpruned), with("latency", Pipe::Aware), with("latency", Pipe::Agnostic)];
+    let s = write_report(&latency, dir.path()).unwrap();
+    assert_eq!(s.level_of, "latency");
+    let md = std::fs::read_to_string(dir.path().join(REPORT_MD)).unwrap();
+    assert!(md.contains("Levels are % of measured latency removed."), "{md}");
+    let svg = std::fs::read_to_string(dir.path().join("acc_vs_level_n.svg")).unwrap();
+    assert!(svg.contains("% of measured latency removed"));
+    // An empty column is the paper's kind (sweeps from before it).
+    let old = [with("", Pipe::Aware), with("params", Pipe::Agnostic)];
+    assert_eq!(write_report(&old, dir.path()).unwrap().level_of, "params");
+    let mixed = [with("latency", Pipe::Aware), with("", Pipe::Agnostic)];
+    let e = write_report(&mixed, &dir.path().join("mixed")).unwrap_err().to_string();
+    assert!(e.contains("different things (params, latency)"), "{e}");
+    assert!(!dir.path().join("mixed").exists(), "nothing is written for a refused report");
+}

@@ -216,14 +216,11 @@ pub fn infer(model: &Model, device: Device) -> Result<Box<dyn Infer>> {
     Ok(Box::new(Network::for_inference(model, device)?))
 }
 
-/// A network to run inference with in `runtime`: libtorch's on `device`, or ONNX Runtime's
-/// (CPU, as many threads as the engine is set to use).
+/// A network to run inference with in `runtime` on `device`: libtorch's, or ONNX Runtime's (its
+/// CPU work on as many threads as the engine is set to use).
 pub fn infer_with(model: &Model, device: Device, runtime: Runtime) -> Result<Box<dyn Infer>> {
-    match (runtime, device) {
-        (Runtime::Libtorch, _) => infer(model, device),
-        (Runtime::OnnxRuntime, Device::Cpu) => Ok(Box::new(OrtNetwork::new(model, threads())?)),
-        (Runtime::OnnxRuntime, d) => {
-            Err(Error::Engine(format!("ONNX Runtime runs here on the CPU execution provider only; got --device {d}")))
-        }
+    match runtime {
+        Runtime::Libtorch => infer(model, device),
+        Runtime::OnnxRuntime => Ok(Box::new(OrtNetwork::new(model, device, threads())?)),
     }
 }

@@ -1,6 +1,8 @@
 //! ONNX Runtime, the runtime most edge deployments run, as an inference backend: the model is
-//! exported to ONNX (as `edgeprune export` writes it) and run by ONNX Runtime's CPU execution
-//! provider with its default graph optimisations, through the `ort` crate. The runtime library is
+//! exported to ONNX (as `edgeprune export` writes it) and run by ONNX Runtime with its default
+//! graph optimisations, through the `ort` crate: on the CPU execution provider, or for
+//! `--device cuda[:N]` on TensorRT's (where the library has it) and CUDA's, with the CPU's for
+//! whatever they do not take. The runtime library is
 //! loaded at run time, from `$EDGEPRUNE_ONNXRUNTIME` (a `libonnxruntime.so`) or else from the
 //! cache where `make setup` puts the onnxruntime wheel's (`scripts/setup-onnxruntime.sh`); without
 //! it, a clear error, and the rest of edgeprune works.
@@ -13,7 +15,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
-use super::Infer;
+use super::{Device, Infer};
 use crate::error::{Error, Result};
 use crate::formats::onnx;
 use crate::ir::Model;
@@ -51,6 +53,30 @@ fn ort_err(e: impl std::fmt::Display) -> Error {
     Error::Engine(format!("ONNX Runtime: {e}"))
 }
 
+/// The execution providers for `device`, in the order ONNX Runtime should try them. A CUDA
+/// device needs a library built with the CUDA execution provider (the onnxruntime-gpu wheel's);
+/// TensorRT's comes first where the library has it too.
+fn providers(device: Device) -> Result<Vec<ort::ep::ExecutionProviderDispatch>> {
+    use ort::ep::ExecutionProvider;
+    let Device::Cuda(n) = device else { return Ok(Vec::new()) };
+    let id = i32::try_from(n).map_err(|_| Error::config("device", format!("cuda:{n} is not a device number")))?;
+    environment()?;
+    if !ort::ep::CUDA::is_available().map_err(ort_err)? {
+        return Err(Error::Engine(format!(
+            "ONNX Runtime: the library {} has no CUDA execution provider (the onnxruntime wheel `make setup` installs \
+             is the CPU build): for --device {device}, set EDGEPRUNE_ONNXRUNTIME to the libonnxruntime.so of an \
+             onnxruntime-gpu install, or use --runtime libtorch",
+            library_path().map_or_else(|| "?".into(), |p| p.display().to_string())
+        )));
+    }
+    let mut eps = Vec::new();
+    if ort::ep::TensorRT::is_available().map_err(ort_err)? {
+        eps.push(ort::ep::TensorRT::default().with_device_id(id).build());
+    }
+    eps.push(ort::ep::CUDA::default().with_device_id(id).build().error_on_failure());
+    Ok(eps)
+}
+
 /// A model in an ONNX Runtime session.
 pub struct OrtNetwork {
     session: Mutex<Session>,
@@ -60,8 +86,9 @@ pub struct OrtNetwork {
 }
 
 impl OrtNetwork {
-    /// The model exported to ONNX and loaded into a session running on `threads` CPU threads.
-    pub fn new(model: &Model, threads: usize) -> Result<Self> {
+    /// The model exported to ONNX and loaded into a session on `device` (CPU work on `threads`
+    /// threads).
+    pub fn new(model: &Model, device: Device, threads: usize) -> Result<Self> {
         let shapes = model.validate()?;
         let out = model.graph.output_index()?;
         let classes = match shapes[out].as_slice() {
@@ -70,7 +97,10 @@ impl OrtNetwork {
         };
         let bytes = onnx::to_bytes(model, onnx::ExportOptions::default())?;
         let env = environment()?;
+        let eps = providers(device)?;
         let session = Session::builder(env)
+            .map_err(ort_err)?
+            .with_execution_providers(eps)
             .map_err(ort_err)?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(ort_err)?

@@ -308,12 +308,6 @@ impl Recipe {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.runtime == crate::engine::Runtime::OnnxRuntime && self.device != Device::Cpu {
-            return Err(Error::config(
-                "runtime",
-                format!("`ort` measures latency on the CPU execution provider; the recipe's device is {}", self.device),
-            ));
-        }
         // Names become folder names: each must be one plain path component.
         crate::formats::outdir::check_name("name", &self.name)?;
         for n in &self.networks {
@@ -459,7 +453,6 @@ mod tests {
             ("criterion = \"magic\"", "magic"),
             ("epochs = 0", "epochs"),
             ("runtime = \"tvm\"", "libtorch, ort"),
-            ("runtime = \"ort\"\ndevice = \"cuda\"", "CPU execution provider"),
             ("level_of = \"flops\"", "none of params, gops, latency"),
             ("level_of = \"latency\"\nscope = \"layer\"", "use scope = \"global\""),
             ("level_of = \"latency\"\nlatency_batch = 0", "latency_batch"),

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::ir::{Graph, Op, Shape};
 
 /// Version of the table file layout; a table of another version is stale.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// What a table was measured for. A table whose key differs from the current one in any field is
 /// stale and is rebuilt, never used.
@@ -79,6 +79,68 @@ pub struct UnitTable {
     pub cout: Axis,
     /// Milliseconds on the coarse grid, `cin.coarse.len() x cout.coarse.len()`, by cin then cout.
     pub coarse_ms: Vec<f64>,
+    /// The layout the runtime runs this convolution in, by input count (probed; none where the
+    /// runtime has a single layout, as libtorch here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<ConvLayouts>,
+}
+
+/// How a runtime lays out a convolution's tensors, read off the runtime on the device: ONNX
+/// Runtime's CPU provider runs some convolutions in a blocked (NCHWc) layout and inserts
+/// reorders where a producer's layout is not what its consumer reads. Which, depends on the input
+/// channel count (the output count is padded to the block).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvLayouts {
+    /// For input counts 1, 2, ...: `p` plain, `d` blocked reading a plain input, `b` blocked
+    /// reading a blocked input.
+    pub by_cin: String,
+    /// Past the probed counts the pattern repeats with this period (0: plain past them).
+    pub period: usize,
+}
+
+/// A convolution's layout at one input count (see [`ConvLayouts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Plain,
+    /// Blocked output, plain input.
+    Direct,
+    /// Blocked output and input.
+    Blocked,
+}
+
+impl ConvLayouts {
+    /// From the probed layout of input counts 1..=n: the pattern's period is the smallest power of
+    /// two that repeats over the last 16 counts probed.
+    pub fn from_probes(by_cin: &[Layout]) -> Self {
+        let code = |l: &Layout| match l {
+            Layout::Plain => 'p',
+            Layout::Direct => 'd',
+            Layout::Blocked => 'b',
+        };
+        let n = by_cin.len();
+        let period = [1, 2, 4, 8, 16]
+            .into_iter()
+            .find(|&p| n >= 16 + p && (n - 16..n).all(|i| by_cin[i] == by_cin[i - p]))
+            .unwrap_or(0);
+        ConvLayouts { by_cin: by_cin.iter().map(code).collect(), period }
+    }
+
+    pub fn at(&self, cin: usize) -> Layout {
+        let b = self.by_cin.as_bytes();
+        let n = b.len();
+        let i = match cin {
+            0 => return Layout::Plain,
+            c if c <= n => c - 1,
+            _ if self.period == 0 || self.period > n => return Layout::Plain,
+            c => n - self.period + (c - n - 1) % self.period,
+        };
+        match b[i] {
+            b'd' => Layout::Direct,
+            b'b' => Layout::Blocked,
+            _ => Layout::Plain,
+        }
+    }
 }
 
 /// A whole-network measurement the rest model was fitted on.
@@ -91,6 +153,10 @@ pub struct Calibration {
     /// The sum of the units' table values for that network.
     pub units_ms: f64,
     pub rest_elements: f64,
+    /// Elements the runtime reorders between layouts in that network, less those the units'
+    /// measurements alone already paid for (see [`Predictor::parts`]).
+    #[serde(default)]
+    pub reorder_elements: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +172,9 @@ pub struct LatencyTable {
     /// Rest model: ms per million output elements of the rest nodes, and a constant.
     pub rest_ms_per_melement: f64,
     pub rest_ms: f64,
+    /// ms per million elements reordered between layouts (fitted; 0 where the runtime has one).
+    #[serde(default)]
+    pub reorder_ms_per_melement: f64,
     pub calibration: Vec<Calibration>,
     /// Seconds the measurements took.
     pub build_seconds: f64,
@@ -273,14 +342,34 @@ fn excluded(graph: &Graph) -> Result<Vec<bool>> {
     Ok(ex)
 }
 
+/// What a node does to a tensor's layout (see [`ConvLayouts`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    Input,
+    /// A unit's conv or linear node (index into the predictor's units).
+    Unit(usize),
+    /// Keeps its input's layout: what a unit absorbs, activations, BatchNorm, pools, dropout.
+    Keeps,
+    /// Blocked where all its inputs are, else plain.
+    Add,
+    /// Blocked where all its inputs are and each input count is a multiple of `period`.
+    Concat,
+    /// Reads plain tensors (flatten, products, ...).
+    Plain,
+}
+
 /// A table prepared for one graph (the unpruned one or one with the same node names): predicts
 /// its latency at any channel counts.
 pub struct Predictor<'a> {
     table: &'a LatencyTable,
-    /// (table unit, graph node, graph input node)
-    units: Vec<(usize, usize, usize)>,
+    /// (table unit, graph node, graph input node, last node of the unit)
+    units: Vec<(usize, usize, usize, usize)>,
     excluded: Vec<bool>,
     shapes: Vec<Shape>,
+    /// Per node: its inputs and its role in the layout walk (empty where no unit has layouts).
+    inputs: Vec<Vec<usize>>,
+    roles: Vec<Role>,
+    output: usize,
 }
 
 impl<'a> Predictor<'a> {
@@ -290,6 +379,27 @@ impl<'a> Predictor<'a> {
         let shapes = graph.infer_shapes()?;
         let by_name: HashMap<&str, usize> = table.units.iter().enumerate().map(|(i, u)| (u.node.as_str(), i)).collect();
         let mut matched = Vec::new();
+        let mut roles: Vec<Role> = graph
+            .nodes
+            .iter()
+            .map(|n| match n.op {
+                Op::Input { .. } => Role::Input,
+                Op::Add => Role::Add,
+                Op::Concat => Role::Concat,
+                Op::ReLU
+                | Op::ReLU6
+                | Op::Sigmoid
+                | Op::HardSwish
+                | Op::HardSigmoid
+                | Op::GELU
+                | Op::BatchNorm2d { .. }
+                | Op::MaxPool2d { .. }
+                | Op::AvgPool2d { .. }
+                | Op::GlobalAvgPool
+                | Op::Dropout { .. } => Role::Keeps,
+                _ => Role::Plain,
+            })
+            .collect();
         for u in units(graph)? {
             let node = &graph.nodes[u.node];
             let &t = by_name.get(node.name.as_str()).ok_or_else(|| {
@@ -304,9 +414,21 @@ impl<'a> Predictor<'a> {
                     format!("is a {} here but a {} in the latency table", node.op.type_name(), table.units[t].op),
                 ));
             }
-            matched.push((t, u.node, u.input));
+            roles[u.node] = Role::Unit(matched.len());
+            u.absorbed.iter().for_each(|&a| roles[a] = Role::Keeps);
+            matched.push((t, u.node, u.input, u.absorbed.last().copied().unwrap_or(u.node)));
         }
-        Ok(Predictor { table, units: matched, excluded: excluded(graph)?, shapes })
+        let layouts = matched.iter().any(|&(t, ..)| table.units[t].layout.is_some());
+        let inputs = if layouts { graph.input_indices()? } else { Vec::new() };
+        Ok(Predictor {
+            table,
+            units: matched,
+            excluded: excluded(graph)?,
+            shapes,
+            inputs,
+            roles,
+            output: graph.output_index()?,
+        })
     }
 
     /// The graph's own channel counts (node n outputs `counts[n]`).
@@ -321,14 +443,87 @@ impl<'a> Predictor<'a> {
 
     /// Predicted ms when node n outputs `counts[n]` channels (the spatial sizes the graph's).
     pub fn ms(&self, counts: &[usize]) -> f64 {
-        let (units, elements) = self.parts(counts);
-        self.table.units_scale * units + self.table.rest_ms_per_melement * elements / 1e6 + self.table.rest_ms
+        let (units, elements, reorders) = self.parts(counts);
+        let t = self.table;
+        t.units_scale * units
+            + t.rest_ms_per_melement * elements / 1e6
+            + t.reorder_ms_per_melement * reorders / 1e6
+            + t.rest_ms
     }
 
-    /// The units' sum and the rest's elements at `counts`.
-    pub fn parts(&self, counts: &[usize]) -> (f64, f64) {
-        let units: f64 = self.units.iter().map(|&(t, n, i)| self.table.units[t].ms(counts[i], counts[n])).sum();
-        (units, rest_elements(&self.shapes, counts, &self.excluded))
+    /// At `counts`: the units' sum, the rest's elements, and the elements the runtime reorders
+    /// between layouts in the whole network less those each unit's own measurement reordered
+    /// (a unit alone reads and writes plain tensors: a blocked one paid for reordering its input
+    /// and output; in the network a chain of blocked units reorders only at its ends).
+    pub fn parts(&self, counts: &[usize]) -> (f64, f64, f64) {
+        let units: f64 = self.units.iter().map(|&(t, n, i, _)| self.table.units[t].ms(counts[i], counts[n])).sum();
+        (units, rest_elements(&self.shapes, counts, &self.excluded), self.reorders(counts))
+    }
+
+    fn reorders(&self, counts: &[usize]) -> f64 {
+        if self.inputs.is_empty() {
+            return 0.0;
+        }
+        let size = |n: usize| (counts[n] * self.shapes[n][1..].iter().product::<usize>()) as f64;
+        let n = self.roles.len();
+        let (mut blocked, mut plain_copy, mut blocked_copy) = (vec![false; n], vec![false; n], vec![false; n]);
+        let mut network = 0.0;
+        let mut alone = 0.0;
+        let period = self
+            .units
+            .iter()
+            .filter_map(|&(t, ..)| self.table.units[t].layout.as_ref())
+            .map(|l| l.period)
+            .max()
+            .unwrap_or(0);
+        // Reorder tensor t once for all its consumers that read the other layout.
+        let mut to_plain = |t: usize, blocked: &[bool], total: &mut f64| {
+            if blocked[t] && !plain_copy[t] {
+                plain_copy[t] = true;
+                *total += size(t);
+            }
+        };
+        for node in 0..n {
+            let ins = &self.inputs[node];
+            blocked[node] = match self.roles[node] {
+                Role::Input => false,
+                Role::Keeps => ins.first().is_some_and(|&i| blocked[i]),
+                Role::Unit(k) => {
+                    let (t, _, input, last) = self.units[k];
+                    let layout = self.table.units[t].layout.as_ref().map_or(Layout::Plain, |l| l.at(counts[input]));
+                    match layout {
+                        Layout::Blocked => {
+                            if !blocked[input] && !blocked_copy[input] {
+                                blocked_copy[input] = true;
+                                network += size(input);
+                            }
+                            alone += size(input) + size(last);
+                        }
+                        Layout::Direct | Layout::Plain => to_plain(input, &blocked, &mut network),
+                    }
+                    if layout == Layout::Direct {
+                        alone += size(last);
+                    }
+                    layout != Layout::Plain
+                }
+                Role::Add | Role::Concat => {
+                    let aligned = self.roles[node] == Role::Add
+                        || ins.iter().all(|&i| period > 0 && counts[i].is_multiple_of(period));
+                    if aligned && ins.iter().all(|&i| blocked[i]) {
+                        true
+                    } else {
+                        ins.iter().for_each(|&i| to_plain(i, &blocked, &mut network));
+                        false
+                    }
+                }
+                Role::Plain => {
+                    ins.iter().for_each(|&i| to_plain(i, &blocked, &mut network));
+                    false
+                }
+            };
+        }
+        to_plain(self.output, &blocked, &mut network);
+        network - alone
     }
 }
 
@@ -342,6 +537,7 @@ impl LatencyTable {
             units_scale: 1.0,
             rest_ms_per_melement: 0.0,
             rest_ms: 0.0,
+            reorder_ms_per_melement: 0.0,
             calibration: Vec::new(),
             build_seconds: 0.0,
         }
@@ -352,19 +548,25 @@ impl LatencyTable {
         Ok(Predictor::new(self, graph)?.ms_of_graph())
     }
 
-    /// Fits `measured = scale * units + alpha * rest elements + beta` on whole-network
-    /// measurements by least squares. Where the data cannot support a term (too few points, or
-    /// a fitted scale or slope that is not positive, as noise on close points gives), the term
-    /// is dropped: alpha first, then the scale (left at 1).
+    /// Fits `measured = scale * units + gamma * reordered elements + beta` on whole-network
+    /// measurements by least squares where the runtime reorders between layouts, else
+    /// `measured = scale * units + alpha * rest elements + beta`. Where the data cannot support a
+    /// term (too few points, a column of zeros, or a fitted scale, slope or reorder cost that is
+    /// not positive, as noise on close points gives), the term is dropped: gamma, then alpha,
+    /// then the scale (left at 1). (Both gamma and alpha together overfit: on ResNet-20 in ONNX
+    /// Runtime the rest's elements follow the units' closely, and the pair fitted on the
+    /// calibration networks missed 27 pruned ones by 28-42% on average against 11% without alpha.)
     pub fn fit_rest(&mut self, calibration: Vec<Calibration>) {
-        let rows: Vec<([f64; 3], f64)> =
-            calibration.iter().map(|c| ([c.units_ms, c.rest_elements / 1e6, 1.0], c.measured_ms)).collect();
-        let fit = |use_scale: bool, use_alpha: bool| -> Option<[f64; 3]> {
-            let cols: Vec<usize> =
-                [use_scale.then_some(0), use_alpha.then_some(1), Some(2)].into_iter().flatten().collect();
+        let rows: Vec<([f64; 4], f64)> = calibration
+            .iter()
+            .map(|c| ([c.units_ms, c.rest_elements / 1e6, c.reorder_elements / 1e6, 1.0], c.measured_ms))
+            .collect();
+        // `cols`: the fitted terms among 0 scale, 1 alpha, 2 gamma, 3 beta (always).
+        let fit = |cols: &[usize]| -> Option<[f64; 4]> {
             if rows.len() < cols.len() {
                 return None;
             }
+            let use_scale = cols.contains(&0);
             // Residual after the fixed terms (scale 1 when not fitted).
             let y: Vec<f64> = rows.iter().map(|(x, y)| if use_scale { *y } else { y - x[0] }).collect();
             let k = cols.len();
@@ -378,16 +580,17 @@ impl LatencyTable {
                 }
             }
             let sol = solve(a)?;
-            let mut out = [if use_scale { 0.0 } else { 1.0 }, 0.0, 0.0];
+            let mut out = [if use_scale { 0.0 } else { 1.0 }, 0.0, 0.0, 0.0];
             for (i, &c) in cols.iter().enumerate() {
                 out[c] = sol[i];
             }
-            (out[0] > 0.0 && out[1] >= 0.0).then_some(out)
+            (out[0] > 0.0 && out[1] >= 0.0 && out[2] >= 0.0).then_some(out)
         };
-        let [scale, alpha, beta] =
-            fit(true, true).or_else(|| fit(true, false)).or_else(|| fit(false, false)).unwrap_or([1.0, 0.0, 0.0]);
+        let [scale, alpha, gamma, beta] =
+            [&[0, 2, 3][..], &[0, 1, 3], &[0, 3], &[3]].into_iter().find_map(fit).unwrap_or([1.0, 0.0, 0.0, 0.0]);
         self.units_scale = scale;
         self.rest_ms_per_melement = alpha;
+        self.reorder_ms_per_melement = gamma;
         self.rest_ms = beta;
         self.calibration = calibration;
     }
@@ -418,7 +621,10 @@ impl LatencyTable {
                 return Err(bad(u, "a depthwise unit needs its scan"));
             }
         }
-        let finite = self.rest_ms.is_finite() && self.rest_ms_per_melement.is_finite() && self.units_scale.is_finite();
+        let finite = self.rest_ms.is_finite()
+            && self.rest_ms_per_melement.is_finite()
+            && self.reorder_ms_per_melement.is_finite()
+            && self.units_scale.is_finite();
         if !finite || self.units_scale <= 0.0 {
             return Err(Error::config("rest_ms", "latency table: the rest model is not finite"));
         }
@@ -491,6 +697,7 @@ pub fn synthetic(graph: &Graph, f: impl Fn(usize, usize, &Unit) -> f64) -> Laten
                     cin,
                     cout,
                     coarse_ms: vec![f(ci, co, &u)],
+                    layout: None,
                 }
             } else {
                 let cin = tabled_axis(ci, varying[u.input], u.groups, |c| f(c, co, &u));
@@ -519,7 +726,16 @@ pub fn synthetic(graph: &Graph, f: impl Fn(usize, usize, &Unit) -> f64) -> Laten
 pub fn tabled_grid(cin: Axis, cout: Axis, f: impl Fn(usize, usize) -> f64) -> UnitTable {
     let coarse_ms =
         cin.coarse.iter().flat_map(|&i| cout.coarse.iter().map(move |&o| (i, o))).map(|(i, o)| f(i, o)).collect();
-    UnitTable { node: "c".into(), op: "conv2d".into(), absorbed: vec![], depthwise: false, cin, cout, coarse_ms }
+    UnitTable {
+        node: "c".into(),
+        op: "conv2d".into(),
+        absorbed: vec![],
+        depthwise: false,
+        cin,
+        cout,
+        coarse_ms,
+        layout: None,
+    }
 }
 
 #[cfg(test)]
@@ -617,8 +833,13 @@ mod tests {
             device: "d".into(),
         };
         let mut t = LatencyTable::new(key, "n", vec![]);
-        let cal =
-            |m: f64, u: f64, e: f64| Calibration { what: "x".into(), measured_ms: m, units_ms: u, rest_elements: e };
+        let cal = |m: f64, u: f64, e: f64| Calibration {
+            what: "x".into(),
+            measured_ms: m,
+            units_ms: u,
+            rest_elements: e,
+            reorder_elements: 0.0,
+        };
         // measured = 0.8 units + 0.5 ms per million elements + 0.1, recovered from four points.
         let truth = |u: f64, e: f64| 0.8 * u + 0.5 * e / 1e6 + 0.1;
         let pts = [(1.0, 2e6), (0.5, 1e6), (0.7, 0.2e6), (0.2, 1.5e6)];
@@ -633,5 +854,60 @@ mod tests {
         assert_eq!((t.units_scale, t.rest_ms_per_melement), (1.0, 0.0));
         assert!((t.rest_ms - 0.0).abs() < 1e-9, "{t:?}");
         t.check().unwrap();
+    }
+
+    #[test]
+    fn layouts_repeat_past_the_probes_and_reorders_count_only_where_layouts_meet() {
+        use Layout::*;
+        // As ONNX Runtime 1.32 here: blocked reading a plain input below 16, then blocked at
+        // multiples of 4 and plain between.
+        let probes: Vec<Layout> = (1..=48)
+            .map(|c| {
+                if c < 16 {
+                    Direct
+                } else if c % 4 == 0 {
+                    Blocked
+                } else {
+                    Plain
+                }
+            })
+            .collect();
+        let l = ConvLayouts::from_probes(&probes);
+        assert_eq!(l.period, 4);
+        assert_eq!(
+            (l.at(3), l.at(16), l.at(17), l.at(64), l.at(65), l.at(0)),
+            (Direct, Blocked, Plain, Blocked, Plain, Plain)
+        );
+        assert_eq!(ConvLayouts::from_probes(&probes[..20]).period, 0, "too few probes to see a period");
+
+        let model = crate::ir::Model::init(crate::zoo::build("resnet20", 10).unwrap(), 0).unwrap();
+        let mut table = synthetic(&model.graph, |i, o, _| 1e-3 * (i * o) as f64);
+        let p = Predictor::new(&table, &model.graph).unwrap();
+        let counts = p.own_counts();
+        assert_eq!(p.parts(&counts).2, 0.0, "no layouts, no reorders");
+        for u in &mut table.units {
+            if u.op == "conv2d" {
+                u.layout = Some(l.clone());
+            }
+        }
+        let p = Predictor::new(&table, &model.graph).unwrap();
+        // Unpruned (16, 32, 64 channels): one blocked chain from the stem to the pool, reordered
+        // once at its end, where each unit alone reordered its input and output: fewer reorders
+        // in the network than alone.
+        let unpruned = p.parts(&counts).2;
+        assert!(unpruned < 0.0, "{unpruned}");
+        // Every count plain (17, 33, 65... are off the multiples of 4): nothing blocked but the
+        // stem (3 inputs: blocked output, reordered for its plain consumers, as alone).
+        let plain: Vec<usize> = counts.iter().map(|&c| if c >= 16 { c + 1 } else { c }).collect();
+        let stem = model.graph.nodes.iter().position(|n| n.name == "conv1").unwrap();
+        let mut plain = plain;
+        plain[stem] = 17;
+        assert!(p.parts(&plain).2.abs() < 1e-9, "{}", p.parts(&plain).2);
+        // The fitted reorder cost enters the prediction.
+        let before = p.ms(&counts);
+        let mut costly = table.clone();
+        costly.reorder_ms_per_melement = 2.0;
+        let q = Predictor::new(&costly, &model.graph).unwrap();
+        assert!((q.ms(&counts) - before - 2.0 * unpruned / 1e6).abs() < 1e-12);
     }
 }

@@ -152,17 +152,22 @@ fn bench_latency_model(a: &BenchArgs, m: &crate::ir::Model, runtime: engine::Run
         };
         let pruned = request.run(&mut model, None)?.model;
         let predicted = table.predict(&pruned.graph)?;
+        let p = crate::analysis::latency::Predictor::new(&table, &pruned.graph)?;
+        let parts = p.parts(&p.own_counts());
         let measured = latency::model_ms(&pruned, runtime, a.batch, device)?;
         let gops = crate::analysis::cost(&pruned.graph)?.gops;
         let what = format!("{criterion} {scope} {level:.0}% of {}", if by_params { "parameters" } else { "GOps" });
         let error = 100.0 * (predicted - measured) / measured;
         println!("  {what:<36} GOps {gops:.4}: measured {measured:.3} ms, predicted {predicted:.3} ms ({error:+.1}%)");
-        rows.push((what, gops, measured, predicted, error));
+        rows.push((what, gops, measured, predicted, error, parts));
     }
     anyhow::ensure!(!rows.is_empty(), "--networks must be at least 1");
-    let mut csv = String::from("network,gops,measured_ms,predicted_ms,error_percent\n");
-    for (w, g, me, p, e) in &rows {
-        csv += &format!("{w},{g:.6},{me:.4},{p:.4},{e:.2}\n");
+    // With the model's inputs for that network (the units' table sum, the rest's elements, the
+    // reordered elements beyond the units' own), to see where its error comes from.
+    let mut csv =
+        String::from("network,gops,measured_ms,predicted_ms,error_percent,units_ms,rest_elements,reorder_elements\n");
+    for (w, g, me, p, e, (u, r, o)) in &rows {
+        csv += &format!("{w},{g:.6},{me:.4},{p:.4},{e:.2},{u:.5},{r},{o}\n");
     }
     let abs: Vec<f64> = rows.iter().map(|r| r.4.abs()).collect();
     let mean = abs.iter().sum::<f64>() / abs.len() as f64;
@@ -181,7 +186,7 @@ fn bench_latency_model(a: &BenchArgs, m: &crate::ir::Model, runtime: engine::Run
         table.key.threads,
         rows.len()
     );
-    for (w, g, me, p, e) in &rows {
+    for (w, g, me, p, e, _) in &rows {
         md += &format!("| {w} | {g:.4} | {me:.3} | {p:.3} | {e:+.1}% |\n");
     }
     crate::formats::native::write_atomic(&out.join("latency-model.csv"), csv.as_bytes())?;

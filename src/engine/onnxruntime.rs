@@ -77,6 +77,43 @@ fn providers(device: Device) -> Result<Vec<ort::ep::ExecutionProviderDispatch>> 
     Ok(eps)
 }
 
+/// The nodes (domain, op type) of the graph ONNX Runtime's CPU provider runs for `model` after
+/// its graph optimisations (as [`OrtNetwork`] sets them): where it runs blocked layouts and
+/// reorders between them.
+pub fn optimized_ops(model: &Model) -> Result<Vec<(String, String)>> {
+    use prost::Message;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let bytes = onnx::to_bytes(model, onnx::ExportOptions::default())?;
+    let env = environment()?;
+    let path = std::env::temp_dir().join(format!(
+        "edgeprune-ort-optimized-{}-{}.onnx",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let session = Session::builder(env)
+        .map_err(ort_err)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(ort_err)?
+        .with_intra_threads(1)
+        .map_err(ort_err)?
+        .with_optimized_model_path(&path)
+        .map_err(ort_err)?
+        .commit_from_memory(&bytes)
+        .map_err(ort_err);
+    let read = session.and_then(|s| {
+        drop(s);
+        std::fs::read(&path).map_err(|e| Error::io(&path, e))
+    });
+    let _ = std::fs::remove_file(&path);
+    let proto =
+        onnx::proto::ModelProto::decode(read?.as_slice()).map_err(|e| ort_err(format!("its optimised graph: {e}")))?;
+    Ok(proto
+        .graph
+        .map(|g| g.node.into_iter().map(|n| (n.domain.unwrap_or_default(), n.op_type.unwrap_or_default())).collect())
+        .unwrap_or_default())
+}
+
 /// A model in an ONNX Runtime session.
 pub struct OrtNetwork {
     session: Mutex<Session>,

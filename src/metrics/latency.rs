@@ -9,7 +9,9 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::analysis::latency::{self, Axis, Calibration, FORMAT, LatencyTable, TableKey, Unit, UnitTable};
+use crate::analysis::latency::{
+    self, Axis, Calibration, ConvLayouts, FORMAT, LatencyTable, Layout, TableKey, Unit, UnitTable,
+};
 use crate::engine::{self, Device, Infer, Runtime};
 use crate::error::{Error, Result};
 use crate::ir::{Graph, Model, Node, Op, Shape};
@@ -25,7 +27,50 @@ const MIN_SECONDS: f64 = 0.01;
 const WHOLE_SECONDS: f64 = 0.3;
 /// Levels (percent of parameters, removed alike from every group) of the whole networks the
 /// table's network-level terms are fitted on.
-const CALIBRATION_LEVELS: [f64; 5] = [0.0, 20.0, 40.0, 60.0, 80.0];
+const CALIBRATION_LEVELS: [f64; 10] = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0];
+/// Input counts a convolution's layout is probed at (past them its period carries the pattern).
+const LAYOUT_PROBES: usize = 48;
+/// Shares of channels kept, rounded to multiples of 8, of more whole networks fitted on.
+const CALIBRATION_ALIGNED: [f64; 3] = [0.75, 0.5, 0.25];
+
+/// How `runtime` lays out unit `u` by input count, read off ONNX Runtime's optimised graph of
+/// one-unit networks (which convolutions run blocked, which inputs it reorders); none for
+/// libtorch, linear layers and grouped convolutions. `seen` caches it by the conv's shape.
+fn probe_layout(
+    graph: &Graph,
+    shapes: &[Shape],
+    u: &Unit,
+    runtime: Runtime,
+    seen: &mut std::collections::HashMap<String, ConvLayouts>,
+) -> Result<Option<ConvLayouts>> {
+    let node = &graph.nodes[u.node];
+    if runtime != Runtime::OnnxRuntime || !matches!(node.op, Op::Conv2d { .. }) || u.groups > 1 {
+        return Ok(None);
+    }
+    let cout = shapes[u.node][0];
+    let key =
+        format!("{:?} {:?} {}", node.op.resized(Some(1), 1), &shapes[u.input][1..], if u.depthwise { 0 } else { cout });
+    if let Some(l) = seen.get(&key) {
+        return Ok(Some(l.clone()));
+    }
+    let probes = (1..=LAYOUT_PROBES)
+        .map(|c| {
+            let m = unit_model(graph, shapes, u, c, if u.depthwise { c } else { cout })?;
+            let ops = engine::onnxruntime::optimized_ops(&m)?;
+            let has = |op: &str| ops.iter().any(|(d, o)| d == "com.microsoft.nchwc" && o == op);
+            Ok(if !has("Conv") {
+                Layout::Plain
+            } else if has("ReorderInput") {
+                Layout::Blocked
+            } else {
+                Layout::Direct
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let l = ConvLayouts::from_probes(&probes);
+    seen.insert(key, l.clone());
+    Ok(Some(l))
+}
 
 /// Median ms of `net` on a fixed random batch, timed for at least `min_seconds`.
 pub fn time_ms(net: &dyn Infer, shape: &[usize], batch: usize, device: Device, min_seconds: f64) -> Result<f64> {
@@ -208,7 +253,7 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
         .collect();
     let total: usize = todo.iter().map(|t| t.cin.0.len() * t.cout.0.len() + t.cin.1.len() + t.cout.1.len()).sum();
     let bar = crate::train::progress(
-        (total + CALIBRATION_LEVELS.len()) as u64,
+        (total + CALIBRATION_LEVELS.len() + CALIBRATION_ALIGNED.len()) as u64,
         &format!("latency table {} ({runtime}, batch {batch})", graph.name),
     );
     let measure = |u: &Unit, cin: usize, cout: usize| -> Result<f64> {
@@ -219,6 +264,7 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
         Ok(ms)
     };
     let mut tables = Vec::new();
+    let mut seen = std::collections::HashMap::new();
     for (u, t) in units.iter().zip(&todo) {
         let node = &graph.nodes[u.node];
         bar.set_message(node.name.clone());
@@ -244,23 +290,29 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
             cin: Axis { full: cin_full, coarse: t.cin.0.clone(), fine: fine_in },
             cout: Axis { full: cout_full, coarse: t.cout.0.clone(), fine: fine_out },
             coarse_ms,
+            layout: probe_layout(graph, &shapes, u, runtime, &mut seen)?,
         });
     }
     let mut table = LatencyTable::new(key, &graph.name, tables);
     // The whole-network terms, from the unpruned network and four uniformly pruned ones.
     let mut calibration = Vec::new();
-    for level in CALIBRATION_LEVELS {
-        bar.set_message(format!("whole network, uniform {level}%"));
-        let m = if level == 0.0 { model.clone() } else { uniform(model, &groups, level)? };
+    let nets = CALIBRATION_LEVELS.iter().map(|&l| (l, true)).chain(CALIBRATION_ALIGNED.iter().map(|&s| (s, false)));
+    for (level, is_uniform) in nets {
+        let what = match (is_uniform, level) {
+            (true, 0.0) => "unpruned".to_string(),
+            (true, l) => format!("uniform {l}% of parameters"),
+            (false, s) => format!("{:.0}% of each group's channels, multiples of 8", 100.0 * s),
+        };
+        bar.set_message(format!("whole network, {what}"));
+        let m = match (is_uniform, level) {
+            (true, 0.0) => model.clone(),
+            (true, l) => uniform(model, &groups, l)?,
+            (false, s) => aligned(model, &groups, s)?,
+        };
         let measured_ms = model_ms(&m, runtime, batch, device)?;
         let predictor = latency::Predictor::new(&table, &m.graph)?;
-        let (units_ms, _) = predictor.parts(&predictor.own_counts());
-        calibration.push(Calibration {
-            what: if level == 0.0 { "unpruned".into() } else { format!("uniform {level}% of parameters") },
-            measured_ms,
-            units_ms,
-            rest_elements: latency::graph_rest_elements(&m.graph)?,
-        });
+        let (units_ms, rest_elements, reorder_elements) = predictor.parts(&predictor.own_counts());
+        calibration.push(Calibration { what, measured_ms, units_ms, rest_elements, reorder_elements });
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -276,6 +328,21 @@ pub fn uniform(model: &Model, groups: &[crate::analysis::Group], level: f64) -> 
     let scores: Vec<Vec<f64>> = groups.iter().map(|g| (0..g.size).map(|k| k as f64).collect()).collect();
     let plan =
         planner::make_plan(&model.graph, groups, &scores, &Target::Params(level), Scope::Layer, &Limits::default())?;
+    crate::surgery::apply(model, &plan)
+}
+
+/// `model` with every prunable group kept at `share` of its channels rounded to a multiple of 8
+/// (at least 8): the counts runtimes with blocked layouts run fastest, as the latency planner
+/// picks them, for calibration beside the uniform levels' arbitrary counts.
+pub fn aligned(model: &Model, groups: &[crate::analysis::Group], share: f64) -> Result<Model> {
+    let scores: Vec<Vec<f64>> = groups.iter().map(|g| (0..g.size).map(|k| k as f64).collect()).collect();
+    let counts = groups
+        .iter()
+        .filter(|g| g.prunable() && g.size > 8)
+        .map(|g| (g.name.clone(), (((g.size as f64 * share) / 8.0).round() as usize * 8).clamp(8, g.size)))
+        .collect();
+    let plan =
+        planner::make_plan(&model.graph, groups, &scores, &Target::Channels(counts), Scope::Layer, &Limits::default())?;
     crate::surgery::apply(model, &plan)
 }
 

@@ -17,6 +17,13 @@
 //! pruned ones) so that they also absorb what measuring units alone gets wrong (a session's fixed
 //! cost counted once per unit, the copies in and out).
 //!
+//! Where the runtime runs convolutions in more than one layout (ONNX Runtime's CPU provider:
+//! blocked NCHWc or plain NCHW, by input channel count), each conv's layout by input count is in
+//! its table, and the network's reorders are a term of their own: the elements reordered where a
+//! producer's layout is not its consumer's, less what each unit alone paid (timed alone, a blocked
+//! unit reorders its input and output; a chain of them in the network only at its ends), fitted
+//! as ms per element in place of alpha (see [`LatencyTable::fit_rest`]).
+//!
 //! Prediction is a function of the channel counts of a network with the table's node names: the
 //! unpruned network, any pruned one, or the planner's running counts.
 

@@ -172,11 +172,14 @@ fn latency_levels_plan_on_the_devices_table() {
     std::fs::write(&rp, text.replace("threads = 2\n", "")).unwrap();
     let cache = t.path().join("cache");
     let run = || {
-        common::output(
-            common::bin()
-                .env("EDGEPRUNE_CACHE", &cache)
-                .args(["experiment", rp.to_str().unwrap(), "-o", root.to_str().unwrap(), "--only", "net/rg"]),
-        )
+        common::output(common::bin().env("EDGEPRUNE_CACHE", &cache).args([
+            "experiment",
+            rp.to_str().unwrap(),
+            "-o",
+            root.to_str().unwrap(),
+            "--only",
+            "net/rg",
+        ]))
     };
     let (out, text) = run();
     assert!(out.status.success(), "{text}");
@@ -192,7 +195,10 @@ fn latency_levels_plan_on_the_devices_table() {
         let plan = pipeline::cell_dir(&root, &cell).join("plan.json");
         let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
         let target = plan["made_by"]["target"]["latency_ms"].as_f64().unwrap_or_else(|| panic!("{cell:?}: {plan}"));
-        assert!((target - 0.8 * unpruned_ms).abs() < 1e-9 * unpruned_ms.max(1.0), "{cell:?}: {target} vs {unpruned_ms}");
+        assert!(
+            (target - 0.8 * unpruned_ms).abs() < 1e-9 * unpruned_ms.max(1.0),
+            "{cell:?}: {target} vs {unpruned_ms}"
+        );
         assert!(plan["predicted"]["latency_ms_after"].as_f64().unwrap() <= target, "{cell:?}: {plan}");
     }
     let rows = report::read_cells(&root.join("cells.csv")).unwrap();

@@ -207,11 +207,13 @@ pub(super) fn cmd_prune(a: PruneArgs) -> Result<()> {
                 )?;
                 println!("{source}");
                 let full = table.predict(&model.graph)?;
-                // A share is of the unpruned model's measured latency (kept in the table).
+                // A share is of the unpruned model's predicted latency: the plan is made in the
+                // model's terms, so its bias on the unpruned network cannot put a share out of
+                // reach (the table's measurement of it is printed beside).
                 let measured = table.calibration.first().map_or(full, |c| c.measured_ms);
                 let ms = match b {
                     Budget::Ms(ms) => ms,
-                    Budget::Ratio(r) => r * measured,
+                    Budget::Ratio(r) => r * full,
                 };
                 println!(
                     "latency budget {ms:.4} ms at batch {} in {runtime} (unpruned: measured {measured:.4} ms when the \

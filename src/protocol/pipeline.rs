@@ -278,11 +278,8 @@ impl Ctx<'_> {
                     None,
                 )?;
                 eprintln!("{source}");
-                let unpruned = match table.calibration.first() {
-                    Some(c) => c.measured_ms,
-                    None => table.predict(&model.graph)?,
-                };
-                let ms = (1.0 - level / 100.0) * unpruned;
+                // Of the unpruned network's predicted latency, as `prune --latency 0.8x`.
+                let ms = (1.0 - level / 100.0) * table.predict(&model.graph)?;
                 planner::Target::Latency(planner::LatencyBudget { ms, table: Arc::new(table) })
             }
         };
@@ -402,6 +399,24 @@ fn read_metrics(root: &Path, id: &CellId) -> Result<CellMetrics> {
 fn fit_in(model: Model, data: &RunData, cfg: &TrainConfig, dir: &Path, start: usize) -> Result<train::Summary> {
     let plan = train::checkpoint::read_plan(dir)?;
     workflow::train_from(train::Start { model, plan, epoch: start }, data, cfg, CellDir(dir.to_path_buf()).run().path())
+}
+
+/// For a recipe whose levels are of latency: the largest level a cell of `network` can plan,
+/// `100 (1 - floor / unpruned)`, both predicted on the device's table (measured now if it is not in the cache),
+/// where the floor is the smallest network the limits allow. None for other kinds of level.
+pub fn max_latency_level(recipe: &Recipe, network: &str) -> Result<Option<f64>> {
+    if recipe.level_of != LevelOf::Latency {
+        return Ok(None);
+    }
+    let net = find(&recipe.networks, network, "network", |n| &n.name)?;
+    crate::engine::set_threads(recipe.threads);
+    let model = formats::load_model(&net.model)?;
+    let (table, source) =
+        crate::metrics::latency::load_or_build(&model, recipe.runtime, recipe.latency_batch, recipe.device, None)?;
+    eprintln!("{source}");
+    let groups = analysis::groups(&model.graph)?;
+    let (full, floor) = planner::latency_floor(&model.graph, &groups, &table, &planner::Limits::default())?;
+    Ok(Some((100.0 * (1.0 - floor / full)).max(0.0)))
 }
 
 /// Runs one cell of the recipe (its inputs must be done) and writes its metrics.json.

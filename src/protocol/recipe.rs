@@ -98,7 +98,7 @@ impl LevelOf {
         match self {
             LevelOf::Params => "% of parameters removed",
             LevelOf::Gops => "% of GOps removed",
-            LevelOf::Latency => "% of measured latency removed",
+            LevelOf::Latency => "% of latency removed (on the device's table)",
         }
     }
 }
@@ -168,8 +168,8 @@ pub struct Recipe {
     /// Pruning levels: percent of what `level_of` names removed.
     pub levels: Vec<f64>,
     /// What a level is a percent of: `params` (the paper), `gops`, or `latency` (the unpruned
-    /// model's latency in `runtime` at `latency_batch`, measured on this device: the plan is made on
-    /// its latency table, see `prune --latency`).
+    /// model's latency in `runtime` at `latency_batch` as this device's latency table predicts
+    /// it: the plan is made on that table, see `prune --latency`).
     #[serde(default, with = "crate::formats::via_str")]
     pub level_of: LevelOf,
     /// The batch size a `latency` level is of.

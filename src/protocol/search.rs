@@ -64,9 +64,15 @@ pub fn search(
     // Levels 5, 10, ..., 95 as indices 1..=19; find the largest index whose probe reaches the
     // reference, assuming accuracy falls with the level.
     let (mut lo, mut hi) = (1u32, 19u32);
+    // Latency levels stop at the device's floor: a level past it is not probed (it would not
+    // plan), it falls short.
+    if let Some(max) = pipeline::max_latency_level(recipe, network)? {
+        hi = hi.min((max / 5.0).floor() as u32);
+        eprintln!("DaPR {network}/{subset}: latency levels reach at most {max:.1}% here: probing up to {}%", 5 * hi);
+    }
     let mut best = None;
     let mut probes = Vec::new();
-    let mut mid = 10; // 50%
+    let mut mid = if hi >= 10 { 10 } else { (lo + hi) / 2 }; // 50%, or within reach
     while lo <= hi {
         let level = 5 * mid;
         let id = CellId::Aware { net: net.clone(), subset: sub.clone(), level: level * 100, seed };

@@ -330,6 +330,36 @@ impl Counts<'_> {
     }
 }
 
+/// Predicted ms of the unpruned network and of the smallest one the limits allow (every group
+/// at its minimum): the fastest any latency budget can get on `table`.
+pub fn latency_floor(graph: &Graph, groups: &[Group], table: &LatencyTable, limits: &Limits) -> Result<(f64, f64)> {
+    let predictor = Predictor::new(table, graph)?;
+    let full: Vec<usize> = graph.infer_shapes()?.iter().map(|s| s[0]).collect();
+    // Which channels go does not change the counts: any order will do.
+    let units: Vec<Vec<Vec<usize>>> = groups.iter().map(|g| units(g, &vec![0.0; g.size])).collect();
+    Ok(floor_with(&predictor, groups, &units, &spare(groups, limits), &full))
+}
+
+/// How many units each group may give up.
+fn spare(groups: &[Group], limits: &Limits) -> Vec<usize> {
+    groups.iter().map(|g| if g.prunable() { (g.size - min_keep(g, limits)) / g.blocks.max(1) } else { 0 }).collect()
+}
+
+fn floor_with(
+    predictor: &Predictor,
+    groups: &[Group],
+    units: &[Vec<Vec<usize>>],
+    spare: &[usize],
+    full: &[usize],
+) -> (f64, f64) {
+    let mut counts = Counts { groups, cur: full.to_vec() };
+    let full_ms = predictor.ms(&counts.cur);
+    for (gi, u) in units.iter().enumerate() {
+        u[..spare[gi]].iter().for_each(|unit| counts.change(gi, unit, false));
+    }
+    (full_ms, predictor.ms(&counts.cur))
+}
+
 /// A plan for a latency budget: the predicted latency (on the device's table, see
 /// `analysis::latency`) at most `target_ms`. Channels go in one global ranking of importance per
 /// millisecond saved (each group's saving per channel from the table, in the spirit of HALP);
@@ -351,18 +381,9 @@ pub fn make_latency_plan(
     let predictor = Predictor::new(table, graph)?;
     let full: Vec<usize> = graph.infer_shapes()?.iter().map(|s| s[0]).collect();
     let units: Vec<Vec<Vec<usize>>> = groups.iter().zip(scores).map(|(g, s)| units(g, s)).collect();
-    // How many units each group may give up.
-    let spare: Vec<usize> = groups
-        .iter()
-        .map(|g| if g.prunable() { (g.size - min_keep(g, limits)) / g.blocks.max(1) } else { 0 })
-        .collect();
+    let spare = spare(groups, limits);
     let mut counts = Counts { groups, cur: full.clone() };
-    let full_ms = predictor.ms(&counts.cur);
-    for (gi, u) in units.iter().enumerate() {
-        u[..spare[gi]].iter().for_each(|unit| counts.change(gi, unit, false));
-    }
-    let floor_ms = predictor.ms(&counts.cur);
-    counts.cur = full.clone();
+    let (full_ms, floor_ms) = floor_with(&predictor, groups, &units, &spare, &full);
     if target_ms < floor_ms {
         return Err(Error::config(
             "latency",

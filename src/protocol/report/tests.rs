@@ -210,9 +210,9 @@ fn a_report_states_what_its_levels_are_of_and_takes_one_kind() {
     let s = write_report(&latency, dir.path()).unwrap();
     assert_eq!(s.level_of, "latency");
     let md = std::fs::read_to_string(dir.path().join(REPORT_MD)).unwrap();
-    assert!(md.contains("Levels are % of measured latency removed."), "{md}");
+    assert!(md.contains("Levels are % of latency removed (on the device's table)."), "{md}");
     let svg = std::fs::read_to_string(dir.path().join("acc_vs_level_n.svg")).unwrap();
-    assert!(svg.contains("% of measured latency removed"));
+    assert!(svg.contains("% of latency removed (on the device"), "the axis says what the levels are of");
     // An empty column is the paper's kind (sweeps from before it).
     let old = [with("", Pipe::Aware), with("params", Pipe::Agnostic)];
     assert_eq!(write_report(&old, dir.path()).unwrap().level_of, "params");

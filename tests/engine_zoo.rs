@@ -101,11 +101,7 @@ fn tch_has_cuda() -> bool {
 #[test]
 fn onnxruntime_gives_the_engines_logits() {
     use edgeprune::engine::{Runtime, infer_with};
-    let explicit = std::env::var_os("EDGEPRUNE_ONNXRUNTIME").is_some();
-    let found = edgeprune::engine::onnxruntime::library_path().is_some_and(|p| p.exists());
-    if !found {
-        assert!(!explicit, "EDGEPRUNE_ONNXRUNTIME names no library");
-        eprintln!("SKIPPED onnxruntime_gives_the_engines_logits: no ONNX Runtime library (run `make setup`)");
+    if !common::onnxruntime_or_skip("onnxruntime_gives_the_engines_logits") {
         return;
     }
     edgeprune::engine::set_threads(2);

@@ -157,10 +157,7 @@ fn shipped_recipes_parse() {
 /// and the report says what its levels are. Needs ONNX Runtime (see engine_zoo.rs).
 #[test]
 fn latency_levels_plan_on_the_devices_table() {
-    let explicit = std::env::var_os("EDGEPRUNE_ONNXRUNTIME").is_some();
-    if !edgeprune::engine::onnxruntime::library_path().is_some_and(|p| p.exists()) {
-        assert!(!explicit, "EDGEPRUNE_ONNXRUNTIME names no library");
-        eprintln!("SKIPPED latency_levels_plan_on_the_devices_table: no ONNX Runtime library (run `make setup`)");
+    if !common::onnxruntime_or_skip("latency_levels_plan_on_the_devices_table") {
         return;
     }
     let (t, _, root) = setup(false);

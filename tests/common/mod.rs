@@ -16,6 +16,20 @@ pub fn bin() -> Command {
     c
 }
 
+/// Whether ONNX Runtime's library is there to test with. `make test` names it in
+/// `EDGEPRUNE_ONNXRUNTIME`, and then its absence is a failure; without either, `test` says it is
+/// skipped.
+#[allow(dead_code)]
+pub fn onnxruntime_or_skip(test: &str) -> bool {
+    let explicit = std::env::var_os("EDGEPRUNE_ONNXRUNTIME").is_some();
+    let found = edgeprune::engine::onnxruntime::library_path().is_some_and(|p| p.exists());
+    if !found {
+        assert!(!explicit, "EDGEPRUNE_ONNXRUNTIME names no library");
+        eprintln!("SKIPPED {test}: no ONNX Runtime library (run `make setup`)");
+    }
+    found
+}
+
 /// Runs `c` to the end; returns its output and its stdout + stderr as text.
 pub fn output(c: &mut Command) -> (Output, String) {
     let out = c.output().expect("edgeprune runs");

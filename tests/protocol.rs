@@ -168,7 +168,7 @@ fn latency_levels_plan_on_the_devices_table() {
     let rp = t.path().join("recipe.toml");
     let text = std::fs::read_to_string(&rp).unwrap().replace(
         "levels = [30, 60]",
-        "levels = [20]\nlevel_of = \"latency\"\nruntime = \"ort\"\nlatency_batch = 1\nthreads = 1",
+        "levels = [20, 99.99]\nlevel_of = \"latency\"\nruntime = \"ort\"\nlatency_batch = 1\nthreads = 1",
     );
     std::fs::write(&rp, text.replace("threads = 2\n", "")).unwrap();
     let cache = t.path().join("cache");
@@ -207,6 +207,25 @@ fn latency_levels_plan_on_the_devices_table() {
     }
     let rows = report::read_cells(&root.join("cells.csv")).unwrap();
     assert!(rows.iter().filter(|r| r.pipeline != "unpruned").all(|r| r.level_of == "latency"), "{rows:?}");
+    // Cells whose level is past the network's floor on this device's table are not run: the
+    // sweep records them in unreachable.csv instead of failing. Whether 99.99% is past it depends
+    // on the table just measured, so the floor is computed here from that same table.
+    let groups = edgeprune::analysis::groups(&pretrained.graph).unwrap();
+    let limits = edgeprune::surgery::planner::Limits::default();
+    let (full, floor) =
+        edgeprune::surgery::planner::latency_floor(&pretrained.graph, &groups, &table, &limits).unwrap();
+    let max = 100.0 * (1.0 - floor / full);
+    let unreachable = std::fs::read_to_string(root.join("unreachable.csv")).unwrap_or_default();
+    let at_99 = rows.iter().any(|r| r.level == 99.99);
+    if max < 99.99 {
+        assert!(!at_99 && text.contains("beyond net's floor"), "{max}: {rows:?}\n{text}");
+        assert!(unreachable.starts_with("cell,level_percent,max_reachable_percent\n"), "{unreachable}");
+        for cell in ["net/rg/aware-p99.99-s0,99.99,", "net/rg/agnostic-p99.99-s0,99.99,"] {
+            assert!(unreachable.contains(&format!("{cell}{max:.3}")), "{cell} missing in {unreachable}");
+        }
+    } else {
+        assert!(at_99 && unreachable.is_empty(), "{max}: {rows:?}\n{unreachable}");
+    }
     let summary = report::write_report(&rows, &root.join("report")).unwrap();
     assert_eq!(summary.level_of, "latency");
     let md = std::fs::read_to_string(root.join("report/report.md")).unwrap();

@@ -36,6 +36,18 @@ pub enum CellId {
     Agnostic { net: String, subset: String, level: u32, seed: u64 },
 }
 
+impl CellId {
+    /// The network and the level in percent of a pruned cell; None for unpruned and fine-tune cells.
+    pub fn pruned_level(&self) -> Option<(&str, f64)> {
+        match self {
+            CellId::Aware { net, level, .. }
+            | CellId::AgnosticTrain { net, level, .. }
+            | CellId::Agnostic { net, level, .. } => Some((net.as_str(), *level as f64 / 100.0)),
+            CellId::Unpruned { .. } | CellId::FineTune { .. } => None,
+        }
+    }
+}
+
 /// Levels are kept in hundredths of a percent, so that folder names are exact.
 fn level_key(l: f64) -> u32 {
     (l * 100.0).round() as u32

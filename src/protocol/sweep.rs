@@ -26,10 +26,70 @@ pub fn run(recipe: &Recipe, root: &Path, only: &[String], in_process: bool) -> R
     if selected.is_empty() {
         return Err(Error::config("cell", format!("no cell matches {only:?}; cells look like {}", all[0])));
     }
+    let unreachable = beyond_the_floor(recipe, &selected)?;
+    selected.retain(|c| !unreachable.iter().any(|(u, _)| u == c));
+    if selected.is_empty() {
+        return Err(Error::config(
+            "levels",
+            format!("every selected cell's latency level is beyond its network's floor: {}", listed(&unreachable)),
+        ));
+    }
     let needed: Vec<CellId> = selected.iter().filter_map(pipeline::input_of).collect();
     selected = all.into_iter().filter(|c| selected.contains(c) || needed.contains(c)).collect();
     run_cells(recipe, root, &selected, in_process)?;
+    write_unreachable(root, &unreachable)?;
     gather(recipe, root)
+}
+
+/// For a recipe of latency levels: the selected cells whose level no network of the limits can
+/// reach on this device (past `100 (1 - floor / unpruned)`, predicted on the device's table), each
+/// with that largest reachable level. They are not run, and are recorded in `unreachable.csv`
+/// rather than failing the sweep. Empty for other kinds of level.
+fn beyond_the_floor(recipe: &Recipe, cells: &[CellId]) -> Result<Vec<(CellId, f64)>> {
+    let mut max_of: std::collections::BTreeMap<String, Option<f64>> = Default::default();
+    let mut out = Vec::new();
+    for c in cells {
+        let Some((net, level)) = c.pruned_level() else { continue };
+        let max = match max_of.get(net) {
+            Some(m) => *m,
+            None => {
+                let m = pipeline::max_latency_level(recipe, net)?;
+                max_of.insert(net.to_string(), m);
+                m
+            }
+        };
+        if let Some(max) = max.filter(|&m| level > m) {
+            eprintln!(
+                "cell {c}: {level}% of the latency is beyond {net}'s floor on this device (at most {max:.1}% can \
+                 be removed): not run, recorded in unreachable.csv"
+            );
+            out.push((c.clone(), max));
+        }
+    }
+    Ok(out)
+}
+
+fn listed(cells: &[(CellId, f64)]) -> String {
+    cells.iter().map(|(c, m)| format!("{c} (at most {m:.1}%)")).collect::<Vec<_>>().join(", ")
+}
+
+/// `unreachable.csv` in the sweep folder: cell, level and the largest reachable level, one row
+/// per cell [`beyond_the_floor`] left out (none: the file is removed, as a rerun may have found
+/// a faster floor).
+fn write_unreachable(root: &Path, cells: &[(CellId, f64)]) -> Result<()> {
+    let path = root.join("unreachable.csv");
+    if cells.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
+            _ => Ok(()),
+        };
+    }
+    let mut text = String::from("cell,level_percent,max_reachable_percent\n");
+    for (c, max) in cells {
+        let level = c.pruned_level().map_or(0.0, |(_, l)| l);
+        text.push_str(&format!("{c},{level},{max:.3}\n"));
+    }
+    native::write_atomic(&path, text.as_bytes())
 }
 
 /// Runs the given cells (in the order given) that are not finished yet.

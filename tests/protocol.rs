@@ -17,6 +17,11 @@ fn write_dataset(root: &Path) {
 
 /// A tiny sweep; `measure_costs` adds the device-cost benchmarks to the cells that prune.
 fn setup(measure_costs: bool) -> (tempfile::TempDir, Recipe, PathBuf) {
+    setup_with(measure_costs, "max_batches = 2", "[30, 60]")
+}
+
+/// As [`setup`], with the recipe's budget line and levels given.
+fn setup_with(measure_costs: bool, budget: &str, levels: &str) -> (tempfile::TempDir, Recipe, PathBuf) {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     write_dataset(&data);
@@ -25,10 +30,10 @@ fn setup(measure_costs: bool) -> (tempfile::TempDir, Recipe, PathBuf) {
     let text = format!(
         r#"name = "tiny"
 data = "{data}"
-levels = [30, 60]
+levels = {levels}
 epochs = 3
 fine_tune_epochs = 1
-max_batches = 2
+{budget}
 batch_size = 8
 threads = 2
 criterion_batches = 2
@@ -102,6 +107,41 @@ fn sweep_resume_report_and_search() {
     }
 }
 
+/// The fair scaled budget: each pipeline's epochs draw the same share of its own training split,
+/// so the agnostic pipeline (all four classes) takes twice the steps of the aware one (two), and
+/// the report says so.
+#[test]
+fn epoch_fraction_scales_each_pipelines_own_data() {
+    let (_t, recipe, root) = setup_with(false, "epoch_fraction = 0.5", "[50]");
+    let rows = sweep::run(&recipe, &root, &["net/rg".to_string()], true).unwrap();
+    // Per class 80% of 20 images train: the subset has 32 training images, all classes 64. Half
+    // of each, in batches of 8, for 3 epochs.
+    let steps = |p: &str| rows.iter().find(|r| r.pipeline == p).and_then(|r| r.train_steps);
+    assert_eq!(steps("aware"), Some(3.0 * 2.0), "{rows:?}");
+    assert_eq!(steps("agnostic"), Some(3.0 * 4.0), "{rows:?}");
+    assert_eq!(steps("unpruned"), None);
+    for r in &rows {
+        assert!(r.budget.contains("epoch_fraction = 0.5"), "{r:?}");
+    }
+    // The aware cell's retraining log (epochs 2 and 3) saw 2 batches of 8 per epoch.
+    let m: pipeline::CellMetrics =
+        serde_json::from_str(&std::fs::read_to_string(root.join("net/rg/aware-p50-s0/metrics.json")).unwrap()).unwrap();
+    assert_eq!(m.row.unwrap().train_steps, Some(6.0));
+    report::write_report(&rows, &root.join("report")).unwrap();
+    let md = std::fs::read_to_string(root.join("report/report.md")).unwrap();
+    assert!(md.contains("Training budget: 3 epochs, each of 50.0% of the pipeline's own training split"), "{md}");
+    assert!(md.contains("| net | rg | agnostic | 12 | 1 |"), "{md}");
+
+    // Both budgets at once are refused, naming the key.
+    let mut both = recipe.clone();
+    both.max_batches = Some(2);
+    let e = both.validate().unwrap_err().to_string();
+    assert!(e.contains("epoch_fraction") && e.contains("max_batches"), "{e}");
+    let mut bad = recipe;
+    bad.epoch_fraction = Some(1.5);
+    assert!(bad.validate().unwrap_err().to_string().contains("1.5 is not in (0, 1]"));
+}
+
 #[test]
 fn the_cli_runs_cells_in_child_processes() {
     let (t, recipe, root) = setup(true);
@@ -138,7 +178,12 @@ fn the_cli_runs_cells_in_child_processes() {
 
 #[test]
 fn shipped_recipes_parse() {
-    for f in ["recipes/adapt-cifar10-resnet20.toml", "recipes/adapt-cifar100-paper.toml", "recipes/demo.toml"] {
+    for f in [
+        "recipes/adapt-cifar10-resnet20.toml",
+        "recipes/adapt-cifar100-paper.toml",
+        "recipes/demo.toml",
+        "recipes/fair-cifar10-resnet20.toml",
+    ] {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
         let r = Recipe::load(&p).unwrap_or_else(|e| panic!("{f}: {e}"));
         for n in &r.networks {

@@ -38,6 +38,9 @@ pub struct TrainArgs {
     /// Stop each epoch after this many batches (quick trials).
     #[arg(long)]
     pub max_batches: Option<usize>,
+    /// Train each epoch on this share of the training split, drawn afresh each epoch (0 < F <= 1).
+    #[arg(long, value_name = "F")]
+    pub epoch_fraction: Option<f64>,
     #[arg(long)]
     pub seed: Option<u64>,
     #[arg(long)]
@@ -91,6 +94,7 @@ pub(super) fn cmd_train(a: TrainArgs) -> Result<()> {
         train_fraction: a.train_fraction,
         no_augment: a.no_augment,
         max_batches: a.max_batches,
+        epoch_fraction: a.epoch_fraction,
         seed: a.seed,
         threads: a.threads,
         device: a.device,

@@ -255,6 +255,7 @@ impl Ctx<'_> {
             train_fraction: self.recipe.train_fraction.unwrap_or(data::PROTOCOL_TRAIN_FRACTION),
             best_from_epoch: best_from,
             max_batches: self.recipe.max_batches,
+            epoch_fraction: self.recipe.epoch_fraction,
             seed,
             threads: self.recipe.threads,
             device: self.recipe.device,
@@ -383,6 +384,7 @@ impl Ctx<'_> {
             level_of: self.recipe.level_of.to_string(),
             seed,
             criterion: self.recipe.criterion.to_string(),
+            budget: self.recipe.budget(),
             test_top1: Some(test),
             val_top1: val,
             ..costs.clone()
@@ -479,6 +481,8 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let mut row = cx.row(subset, Pipeline::Aware, *level, *seed, test, s.best_val_top1, &costs);
             row.best_epoch = s.best_epoch.map(|e| e as f64);
             row.epochs = Some(s.epochs as f64);
+            // Fine-tuning and retraining draw from the same split with the same budget.
+            row.train_steps = Some((cfg.batches_per_epoch(data.train.len()) * recipe.epochs) as f64);
             (Some(row), costs)
         }
         CellId::AgnosticTrain { level, seed, .. } => {
@@ -487,7 +491,8 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let (pruned, secs) = cx.prune(&mut original, &data, *level, *seed, &dir)?;
             let cfg = cx.config(&cx.hyper.agnostic, recipe.epochs, 0, *seed)?;
             fit_in(pruned.clone(), &data, &cfg, &dir, 0)?;
-            (None, cx.costs(&original, &pruned, &data, secs)?)
+            let steps = (cfg.batches_per_epoch(data.train.len()) * recipe.epochs) as f64;
+            (None, Cell { train_steps: Some(steps), ..cx.costs(&original, &pruned, &data, secs)? })
         }
         CellId::Agnostic { net, subset, level, seed } => {
             let tr = CellId::AgnosticTrain { net: net.clone(), level: *level, seed: *seed };

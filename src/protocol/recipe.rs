@@ -190,9 +190,14 @@ pub struct Recipe {
     /// n_f, the data-aware fine-tuning epochs before pruning; default 5 scaled to `epochs`.
     #[serde(default)]
     pub fine_tune_epochs: Option<usize>,
-    /// Cap on batches per epoch (to fit a small machine); unset: whole epochs.
+    /// Cap on batches per epoch, the same for every pipeline (quick trials); unset: whole epochs.
     #[serde(default)]
     pub max_batches: Option<usize>,
+    /// The fair scaled budget: each epoch of each pipeline draws this share of that pipeline's
+    /// own training split, fresh each epoch (the agnostic pipeline, on all classes, takes as many
+    /// more steps as it has more data, as in the protocol's whole epochs). Not with `max_batches`.
+    #[serde(default)]
+    pub epoch_fraction: Option<f64>,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     #[serde(default = "default_momentum")]
@@ -368,6 +373,17 @@ impl Recipe {
         if self.max_batches == Some(0) {
             return Err(Error::config("max_batches", "must be at least 1"));
         }
+        if let Some(f) = self.epoch_fraction {
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(Error::config("epoch_fraction", format!("{f} is not in (0, 1]")));
+            }
+            if self.max_batches.is_some() {
+                return Err(Error::config(
+                    "epoch_fraction",
+                    "give either epoch_fraction (a share of each pipeline's own data) or max_batches (one cap for all), not both",
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for s in &self.subsets {
             if !names.insert(&s.name) {
@@ -395,6 +411,22 @@ impl Recipe {
             ));
         }
         Ok(())
+    }
+
+    /// The training budget in words, as the report states it.
+    pub fn budget(&self) -> String {
+        match (self.epoch_fraction, self.max_batches) {
+            (Some(f), _) => format!(
+                "{} epochs, each of {:.1}% of the pipeline's own training split (epoch_fraction = {f})",
+                self.epochs,
+                100.0 * f
+            ),
+            (None, Some(m)) => format!(
+                "{} epochs, each capped at {m} batches of {} for every pipeline (max_batches = {m})",
+                self.epochs, self.batch_size
+            ),
+            (None, None) => format!("{} whole epochs of each pipeline's own training split", self.epochs),
+        }
     }
 
     /// A network's hyperparameters: its own overrides, else the protocol's scaled to `epochs`.

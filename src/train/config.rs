@@ -39,6 +39,11 @@ pub struct TrainConfig {
     /// Stop each epoch after this many batches (quick runs and tests).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_batches: Option<usize>,
+    /// Each epoch trains on this share of the training split (a fresh random draw each epoch: the
+    /// first batches of that epoch's shuffle), so that budgets scale alike for datasets of any
+    /// size (the protocol's fair scaled budget). With `max_batches`, the smaller of the two.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch_fraction: Option<f64>,
     pub seed: u64,
     pub threads: usize,
     #[serde(with = "crate::formats::via_str")]
@@ -78,6 +83,7 @@ impl Default for TrainConfig {
             crop_min_scale: 0.08,
             best_from_epoch: 0,
             max_batches: None,
+            epoch_fraction: None,
             seed: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             device: crate::engine::Device::Cpu,
@@ -108,6 +114,18 @@ impl TrainConfig {
         toml::to_string(self).expect("configs serialise")
     }
 
+    /// The training steps of one epoch over a training split of `images` images: every batch of
+    /// it (the last may be smaller), or `epoch_fraction` of its images rounded up to whole
+    /// batches (at least one), and at most `max_batches`.
+    pub fn batches_per_epoch(&self, images: usize) -> usize {
+        let full = images.div_ceil(self.batch_size.max(1));
+        let scaled = match self.epoch_fraction {
+            Some(f) => ((f * images as f64 / self.batch_size.max(1) as f64).ceil() as usize).clamp(1, full.max(1)),
+            None => full,
+        };
+        self.max_batches.map_or(scaled, |m| m.min(scaled)).min(full)
+    }
+
     /// Checks every value once, before anything runs.
     pub fn validate(&self) -> Result<()> {
         let bad = |k: &str, m: String| Err(Error::config(k, m));
@@ -134,6 +152,11 @@ impl TrainConfig {
         }
         if self.max_batches == Some(0) {
             return bad("max_batches", "must be at least 1".into());
+        }
+        if let Some(f) = self.epoch_fraction
+            && !(f > 0.0 && f <= 1.0)
+        {
+            return bad("epoch_fraction", format!("{f} is not in (0, 1]"));
         }
         if self.checkpoint_epochs == 0 {
             return bad("checkpoint_epochs", "must be at least 1".into());
@@ -167,6 +190,7 @@ pub struct Overrides {
     pub train_fraction: Option<f64>,
     pub no_augment: bool,
     pub max_batches: Option<usize>,
+    pub epoch_fraction: Option<f64>,
     pub seed: Option<u64>,
     pub threads: Option<usize>,
     pub device: Option<crate::engine::Device>,
@@ -188,6 +212,7 @@ impl TrainConfig {
                 (o.lr_schedule.is_some(), "--lr-schedule"),
                 (o.seed.is_some(), "--seed"),
                 (o.max_batches.is_some(), "--max-batches"),
+                (o.epoch_fraction.is_some(), "--epoch-fraction"),
                 (o.momentum.is_some(), "--momentum"),
                 (o.weight_decay.is_some(), "--weight-decay"),
                 (o.train_fraction.is_some(), "--train-fraction"),
@@ -230,6 +255,9 @@ impl TrainConfig {
         if o.max_batches.is_some() {
             self.max_batches = o.max_batches;
         }
+        if o.epoch_fraction.is_some() {
+            self.epoch_fraction = o.epoch_fraction;
+        }
         if o.no_augment {
             self.augment = false;
         }
@@ -250,6 +278,21 @@ pub(crate) fn check_checkpoint_minutes(minutes: Option<f64>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_per_epoch_scales_with_the_split() {
+        let c = TrainConfig { batch_size: 8, ..TrainConfig::default() };
+        assert_eq!(c.batches_per_epoch(65), 9, "the last batch may be smaller");
+        let f = TrainConfig { epoch_fraction: Some(0.25), ..c.clone() };
+        assert_eq!(f.batches_per_epoch(64), 2);
+        assert_eq!(f.batches_per_epoch(640), 20, "ten times the data, ten times the steps");
+        assert_eq!(f.batches_per_epoch(3), 1, "at least one batch");
+        assert_eq!(f.batches_per_epoch(0), 0);
+        assert_eq!(TrainConfig { max_batches: Some(5), ..f.clone() }.batches_per_epoch(640), 5);
+        assert_eq!(TrainConfig { epoch_fraction: Some(1.0), ..c }.batches_per_epoch(65), 9);
+        let e = TrainConfig::from_toml("epoch_fraction = 0").unwrap_err().to_string();
+        assert!(e.contains("epoch_fraction") && e.contains("(0, 1]"), "{e}");
+    }
 
     #[test]
     fn recipe_round_trip_and_defaults() {

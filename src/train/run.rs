@@ -190,7 +190,7 @@ impl<'a> Run<'a> {
             },
             st.batch,
         );
-        let n_batches = cfg.max_batches.map_or(loader.len_batches(), |m| m.min(loader.len_batches()));
+        let n_batches = cfg.batches_per_epoch(self.train.len());
         let pb = super::progress(n_batches as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs));
         pb.set_position(st.batch as u64);
         let t0 = Instant::now();

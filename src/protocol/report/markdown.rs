@@ -51,6 +51,17 @@ pub(super) fn markdown(summary: &ReportSummary, nets: &[NetworkData], plots: &[(
         summary.level_of.parse::<LevelOf>().map_or("percents", LevelOf::describe),
     );
 
+    match summary.budgets.as_slice() {
+        [] => {
+            let _ = writeln!(md, "Training budget: not recorded (cells from before the `budget` column).\n");
+        }
+        [one] => {
+            let _ = writeln!(md, "Training budget: {one}.\n");
+        }
+        many => {
+            let _ = writeln!(md, "Training budgets differ between cells: {}.\n", many.join("; "));
+        }
+    }
     if summary.skipped_cells > 0 {
         let _ = writeln!(
             md,
@@ -102,6 +113,19 @@ fn summary_section(md: &mut String, summary: &ReportSummary) {
         let _ = writeln!(md, "| network | subset | levels | mean delta (pp) |\n|---|---|---|---|");
         for p in &summary.pair_means {
             let _ = writeln!(md, "| {} | {} | {} | {:+.2} |", p.network, p.subset, p.levels, p.mean_delta_pp);
+        }
+        let _ = writeln!(md);
+    }
+    if !summary.train_steps.is_empty() {
+        let _ = writeln!(
+            md,
+            "Training steps (batches) each pipeline took, mean over its cells (aware: fine-tuning and \
+             retraining on the subset; agnostic: retraining on all classes):\n"
+        );
+        let _ = writeln!(md, "| network | subset | pipeline | steps | cells |\n|---|---|---|---:|---:|");
+        for r in &summary.train_steps {
+            let _ =
+                writeln!(md, "| {} | {} | {} | {:.0} | {} |", r.network, r.subset, r.pipeline, r.mean_steps, r.cells);
         }
         let _ = writeln!(md);
     }

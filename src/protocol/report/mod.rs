@@ -78,6 +78,12 @@ pub struct Cell {
     pub val_top1: Option<f64>,
     pub best_epoch: Option<f64>,
     pub epochs: Option<f64>,
+    /// The training budget the sweep used, in words (see the recipe's `epoch_fraction` and
+    /// `max_batches`); empty in sweeps from before the column.
+    pub budget: String,
+    /// Training steps (batches) the pipeline took on its way to this model: fine-tuning and
+    /// retraining for `aware`, retraining on all classes for `agnostic`, none for `unpruned`.
+    pub train_steps: Option<f64>,
     pub seconds: Option<f64>,
     pub train_step_ms_before: Option<f64>,
     pub train_step_ms_after: Option<f64>,
@@ -206,7 +212,7 @@ use aggregate::*;
 use markdown::*;
 use plots::*;
 use summary::*;
-pub use summary::{DeltaAt, DeltaRow, PairMean, ReportSummary, deltas, summarize_cells};
+pub use summary::{DeltaAt, DeltaRow, PairMean, ReportSummary, StepsRow, deltas, summarize_cells};
 
 /// Write the report of `cells` into `out_dir` (created if missing) and return its summary.
 pub fn write_report(cells: &[Cell], out_dir: &Path) -> Result<ReportSummary> {

@@ -68,6 +68,11 @@ pub struct ReportSummary {
     pub subsets: Vec<String>,
     /// What the levels are percents of: `params`, `gops` or `latency` (see the recipe's `level_of`).
     pub level_of: String,
+    /// The training budgets the cells name (one for a sweep of one recipe; none in sweeps from
+    /// before the column).
+    pub budgets: Vec<String>,
+    /// Per (network, subset, pipeline), the mean training steps its cells took.
+    pub train_steps: Vec<StepsRow>,
     /// The formula, in words.
     pub definition: String,
     /// Files written, relative to the output folder.
@@ -170,9 +175,55 @@ pub(super) fn summarize(cells: &[Cell], nets: &[NetworkData], rows: &[DeltaRow])
         networks: nets.iter().map(|n| n.network.clone()).collect(),
         subsets,
         level_of: level_of(cells).unwrap_or(LevelOf::Params).to_string(),
+        budgets: budgets(cells),
+        train_steps: steps_rows(cells),
         definition: DEFINITION.to_string(),
         files: Vec::new(),
     }
+}
+
+/// The training steps of one (network, subset, pipeline), over its cells that record them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepsRow {
+    pub network: String,
+    pub subset: String,
+    pub pipeline: String,
+    pub mean_steps: f64,
+    pub cells: usize,
+}
+
+/// The distinct non-empty budgets of the cells, in order of first appearance.
+fn budgets(cells: &[Cell]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in cells {
+        let b = c.budget.trim();
+        if !b.is_empty() && !out.iter().any(|o| o == b) {
+            out.push(b.to_string());
+        }
+    }
+    out
+}
+
+/// Mean training steps per (network, subset, pipeline), in order of first appearance.
+fn steps_rows(cells: &[Cell]) -> Vec<StepsRow> {
+    let mut out: Vec<StepsRow> = Vec::new();
+    for c in cells {
+        let Some(steps) = c.train_steps.filter(|s| s.is_finite()) else { continue };
+        match out.iter_mut().find(|r| r.network == c.network && r.subset == c.subset && r.pipeline == c.pipeline) {
+            Some(r) => {
+                r.mean_steps += (steps - r.mean_steps) / (r.cells + 1) as f64;
+                r.cells += 1;
+            }
+            None => out.push(StepsRow {
+                network: c.network.clone(),
+                subset: c.subset.clone(),
+                pipeline: c.pipeline.clone(),
+                mean_steps: steps,
+                cells: 1,
+            }),
+        }
+    }
+    out
 }
 
 /// What the pruned cells' levels are percents of: one kind for a whole sweep (an empty column is

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The long protocol sweeps of issue "The science, complete and fair", run one after another in the
+# background across sessions (after the baselines of scripts/baselines.sh).
+#
+#   scripts/sweeps.sh run       # restore carried state, then run or resume each unfinished sweep
+#   scripts/sweeps.sh save      # copy each unfinished sweep's state into the carry folder (to commit)
+#   scripts/sweeps.sh publish   # each finished sweep: cells.csv, cells.json and its report into results/
+#
+# A session's processes end when it stops and the next session may be on a fresh machine. A whole
+# sweep folder is hundreds of MB (every cell's checkpoints and models), so `save` carries only what
+# resuming needs: every cell's small files (metrics.json, plan.json, the run's config, log and
+# summary), and the heavy files (newest checkpoint, best and pruned models) of the cells that are
+# not finished and of the shared cells (fine-tuning, agnostic retraining) that an unfinished cell
+# still reads. A finished cell is one with metrics.json; `experiment` skips it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/edgeprune}
+carry=models/sweeps-in-progress
+sweeps=(fair-cifar10-resnet20)
+
+restore() {   # runs/<name> from the carried state, unless runs/<name> has as many finished cells
+    local name=$1 src=$carry/$1 dst=runs/$1
+    [ -d "$src" ] || return 0
+    local theirs mine
+    theirs=$(find "$src" -name metrics.json | wc -l)
+    mine=$(find "$dst" -name metrics.json 2>/dev/null | wc -l)
+    if [ ! -d "$dst" ] || [ "$mine" -lt "$theirs" ]; then
+        echo "sweeps: restoring $name from $src ($theirs finished cells)"
+        rm -rf "$dst"
+        mkdir -p runs
+        cp -r "$src" "$dst"
+        if [ -f "$dst/console.log" ]; then mv "$dst/console.log" "runs/$name.console.log"; fi
+    fi
+}
+
+save() {
+    for name in "${sweeps[@]}"; do
+        local src=runs/$name
+        [ -d "$src" ] || continue
+        if [ -f "results/$name/cells.csv" ] && [ -f "$src/done" ]; then
+            rm -rf "${carry:?}/$name"
+            continue
+        fi
+        rm -rf "${carry:?}/$name.tmp"
+        python3 - "$src" "$carry/$name.tmp" "recipes/$name.toml" <<'EOF'
+import os, shutil, sys, tomllib
+src, dst, recipe = sys.argv[1], sys.argv[2], sys.argv[3]
+SMALL = {"metrics.json", "plan.json", "config.toml", "log.csv", "summary.json",
+         "cells.csv", "cells.json", "unreachable.csv"}
+
+def copy(rel):
+    s, d = os.path.join(src, rel), os.path.join(dst, rel)
+    os.makedirs(os.path.dirname(d), exist_ok=True)
+    (shutil.copytree if os.path.isdir(s) else shutil.copy2)(s, d)
+
+# Cell folders: <net>/<subset>/<cell>; a cell's training run is <cell>/run.
+cells = []
+for net in sorted(os.listdir(src)):
+    if not os.path.isdir(os.path.join(src, net)):
+        continue
+    for sub in sorted(os.listdir(os.path.join(src, net))):
+        p = os.path.join(src, net, sub)
+        if os.path.isdir(p):
+            cells += [os.path.join(net, sub, c) for c in sorted(os.listdir(p)) if os.path.isdir(os.path.join(p, c))]
+done = {c for c in cells if os.path.exists(os.path.join(src, c, "metrics.json"))}
+
+# The cells that read a shared cell, from the recipe (cells not started yet have no folder).
+with open(recipe, "rb") as f:
+    r = tomllib.load(f)
+def level(l):
+    k = round(l * 100)
+    return str(k // 100) if k % 100 == 0 else f"{k / 100:.2f}"
+levels = [level(l) for l in r["levels"]]
+subsets = [s["name"] for s in r["subsets"]]
+
+def needed_by_unfinished(c):
+    """A shared cell that a cell not yet finished will read."""
+    net, sub, name = c.split(os.sep)
+    if name.startswith("finetune-s"):      # read by <net>/<sub>/aware-p<level>-s<seed>
+        seed = name[len("finetune-s"):]
+        readers = [os.path.join(net, sub, f"aware-p{l}-s{seed}") for l in levels]
+    elif sub == "_all":                    # agnostic retraining, read by <net>/<subset>/agnostic-p<level>-s<seed>
+        readers = [os.path.join(net, s, name) for s in subsets]
+    else:
+        return False
+    return any(d not in done for d in readers)
+
+heavy = 0
+for root, dirs, files in os.walk(src):
+    rel = os.path.relpath(root, src)
+    for f in files:
+        if f in SMALL:
+            copy(os.path.normpath(os.path.join(rel, f)))
+for c in cells:
+    if c in done and not needed_by_unfinished(c):
+        continue
+    run = os.path.join(src, c, "run")
+    ck = os.path.join(run, "checkpoints")
+    if os.path.isdir(ck):
+        newest = sorted(x for x in os.listdir(ck) if x.startswith("e"))
+        if newest:
+            copy(os.path.join(c, "run", "checkpoints", newest[-1]))
+            heavy += 1
+    for extra in (os.path.join(c, "run", "best"), os.path.join(c, "pruned")):
+        if os.path.isdir(os.path.join(src, extra)):
+            copy(extra)
+print(f"sweeps: {len(done)} of {len(cells)} cell folders finished; heavy state of {heavy} runs carried")
+EOF
+        if [ -f "runs/$name.console.log" ]; then cp "runs/$name.console.log" "$carry/$name.tmp/console.log"; fi
+        rm -rf "${carry:?}/$name"
+        mv "$carry/$name.tmp" "$carry/$name"
+        echo "sweeps: saved $name into $carry/$name ($(du -sh "$carry/$name" | cut -f1))"
+    done
+}
+
+publish() {
+    for name in "${sweeps[@]}"; do
+        local src=runs/$name
+        [ -f "$src/done" ] || continue
+        mkdir -p "results/$name"
+        cp "$src/cells.csv" "$src/cells.json" "results/$name/"
+        if [ -f "$src/unreachable.csv" ]; then cp "$src/unreachable.csv" "results/$name/"; fi
+        "$BIN" report "$src" -o "results/$name/report"
+        echo "sweeps: published $name into results/$name"
+    done
+}
+
+run() {
+    for name in "${sweeps[@]}"; do
+        restore "$name"
+        if [ -f "runs/$name/done" ]; then
+            echo "sweeps: $name is finished"
+            continue
+        fi
+        mkdir -p runs
+        echo "sweeps: running $name ($(date -u +%FT%TZ))" >>"runs/$name.console.log"
+        if OMP_WAIT_POLICY=PASSIVE nice -n 10 "$BIN" experiment "recipes/$name.toml" -o "runs/$name" \
+            >>"runs/$name.console.log" 2>&1; then
+            date -u +%FT%TZ >"runs/$name/done"
+            echo "sweeps: $name finished"
+        else
+            echo "sweeps: $name stopped (rc $?), see runs/$name.console.log"
+        fi
+    done
+}
+
+case "${1:-run}" in
+    run) run ;;
+    save) save ;;
+    publish) publish ;;
+    *) echo "usage: $0 run|save|publish" >&2; exit 2 ;;
+esac

@@ -45,13 +45,16 @@ save() {
         python3 - "$src" "$carry/$name.tmp" "recipes/$name.toml" <<'EOF'
 import os, shutil, sys, tomllib
 src, dst, recipe = sys.argv[1], sys.argv[2], sys.argv[3]
-SMALL = {"metrics.json", "plan.json", "config.toml", "log.csv", "summary.json",
+SMALL = {"metrics.json", "plan.json", "config.toml", "log.csv", "summary.json", ".edgeprune", "recipe.toml",
          "cells.csv", "cells.json", "unreachable.csv"}
 
 def copy(rel):
     s, d = os.path.join(src, rel), os.path.join(dst, rel)
     os.makedirs(os.path.dirname(d), exist_ok=True)
-    (shutil.copytree if os.path.isdir(s) else shutil.copy2)(s, d)
+    if os.path.isdir(s):
+        shutil.copytree(s, d, dirs_exist_ok=True)
+    else:
+        shutil.copy2(s, d)
 
 # Cell folders: <net>/<subset>/<cell>; a cell's training run is <cell>/run.
 cells = []
@@ -87,6 +90,8 @@ def needed_by_unfinished(c):
 
 heavy = 0
 for root, dirs, files in os.walk(src):
+    # Checkpoints and models go whole or not at all (below).
+    dirs[:] = [d for d in dirs if d not in ("checkpoints", "best", "pruned", "last")]
     rel = os.path.relpath(root, src)
     for f in files:
         if f in SMALL:

@@ -314,13 +314,18 @@ pub fn varying(graph: &Graph, groups: &[Group]) -> Vec<bool> {
 /// `full`) and the fine scan (every multiple of a power-of-two step giving at most 32 points,
 /// with 1 and `full`). Counts are multiples of `multiple` (a grouped conv's groups).
 pub fn grid(full: usize, multiple: usize) -> (Vec<usize>, Vec<usize>) {
+    grid_of(full, multiple, 32)
+}
+
+/// As [`grid`], with a fine scan of at most `points` steps.
+pub fn grid_of(full: usize, multiple: usize, points: usize) -> (Vec<usize>, Vec<usize>) {
     let m = multiple.max(1);
     let snap = |c: usize| (c.div_ceil(m) * m).clamp(m, full.max(m));
     let mut coarse: Vec<usize> =
         [full.div_ceil(8), full / 4, full / 2, full * 3 / 4, full].into_iter().map(snap).collect();
     coarse.sort_unstable();
     coarse.dedup();
-    let step = full.div_ceil(32).next_power_of_two();
+    let step = full.div_ceil(points.max(1)).next_power_of_two();
     let mut fine: Vec<usize> =
         std::iter::once(1).chain((1..).map(|k| k * step).take_while(|&c| c < full)).chain([full]).map(snap).collect();
     fine.sort_unstable();
@@ -462,6 +467,16 @@ impl<'a> Predictor<'a> {
     /// between layouts in the whole network less those each unit's own measurement reordered
     /// (a unit alone reads and writes plain tensors: a blocked one paid for reordering its input
     /// and output; in the network a chain of blocked units reorders only at its ends).
+    /// The units' table values at `counts`, summed over the units for which `which(cin, cout)`
+    /// holds.
+    pub fn units_where(&self, counts: &[usize], which: impl Fn(usize, usize) -> bool) -> f64 {
+        self.units
+            .iter()
+            .filter(|&&(_, n, i, _)| which(counts[i], counts[n]))
+            .map(|&(t, n, i, _)| self.table.units[t].ms(counts[i], counts[n]))
+            .sum()
+    }
+
     pub fn parts(&self, counts: &[usize]) -> (f64, f64, f64) {
         let units: f64 = self.units.iter().map(|&(t, n, i, _)| self.table.units[t].ms(counts[i], counts[n])).sum();
         (units, rest_elements(&self.shapes, counts, &self.excluded), self.reorders(counts))
@@ -640,7 +655,7 @@ impl LatencyTable {
 }
 
 /// Gaussian elimination with partial pivoting on an augmented k x (k+1) matrix; None if singular.
-fn solve(mut a: Vec<Vec<f64>>) -> Option<Vec<f64>> {
+pub(crate) fn solve(mut a: Vec<Vec<f64>>) -> Option<Vec<f64>> {
     let k = a.len();
     for c in 0..k {
         let p = (c..k).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;

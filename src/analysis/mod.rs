@@ -6,5 +6,6 @@ pub use cost::{Cost, NodeCost, cost};
 pub mod groups;
 pub mod latency;
 pub mod memory;
+pub mod train_cost;
 
 pub use groups::{Coupled, Group, Member, groups};

@@ -6,8 +6,11 @@ use super::*;
 pub struct BenchArgs {
     /// train-step, infer, data (the training loader on --data, fitted to the model, next to a
     /// train step of the same batch), latency-table (measure or reuse the model's latency table
-    /// in --runtime at --batch) or latency-model (the table's prediction against measurement on
-    /// --networks pruned versions of the model, written to --out).
+    /// in --runtime at --batch), latency-model (the table's prediction against measurement on
+    /// --networks pruned versions of the model, written to --out), train-cost (measure or reuse
+    /// the model's training-cost table at --batch and predict its step time, peak memory and
+    /// evaluation time) or train-cost-model (that prediction against measurement on --networks
+    /// pruned versions, written to --out).
     pub what: String,
     /// Data for `data` (see the Data section of the README).
     #[arg(long)]
@@ -199,6 +202,135 @@ fn bench_latency_model(a: &BenchArgs, m: &crate::ir::Model, runtime: engine::Run
     Ok(())
 }
 
+/// The training-cost table of the model at --batch (measured now, or reused), and what it
+/// predicts for the model.
+fn bench_train_cost(a: &BenchArgs, m: &crate::ir::Model, device: Device) -> Result<()> {
+    use crate::metrics::train_cost;
+    let exe = std::env::current_exe()?;
+    let (table, source) = train_cost::load_or_build(m, a.batch, device, a.table.as_deref(), &exe)?;
+    println!("{}", source.describe("train cost table"));
+    let fmt = |l: &crate::analysis::train_cost::Linear| {
+        l.terms.iter().zip(&l.coef).map(|(t, c)| format!("{c:.4e} x {t}")).collect::<Vec<_>>().join(" + ")
+            + &format!(" + {:.4e}", l.intercept)
+    };
+    println!(
+        "{} at batch {} ({} threads, {}), measured in {:.0}s:",
+        table.network, table.key.batch, table.key.threads, table.key.device, table.build_seconds
+    );
+    println!("  step ms = {}", fmt(&table.step));
+    println!("  eval ms per image (batch {}) = {}", table.eval_batch, fmt(&table.eval));
+    println!("  peak bytes = {}", fmt(&table.memory));
+    for c in &table.calibration {
+        let f = &c.features;
+        let step = table.step.eval(&crate::analysis::train_cost::step_row(f, table.key.batch));
+        let mem = table.memory.eval(&crate::analysis::train_cost::memory_row(f, c.memory_batch));
+        println!(
+            "  {:<44} step {} ms (fit {step:.1}), peak {} (fit {})",
+            c.what,
+            c.step_ms.map_or("-".into(), |v| format!("{v:.1}")),
+            c.peak_bytes.map_or("-".into(), |v| memory::human(v as u64)),
+            memory::human(mem.max(0.0) as u64)
+        );
+    }
+    let p = table.predict(&m.graph)?;
+    println!(
+        "predicted for {}: train step {:.1} ms at batch {}, peak {}, evaluation {:.3} ms per image",
+        m.graph.name,
+        p.step_ms,
+        p.batch,
+        memory::human(p.peak_bytes as u64),
+        p.eval_ms_per_image
+    );
+    Ok(())
+}
+
+/// The training-cost model's error: predicted against measured step time and peak memory on
+/// pruned versions of the model at levels 10..90 (three ways of pruning in turn), each measured
+/// in a process of its own, written as CSV and markdown.
+fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -> Result<()> {
+    use crate::criteria::Criterion;
+    use crate::metrics::train_cost;
+    use crate::surgery::planner::{Limits, Scope, Target};
+    let out = a.out.as_deref().context("train-cost-model writes its table: give --out DIR")?;
+    outdir::check_not_input(out, "--out", &[Path::new(&a.model)])?;
+    outdir::claim(out, outdir::Kind::Report, outdir::Existing::Accept, "")?;
+    let exe = std::env::current_exe()?;
+    let (table, source) = train_cost::load_or_build(m, a.batch, device, a.table.as_deref(), &exe)?;
+    println!("{}", source.describe("train cost table"));
+    let ways: [(Criterion, Scope, bool); 3] = [
+        (Criterion::L1, Scope::Global, true),
+        (Criterion::Random, Scope::Layer, false),
+        (Criterion::Paper, Scope::Global, false),
+    ];
+    let mut rows = Vec::new();
+    let mut model = m.clone();
+    for i in 0..a.networks {
+        let level = 10.0 * (1 + i % 9) as f64;
+        let (criterion, scope, by_params) = ways[(i / 9) % 3];
+        let request = crate::workflow::PruneRequest {
+            criterion,
+            scope,
+            target: if by_params { Target::Params(level) } else { Target::Gops(level) },
+            limits: Limits { min_share: 0.1, ..Limits::default() },
+            batch_size: 1,
+            max_batches: 1,
+            seed: i as u64,
+            device,
+        };
+        let pruned = request.run(&mut model, None)?.model;
+        let p = table.predict(&pruned.graph)?;
+        let (step_ms, peak) = train_cost::measure(&exe, &pruned, a.batch, device)?;
+        let what = format!("{criterion} {scope} {level:.0}% of {}", if by_params { "parameters" } else { "GOps" });
+        let (es, em) = (100.0 * (p.step_ms - step_ms) / step_ms, 100.0 * (p.peak_bytes - peak) / peak);
+        println!(
+            "  {what:<36} step measured {step_ms:.1} ms, predicted {:.1} ms ({es:+.1}%); peak measured {}, predicted {} ({em:+.1}%)",
+            p.step_ms,
+            memory::human(peak as u64),
+            memory::human(p.peak_bytes as u64)
+        );
+        rows.push((what, step_ms, p.step_ms, es, peak, p.peak_bytes, em));
+    }
+    anyhow::ensure!(!rows.is_empty(), "--networks must be at least 1");
+    let mut csv = String::from(
+        "network,pruned,step_ms_measured,step_ms_predicted,step_error_percent,peak_bytes_measured,peak_bytes_predicted,peak_error_percent\n",
+    );
+    for (w, sm, sp, es, pm, pp, em) in &rows {
+        csv += &format!("{},{w},{sm:.3},{sp:.3},{es:.2},{pm:.0},{pp:.0},{em:.2}\n", table.network);
+    }
+    let stats = |errors: Vec<f64>| {
+        let abs: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
+        let mean = abs.iter().sum::<f64>() / abs.len() as f64;
+        (mean, abs.iter().copied().fold(0.0, f64::max), abs.iter().filter(|v| **v <= 10.0).count())
+    };
+    let (sm, sx, sw) = stats(rows.iter().map(|r| r.3).collect());
+    let (mm, mx, mw) = stats(rows.iter().map(|r| r.6).collect());
+    let n = rows.len();
+    let mut md = format!(
+        "# Training-cost model of {} at batch {}\n\nMade by `edgeprune {}`: {} on {}, {} threads; each pruned \
+         network's step time (median of 5 steps after 2) and peak resident size measured in a process of its own.\n\n\
+         Step time: mean absolute error {sm:.1}%, max {sx:.1}%, {sw} of {n} within 10%. \
+         Peak memory: mean absolute error {mm:.1}%, max {mx:.1}%, {mw} of {n} within 10%.\n\n\
+         | pruned | step ms measured | predicted | error | peak MiB measured | predicted | error |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        table.network,
+        a.batch,
+        std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        table.key.runtime,
+        table.key.device,
+        table.key.threads,
+    );
+    let mib = |b: f64| b / (1u64 << 20) as f64;
+    for (w, sm, sp, es, pm, pp, em) in &rows {
+        md += &format!("| {w} | {sm:.1} | {sp:.1} | {es:+.1}% | {:.0} | {:.0} | {em:+.1}% |\n", mib(*pm), mib(*pp));
+    }
+    crate::formats::native::write_atomic(&out.join("train-cost-model.csv"), csv.as_bytes())?;
+    crate::formats::native::write_atomic(&out.join("train-cost-model.md"), md.as_bytes())?;
+    println!(
+        "step: mean absolute error {sm:.1}%, max {sx:.1}%, {sw} of {n} within 10%; peak: mean {mm:.1}%, max {mx:.1}%, {mw} of {n} within 10%; wrote {}",
+        out.display()
+    );
+    Ok(())
+}
+
 pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(a.batch > 0 && a.steps > 0, "--batch and --steps must be at least 1");
     let device = a.engine.apply()?;
@@ -214,8 +346,12 @@ pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
         "data" => return bench_data(&a, &m, device),
         "latency-table" => return bench_latency_table(&a, &m, runtime, device),
         "latency-model" => return bench_latency_model(&a, &m, runtime, device),
+        "train-cost" => return bench_train_cost(&a, &m, device),
+        "train-cost-model" => return bench_train_cost_model(&a, &m, device),
         other => {
-            anyhow::bail!("unknown benchmark `{other}`: use train-step, infer, data, latency-table or latency-model")
+            anyhow::bail!(
+                "unknown benchmark `{other}`: use train-step, infer, data, latency-table, latency-model, train-cost or train-cost-model"
+            )
         }
     };
     let est = if train { memory::training(&m.graph, a.batch, 0)? } else { memory::inference(&m.graph, a.batch, 0)? };

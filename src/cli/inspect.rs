@@ -14,6 +14,78 @@ pub struct InspectArgs {
     pub num_classes: usize,
     #[arg(long)]
     pub json: bool,
+    /// Also show the predicted cost of training the model on this device (step time, peak
+    /// memory, evaluation; a whole fine-tune with --epochs and --images), from the device's
+    /// training-cost table: the cache's, of this network or the one it was pruned from, else
+    /// measured now (minutes, once).
+    #[arg(long)]
+    pub train_cost: bool,
+    /// The training batch size the cost is predicted at.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// With --train-cost: epochs of a fine-tune to price.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// With --train-cost: training images per epoch, and images evaluated per epoch.
+    #[arg(long, value_name = "TRAIN[,EVAL]")]
+    pub images: Option<String>,
+    /// The training-cost table to predict with.
+    #[arg(long, value_name = "FILE")]
+    pub cost_table: Option<PathBuf>,
+    /// CPU threads the cost is predicted for (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// The predicted training cost of `m` (see `--train-cost`).
+fn train_cost(a: &InspectArgs, m: &crate::ir::Model) -> Result<()> {
+    use crate::analysis::train_cost::FineTuneCost;
+    use crate::metrics::train_cost;
+    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
+    if let Some(t) = a.threads {
+        anyhow::ensure!(t > 0, "--threads must be at least 1");
+        crate::engine::set_threads(t);
+    }
+    let device = crate::engine::Device::Cpu;
+    let (table, path) = match train_cost::find(m, a.batch, device, a.cost_table.as_deref())? {
+        Some(found) => found,
+        None => {
+            eprintln!("no training-cost table of {} at batch {} in the cache: measuring it now", m.graph.name, a.batch);
+            let exe = std::env::current_exe()?;
+            let (t, source) = train_cost::load_or_build(m, a.batch, device, None, &exe)?;
+            eprintln!("{}", source.describe("train cost table"));
+            let p = train_cost::default_path(m, a.batch)?;
+            (t, p)
+        }
+    };
+    let p = table.predict_at(&m.graph, a.batch)?;
+    println!(
+        "training cost on this device ({} threads, table {}): step {:.1} ms at batch {}, peak {} (without the dataset), \
+         evaluation {:.3} ms per image",
+        table.key.threads,
+        path.display(),
+        p.step_ms,
+        a.batch,
+        memory::human(p.peak_bytes as u64),
+        p.eval_ms_per_image
+    );
+    if let Some(epochs) = a.epochs {
+        let (train, eval) = match a.images.as_deref() {
+            Some(s) => {
+                let mut it = s.split(',').map(|v| v.trim().parse::<usize>());
+                let t = it.next().transpose()?.context("--images needs TRAIN[,EVAL]")?;
+                (t, it.next().transpose()?.unwrap_or(0))
+            }
+            None => anyhow::bail!("--epochs needs --images TRAIN[,EVAL] (images per epoch)"),
+        };
+        let f = FineTuneCost::new(&p, epochs, train.div_ceil(a.batch), eval);
+        println!(
+            "a fine-tune of {epochs} epochs x {} batches (+ {eval} images evaluated each epoch): predicted {:.1} minutes",
+            f.steps_per_epoch,
+            f.seconds / 60.0
+        );
+    }
+    Ok(())
 }
 
 pub(super) fn cmd_inspect(a: InspectArgs) -> Result<()> {
@@ -72,6 +144,9 @@ pub(super) fn cmd_inspect(a: InspectArgs) -> Result<()> {
     } else {
         println!("total: {}", total(&c));
     }
+    if a.train_cost {
+        train_cost(&a, &m)?;
+    }
     Ok(())
 }
 
@@ -109,6 +184,9 @@ pub(super) fn cmd_analyze(a: InspectArgs) -> Result<()> {
     );
     for g in groups.iter().filter(|g| !g.prunable()) {
         println!("  frozen {:<24} {}", g.name, g.frozen.as_deref().unwrap_or("-"));
+    }
+    if a.train_cost {
+        train_cost(&a, &m)?;
     }
     Ok(())
 }

@@ -56,6 +56,21 @@ pub struct TrainArgs {
     /// Refuse to start if the estimated peak memory exceeds this many bytes (suffixes K, M, G).
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<String>,
+    /// Refuse to start if the training left is predicted to take more than M minutes (on this
+    /// device's training-cost table: `bench train-cost`).
+    #[arg(long, value_name = "M")]
+    pub max_train_minutes: Option<f64>,
+    /// Refuse to start if a training step is predicted to take more than MS milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub max_step_ms: Option<f64>,
+    /// With --max-train-minutes: instead of refusing, train each epoch on the largest share of
+    /// the training split that fits the budget.
+    #[arg(long)]
+    pub fit_to_budget: bool,
+    /// The training-cost table to predict with (default: the cache's, of this network or the one
+    /// it was pruned from).
+    #[arg(long, value_name = "FILE")]
+    pub cost_table: Option<PathBuf>,
     /// Run folder to write: a new or empty folder, or (with --resume or --overwrite) a run
     /// folder of edgeprune's. A folder holding anything else is refused.
     #[arg(short, long, default_value = "runs/train")]
@@ -101,6 +116,10 @@ pub(super) fn cmd_train(a: TrainArgs) -> Result<()> {
         checkpoint_epochs: a.checkpoint_epochs,
         checkpoint_minutes: a.checkpoint_minutes,
         max_memory: a.max_memory.as_deref().map(memory::parse_bytes).transpose()?,
+        max_train_minutes: a.max_train_minutes,
+        max_step_ms: a.max_step_ms,
+        fit_to_budget: a.fit_to_budget,
+        cost_table: a.cost_table.clone(),
     };
     cfg.apply(overrides, resume)?;
     if !resume {

@@ -185,6 +185,10 @@ pub trait Train: Infer {
     /// One training step on a batch: forward in training mode, cross-entropy, backward, and an
     /// SGD update with learning rate `lr` (none if the loss is not finite).
     fn train_step(&mut self, images: &[f32], labels: &[i64], lr: f64) -> Result<StepStats>;
+    /// A training step for timing a piece of a network alone: forward in training mode, the
+    /// mean of the output as the loss, backward to the weights and to the input (as a layer
+    /// inside a network computes both), and the SGD update with learning rate `lr`.
+    fn surrogate_step(&mut self, images: &[f32], n: usize, lr: f64) -> Result<()>;
     /// Per-channel statistics of the outputs of `nodes` on one batch, in inference mode, with
     /// gradients of the cross-entropy loss; nothing is updated.
     fn channel_statistics(&self, images: &[f32], labels: &[i64], nodes: &[usize]) -> Result<Vec<ChannelStats>>;

@@ -343,6 +343,33 @@ impl Network {
         Ok((vals[self.output].take().expect("output computed"), kept))
     }
 
+    /// SGD with momentum and weight decay as `torch.optim.SGD`, in place, from fresh gradients.
+    fn sgd_update(&mut self, params: &[Tensor], grads: &[Tensor], lr: f64) -> Result<()> {
+        let (cfg, bufs) = self.sgd.as_mut().ok_or_else(|| Error::Engine("no optimizer set".into()))?;
+        let cfg = *cfg;
+        tch::no_grad(|| {
+            for ((k, p), g) in self.params.iter().zip(params).zip(grads) {
+                let mut d = if cfg.weight_decay != 0.0 { g + p * cfg.weight_decay } else { g.shallow_clone() };
+                if cfg.momentum != 0.0 {
+                    let b = match bufs.get_mut(k) {
+                        Some(b) => {
+                            let _ = b.g_mul_scalar_(cfg.momentum).g_add_(&d);
+                            b.shallow_clone()
+                        }
+                        None => {
+                            let b = d.detach().copy();
+                            bufs.insert(k.clone(), b.shallow_clone());
+                            b
+                        }
+                    };
+                    d = if cfg.nesterov { d + &b * cfg.momentum } else { b };
+                }
+                let _ = p.shallow_clone().g_add_(&(d * -lr));
+            }
+        });
+        Ok(())
+    }
+
     fn batch_tensor(&self, images: &[f32], n: usize) -> Result<Tensor> {
         let shape = self.graph.input_shape()?;
         let per: usize = shape.iter().product();
@@ -425,8 +452,10 @@ impl Train for Network {
         let (logits, _) = self.forward_t(&x, true, &[])?;
         let loss = logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0).map_err(tch_err)?;
         // Gradients as fresh tensors (torch.autograd.grad), nothing accumulated into `.grad`.
-        let params: Vec<&Tensor> = self.params.iter().map(|k| &self.tensors[k]).collect();
-        let grads = Tensor::f_run_backward(&[&loss], &params, false, false).map_err(tch_err)?;
+        // Shallow handles on the weights (the update writes through them in place).
+        let params: Vec<Tensor> = self.params.iter().map(|k| self.tensors[k].shallow_clone()).collect();
+        let refs: Vec<&Tensor> = params.iter().collect();
+        let grads = Tensor::f_run_backward(&[&loss], &refs, false, false).map_err(tch_err)?;
         let loss_v = loss.double_value(&[]);
         let correct = logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]) as usize;
         if !loss_v.is_finite() {
@@ -434,30 +463,23 @@ impl Train for Network {
             self.grads = grads;
             return Ok(StepStats { loss: loss_v, correct, count: n });
         }
-        let (cfg, bufs) = self.sgd.as_mut().ok_or_else(|| Error::Engine("no optimizer set".into()))?;
-        let cfg = *cfg;
-        tch::no_grad(|| {
-            for ((k, p), g) in self.params.iter().zip(&params).zip(&grads) {
-                let mut d = if cfg.weight_decay != 0.0 { g + *p * cfg.weight_decay } else { g.shallow_clone() };
-                if cfg.momentum != 0.0 {
-                    let b = match bufs.get_mut(k) {
-                        Some(b) => {
-                            let _ = b.g_mul_scalar_(cfg.momentum).g_add_(&d);
-                            b.shallow_clone()
-                        }
-                        None => {
-                            let b = d.detach().copy();
-                            bufs.insert(k.clone(), b.shallow_clone());
-                            b
-                        }
-                    };
-                    d = if cfg.nesterov { d + &b * cfg.momentum } else { b };
-                }
-                let _ = p.shallow_clone().g_add_(&(d * -lr));
-            }
-        });
+        self.sgd_update(&params, &grads, lr)?;
         self.grads = grads;
         Ok(StepStats { loss: loss_v, correct, count: n })
+    }
+
+    fn surrogate_step(&mut self, images: &[f32], n: usize, lr: f64) -> Result<()> {
+        let x = self.batch_tensor(images, n)?.set_requires_grad(true);
+        let (out, _) = self.forward_t(&x, true, &[])?;
+        let loss = out.f_mean(Kind::Float).map_err(tch_err)?;
+        let params: Vec<Tensor> = self.params.iter().map(|k| self.tensors[k].shallow_clone()).collect();
+        let mut wrt: Vec<&Tensor> = params.iter().collect();
+        wrt.push(&x);
+        let mut grads = Tensor::f_run_backward(&[&loss], &wrt, false, false).map_err(tch_err)?;
+        grads.pop();
+        self.sgd_update(&params, &grads, lr)?;
+        self.grads = grads;
+        Ok(())
     }
 
     /// The first parameter or buffer (by key) holding a NaN or an infinity, if any: one pass over

@@ -27,11 +27,11 @@ const MIN_SECONDS: f64 = 0.01;
 const WHOLE_SECONDS: f64 = 0.3;
 /// Levels (percent of parameters, removed alike from every group) of the whole networks the
 /// table's network-level terms are fitted on.
-const CALIBRATION_LEVELS: [f64; 10] = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0];
+pub const CALIBRATION_LEVELS: [f64; 10] = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0];
 /// Input counts a convolution's layout is probed at (past them its period carries the pattern).
 const LAYOUT_PROBES: usize = 48;
 /// Shares of channels kept, rounded to multiples of 8, of more whole networks fitted on.
-const CALIBRATION_ALIGNED: [f64; 3] = [0.75, 0.5, 0.25];
+pub const CALIBRATION_ALIGNED: [f64; 3] = [0.75, 0.5, 0.25];
 
 /// How `runtime` lays out unit `u` by input count, read off ONNX Runtime's optimised graph of
 /// one-unit networks (which convolutions run blocked, which inputs it reorders); none for
@@ -207,22 +207,61 @@ pub fn current_key(model: &Model, runtime: Runtime, batch: usize, device: Device
 }
 
 /// The counts an axis is measured at: its grid when pruning can change it, else its full count.
-fn axis_counts(full: usize, varies: bool, multiple: usize, factor: usize) -> (Vec<usize>, Vec<usize>) {
+fn axis_counts(full: usize, varies: bool, multiple: usize, factor: usize, points: usize) -> (Vec<usize>, Vec<usize>) {
     if !varies || full / factor.max(1) <= 1 {
         return (vec![full], vec![]);
     }
-    let (c, f) = latency::grid(full / factor, multiple);
+    let (c, f) = latency::grid_of(full / factor, multiple, points);
     (c.into_iter().map(|x| x * factor).collect(), f.into_iter().map(|x| x * factor).collect())
 }
 
-/// Measures the table of `model` (unpruned) in `runtime` at `batch`.
-pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key: TableKey) -> Result<LatencyTable> {
-    let t0 = Instant::now();
+/// What a unit is timed doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitTiming {
+    /// Inference in a runtime (the latency tables).
+    Infer(Runtime),
+    /// A training step in the engine: forward in training mode, backward to the weights and to
+    /// the input (as every unit but the first has it in a network), SGD update (the
+    /// training-cost tables). Fine scans are coarser (at most 16 points): each point is a step.
+    Train,
+}
+
+/// Training steps timed per point of a training unit table (after `TRAIN_WARMUP`); the median.
+const TRAIN_REPS: usize = 5;
+const TRAIN_WARMUP: usize = 2;
+
+/// Median ms of training steps of `m` at `batch` (see [`UnitTiming::Train`]).
+fn train_unit_ms(m: &Model, batch: usize, device: Device) -> Result<f64> {
+    let per: usize = m.graph.input_shape()?.iter().product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let x: Vec<f32> = (0..batch * per).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    let mut net = engine::trainer(m, device)?;
+    net.set_optimizer(engine::SgdConfig { momentum: 0.9, weight_decay: 1e-4, nesterov: false });
+    let mut times = Vec::new();
+    for i in 0..TRAIN_WARMUP + TRAIN_REPS {
+        let t = Instant::now();
+        net.surrogate_step(&x, batch, 1e-6)?;
+        device.synchronize();
+        if i >= TRAIN_WARMUP {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Each unit of `model` (unpruned) timed alone over the grid of its channel counts, as `how`
+/// says. `more` is the number of measurements the caller makes afterwards (for the progress bar).
+pub fn measure_units(model: &Model, how: UnitTiming, batch: usize, device: Device) -> Result<Vec<UnitTable>> {
     let graph = &model.graph;
     let shapes = model.validate()?;
     let groups = crate::analysis::groups(graph)?;
     let varying = latency::varying(graph, &groups);
     let units = latency::units(graph)?;
+    let points = match how {
+        UnitTiming::Infer(_) => 32,
+        UnitTiming::Train => 16,
+    };
     // What each unit is measured at, to size the progress bar before measuring.
     struct Todo {
         cin: (Vec<usize>, Vec<usize>),
@@ -242,24 +281,30 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
             };
             if u.depthwise {
                 // One count (input = output): read from its scan alone; its grid is the full count.
-                let (_, scan) = axis_counts(cout, varying[u.node], 1, 1);
+                let (_, scan) = axis_counts(cout, varying[u.node], 1, 1, points);
                 return Todo { cin: (vec![cin], vec![]), cout: (vec![cout], scan) };
             }
             Todo {
-                cin: axis_counts(cin, varying[u.input], u.groups, factor.max(1)),
-                cout: axis_counts(cout, varying[u.node], u.groups, 1),
+                cin: axis_counts(cin, varying[u.input], u.groups, factor.max(1), points),
+                cout: axis_counts(cout, varying[u.node], u.groups, 1, points),
             }
         })
         .collect();
     let total: usize = todo.iter().map(|t| t.cin.0.len() * t.cout.0.len() + t.cin.1.len() + t.cout.1.len()).sum();
-    let bar = crate::train::progress(
-        (total + CALIBRATION_LEVELS.len() + CALIBRATION_ALIGNED.len()) as u64,
-        &format!("latency table {} ({runtime}, batch {batch})", graph.name),
-    );
+    let what = match how {
+        UnitTiming::Infer(r) => format!("latency table {} ({r}, batch {batch})", graph.name),
+        UnitTiming::Train => format!("training unit table {} (batch {batch})", graph.name),
+    };
+    let bar = crate::train::progress(total as u64, &what);
     let measure = |u: &Unit, cin: usize, cout: usize| -> Result<f64> {
         let m = unit_model(graph, &shapes, u, cin, cout)?;
-        let net = engine::infer_with(&m, device, runtime)?;
-        let ms = time_ms(net.as_ref(), m.graph.input_shape()?, batch, device, MIN_SECONDS)?;
+        let ms = match how {
+            UnitTiming::Infer(runtime) => {
+                let net = engine::infer_with(&m, device, runtime)?;
+                time_ms(net.as_ref(), m.graph.input_shape()?, batch, device, MIN_SECONDS)?
+            }
+            UnitTiming::Train => train_unit_ms(&m, batch, device)?,
+        };
         bar.inc(1);
         Ok(ms)
     };
@@ -282,6 +327,10 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
             .map(|&o| Ok((o, measure(u, if u.depthwise { o } else { cin_full }, o)?)))
             .collect::<Result<_>>()?;
         let fine_in = t.cin.1.iter().map(|&i| Ok((i, measure(u, i, cout_full)?))).collect::<Result<_>>()?;
+        let layout = match how {
+            UnitTiming::Infer(runtime) => probe_layout(graph, &shapes, u, runtime, &mut seen)?,
+            UnitTiming::Train => None,
+        };
         tables.push(UnitTable {
             node: node.name.clone(),
             op: node.op.type_name().to_string(),
@@ -290,9 +339,23 @@ pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key:
             cin: Axis { full: cin_full, coarse: t.cin.0.clone(), fine: fine_in },
             cout: Axis { full: cout_full, coarse: t.cout.0.clone(), fine: fine_out },
             coarse_ms,
-            layout: probe_layout(graph, &shapes, u, runtime, &mut seen)?,
+            layout,
         });
     }
+    bar.finish_and_clear();
+    Ok(tables)
+}
+
+/// Measures the table of `model` (unpruned) in `runtime` at `batch`.
+pub fn build(model: &Model, runtime: Runtime, batch: usize, device: Device, key: TableKey) -> Result<LatencyTable> {
+    let t0 = Instant::now();
+    let graph = &model.graph;
+    let groups = crate::analysis::groups(graph)?;
+    let tables = measure_units(model, UnitTiming::Infer(runtime), batch, device)?;
+    let bar = crate::train::progress(
+        (CALIBRATION_LEVELS.len() + CALIBRATION_ALIGNED.len()) as u64,
+        &format!("latency table {} ({runtime}, batch {batch}): whole networks", graph.name),
+    );
     let mut table = LatencyTable::new(key, &graph.name, tables);
     // The whole-network terms, from the unpruned network and four uniformly pruned ones.
     let mut calibration = Vec::new();
@@ -377,18 +440,25 @@ pub enum Source {
     Rebuilt(PathBuf, String),
 }
 
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Source {
+    /// "`what` PATH (reused)", "... (measured now)" or "... (measured again: why)".
+    pub fn describe(&self, what: &str) -> String {
         match self {
-            Source::Reused(p) => write!(f, "latency table {} (reused)", p.display()),
-            Source::Built(p) => write!(f, "latency table {} (measured now)", p.display()),
-            Source::Rebuilt(p, why) => write!(f, "latency table {} (measured again: {why})", p.display()),
+            Source::Reused(p) => format!("{what} {} (reused)", p.display()),
+            Source::Built(p) => format!("{what} {} (measured now)", p.display()),
+            Source::Rebuilt(p, why) => format!("{what} {} (measured again: {why})", p.display()),
         }
     }
 }
 
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe("latency table"))
+    }
+}
+
 /// The field in which two keys differ.
-fn stale_field(old: &TableKey, new: &TableKey) -> Option<String> {
+pub fn stale_field(old: &TableKey, new: &TableKey) -> Option<String> {
     let fields = [
         ("format", old.format.to_string(), new.format.to_string()),
         ("network", old.graph.clone(), new.graph.clone()),

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod energy;
 pub mod latency;
+pub mod train_cost;
 
 use serde::Serialize;
 

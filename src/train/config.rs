@@ -63,6 +63,21 @@ pub struct TrainConfig {
     /// Refuse to start when the estimated peak memory (bytes) exceeds this.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<u64>,
+    /// Refuse to start a run whose predicted time (the training steps and evaluations still to
+    /// do) exceeds this many minutes; needs a training-cost table (`bench train-cost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_train_minutes: Option<f64>,
+    /// Refuse to start a run whose predicted training step exceeds this many ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_step_ms: Option<f64>,
+    /// Where `max_train_minutes` would be exceeded, train each epoch on the largest share of the
+    /// training split that fits (`epoch_fraction`) instead of refusing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fit_to_budget: bool,
+    /// The training-cost table to predict with (default: the cache's table of this network, or
+    /// of the network it was pruned from, at this batch and thread count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_table: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -93,6 +108,10 @@ impl Default for TrainConfig {
             nan_retries: 3,
             nan_lr_factor: 0.5,
             max_memory: None,
+            max_train_minutes: None,
+            max_step_ms: None,
+            fit_to_budget: false,
+            cost_table: None,
         }
     }
 }
@@ -161,6 +180,16 @@ impl TrainConfig {
         if self.checkpoint_epochs == 0 {
             return bad("checkpoint_epochs", "must be at least 1".into());
         }
+        for (k, v) in [("max_train_minutes", self.max_train_minutes), ("max_step_ms", self.max_step_ms)] {
+            if let Some(v) = v
+                && !(v > 0.0 && v.is_finite())
+            {
+                return bad(k, format!("{v} must be a positive number"));
+            }
+        }
+        if self.fit_to_budget && self.max_train_minutes.is_none() {
+            return bad("fit_to_budget", "needs max_train_minutes, the budget to fit".into());
+        }
         check_checkpoint_minutes(self.checkpoint_minutes)?;
         if self.keep_checkpoints == 0 {
             return bad("keep_checkpoints", "must be at least 1".into());
@@ -197,6 +226,10 @@ pub struct Overrides {
     pub checkpoint_epochs: Option<usize>,
     pub checkpoint_minutes: Option<f64>,
     pub max_memory: Option<u64>,
+    pub max_train_minutes: Option<f64>,
+    pub max_step_ms: Option<f64>,
+    pub fit_to_budget: bool,
+    pub cost_table: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -243,6 +276,25 @@ impl TrainConfig {
         }
         if o.max_memory.is_some() {
             self.max_memory = o.max_memory;
+        }
+        // Budgets and the table they are priced on may change on resume too.
+        if o.max_train_minutes.is_some() {
+            self.max_train_minutes = o.max_train_minutes;
+        }
+        if o.max_step_ms.is_some() {
+            self.max_step_ms = o.max_step_ms;
+        }
+        if o.cost_table.is_some() {
+            self.cost_table = o.cost_table;
+        }
+        if o.fit_to_budget {
+            if resuming {
+                return Err(Error::config(
+                    "--fit-to-budget",
+                    "cannot change when resuming: it changes the epochs' share of the data, which the run keeps",
+                ));
+            }
+            self.fit_to_budget = true;
         }
         // A fresh run only (refused above when resuming).
         macro_rules! set {

@@ -162,6 +162,20 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
     // Before anything is written: a run that cannot start leaves no run behind.
     device.check()?;
     crate::engine::set_threads(cfg.threads);
+    // A fresh run that would not finish in its time budget trains on the share of each epoch that
+    // does (`fit_to_budget`); the run's config.toml records the share, so a resume keeps it.
+    let adapted;
+    let cfg = match &start {
+        Some(s) if cfg.fit_to_budget => {
+            let (c, line) = fit_to_budget(cfg, &s.model, data, cfg.epochs.saturating_sub(s.epoch))?;
+            if let Some(l) = line {
+                eprintln!("{l}");
+            }
+            adapted = c;
+            &adapted
+        }
+        _ => cfg,
+    };
     let _lock = lock_run_dir(out)?;
     // What a killed process was writing or removing (`best/` stages, removed folders).
     crate::formats::atomic::remove_stale_stages(out);
@@ -212,7 +226,7 @@ fn begin(start: Start, data: &RunData, cfg: &TrainConfig, out: &Path) -> Result<
     let mut model = start.model;
     model.check_finite().map_err(|e| Error::file(&cfg.model, format!("cannot train this model: {e}")))?;
     model_normalize(&mut model, &data.stats)?;
-    check_memory(cfg, &model, data)?;
+    check_memory(cfg, &model, data, cfg.epochs.saturating_sub(start.epoch))?;
     for old in [checkpoint::DIR, "best", "last"] {
         let p = out.join(old);
         if p.exists() {
@@ -240,22 +254,216 @@ fn resume_latest(data: &RunData, cfg: &TrainConfig, out: &Path) -> Result<Checkp
             data.class_names.join(", ")
         )));
     }
-    check_memory(cfg, &ck.model, data)?;
+    check_memory(cfg, &ck.model, data, cfg.epochs.saturating_sub(ck.state.epochs_done))?;
     eprintln!("resuming from {} (epoch {}, batch {})", ck.dir.display(), ck.state.epochs_done, ck.state.batch);
     Ok(ck)
 }
 
-/// Refuses a run whose estimated peak memory exceeds `cfg.max_memory` (by default, the memory
-/// the machine has available).
-fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData) -> Result<()> {
-    let data_bytes = [Some(&data.train), data.val.as_ref(), Some(&data.test)]
+/// Bytes of the data a run holds in memory (decoded images; memory-mapped ones are paged by the
+/// OS, not held).
+fn data_bytes(data: &RunData) -> u64 {
+    [Some(&data.train), data.val.as_ref(), Some(&data.test)]
         .into_iter()
         .flatten()
-        // Memory-mapped images are paged by the OS, not held: only images in memory count.
         .map(|d| d.images.owned_bytes() as u64 + 2 * d.labels.len() as u64)
-        .sum();
-    crate::analysis::memory::training(&model.graph, cfg.batch_size, data_bytes)?
-        .check_or_available(cfg.max_memory, &format!("training {}", model.graph.name))
+        .sum()
+}
+
+/// What the rest of a run will cost, predicted on this device's training-cost table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCost {
+    /// The table it was predicted on.
+    pub table: PathBuf,
+    pub prediction: crate::analysis::train_cost::Prediction,
+    /// Peak memory with the run's data and prefetched batches.
+    pub peak_bytes: f64,
+    pub fine_tune: crate::analysis::train_cost::FineTuneCost,
+}
+
+/// Batches prepared ahead of the one in use (the loader's), which the table's measurement on
+/// synthetic data did not hold.
+const BATCHES_AHEAD: u64 = 4;
+
+/// The predicted cost of training `model` on `data` as `cfg` says for `epochs` more epochs, on
+/// the table `cfg.cost_table` names or the cache holds for it (None where there is none).
+pub fn predict_run(cfg: &TrainConfig, model: &Model, data: &RunData, epochs: usize) -> Result<Option<RunCost>> {
+    let Some((table, path)) =
+        crate::metrics::train_cost::find(model, cfg.batch_size, cfg.device, cfg.cost_table.as_deref())?
+    else {
+        return Ok(None);
+    };
+    RunCost::of_table(&table, &path, cfg, model, data, epochs).map(Some)
+}
+
+impl RunCost {
+    /// The cost of `epochs` of training `model` on `data` as `cfg` says, on `table` (read from
+    /// `path`).
+    pub fn of_table(
+        table: &crate::analysis::train_cost::TrainCostTable,
+        path: &Path,
+        cfg: &TrainConfig,
+        model: &Model,
+        data: &RunData,
+        epochs: usize,
+    ) -> Result<RunCost> {
+        use crate::analysis::train_cost::FineTuneCost;
+        let p = table.predict_at(&model.graph, cfg.batch_size)?;
+        let input: usize = model.graph.input_shape()?.iter().product();
+        let peak = p.peak_bytes + (data_bytes(data) + BATCHES_AHEAD * (cfg.batch_size * input * 4) as u64) as f64;
+        let eval_images = data.val.as_ref().map_or(0, |v| v.len()) + data.test.len();
+        let fine_tune = FineTuneCost::new(&p, epochs, cfg.batches_per_epoch(data.train.len()), eval_images);
+        Ok(RunCost { table: path.to_path_buf(), prediction: p, peak_bytes: peak, fine_tune })
+    }
+}
+
+fn need_table(cfg: &TrainConfig, model: &Model, what: &str) -> Error {
+    Error::config(
+        what,
+        format!(
+            "needs a training-cost table of {} at batch {} on this device, and none is in the cache: measure it once \
+             with `edgeprune bench train-cost --model <the unpruned model> --batch {} --threads {}`, or give one with --cost-table",
+            model.graph.name, cfg.batch_size, cfg.batch_size, cfg.threads
+        ),
+    )
+}
+
+/// Where `cfg.max_train_minutes` would be exceeded and `cfg.fit_to_budget` is set: the config
+/// with each epoch drawing the largest share of the training split that fits (and a line saying
+/// so); `cfg` unchanged otherwise. An error where not even one batch per epoch fits.
+pub fn fit_to_budget(
+    cfg: &TrainConfig,
+    model: &Model,
+    data: &RunData,
+    epochs: usize,
+) -> Result<(TrainConfig, Option<String>)> {
+    let (Some(minutes), true) = (cfg.max_train_minutes, cfg.fit_to_budget) else { return Ok((cfg.clone(), None)) };
+    let cost = predict_run(cfg, model, data, epochs)?.ok_or_else(|| need_table(cfg, model, "fit_to_budget"))?;
+    if cost.fine_tune.seconds <= 60.0 * minutes {
+        return Ok((cfg.clone(), None));
+    }
+    let f = &cost.fine_tune;
+    let per_epoch_ms = 60e3 * minutes / epochs.max(1) as f64 - f.eval_images as f64 * f.eval_ms_per_image;
+    let batches = (per_epoch_ms / f.step_ms.max(1e-9)).floor();
+    if batches < 1.0 {
+        return Err(Error::config(
+            "max_train_minutes",
+            format!(
+                "{epochs} epochs of {} cannot fit in {minutes} minutes even at one batch each: the evaluations alone take \
+                 {:.1} minutes (predicted on {}); give fewer epochs or a longer budget",
+                model.graph.name,
+                epochs as f64 * f.eval_images as f64 * f.eval_ms_per_image / 60e3,
+                cost.table.display()
+            ),
+        ));
+    }
+    let share = (batches * cfg.batch_size as f64 / data.train.len().max(1) as f64).min(1.0);
+    let share = cfg.epoch_fraction.map_or(share, |e| e.min(share));
+    let mut out = cfg.clone();
+    out.epoch_fraction = Some(share);
+    let after = predict_run(&out, model, data, epochs)?.map_or(0.0, |c| c.fine_tune.seconds);
+    let line = format!(
+        "fit to budget: {epochs} epochs predicted at {:.1} minutes, over the {minutes} allowed; each epoch now trains on \
+         {:.1}% of the training split ({} batches, predicted {:.1} minutes; table {})",
+        f.seconds / 60.0,
+        100.0 * share,
+        out.batches_per_epoch(data.train.len()),
+        after / 60.0,
+        cost.table.display()
+    );
+    Ok((out, Some(line)))
+}
+
+/// Refuses a run whose peak memory exceeds `cfg.max_memory` (by default, the memory the machine
+/// has available), whose step exceeds `cfg.max_step_ms`, or whose `epochs` left exceed
+/// `cfg.max_train_minutes`. Memory is predicted on the device's training-cost table where one is
+/// found (see [`predict_run`]), else estimated from the graph alone (an estimate meant to err high).
+fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData, epochs: usize) -> Result<()> {
+    let what = format!("training {}", model.graph.name);
+    let cost = predict_run(cfg, model, data, epochs)?;
+    match &cost {
+        Some(c) => {
+            let limit = cfg.max_memory.or_else(crate::analysis::memory::available_bytes);
+            if let Some(limit) = limit
+                && c.peak_bytes > limit as f64
+            {
+                let rest = c.peak_bytes - c.prediction.peak_bytes;
+                let table =
+                    crate::metrics::train_cost::find(model, cfg.batch_size, cfg.device, cfg.cost_table.as_deref())?
+                        .map(|(t, _)| t);
+                let fits = match table {
+                    Some(t) => t.largest_batch_within(&model.graph, limit as f64 - rest)?,
+                    None => None,
+                };
+                let hint = match fits {
+                    Some(b) => format!("lower the batch size (at most {b} fits) or raise the limit"),
+                    None => "not even a batch of 1 fits: raise the limit".to_string(),
+                };
+                return Err(Error::config(
+                    "max_memory",
+                    format!(
+                        "{what} at batch size {} is predicted to peak at {} ({} for the network, {} for the data held; \
+                         training-cost table {}), more than the limit of {}{}; {hint}",
+                        cfg.batch_size,
+                        crate::analysis::memory::human(c.peak_bytes as u64),
+                        crate::analysis::memory::human(c.prediction.peak_bytes as u64),
+                        crate::analysis::memory::human(rest as u64),
+                        c.table.display(),
+                        crate::analysis::memory::human(limit),
+                        if cfg.max_memory.is_none() { " (the memory this machine has available now)" } else { "" },
+                    ),
+                ));
+            }
+        }
+        None => crate::analysis::memory::training(&model.graph, cfg.batch_size, data_bytes(data))?
+            .check_or_available(cfg.max_memory, &what)?,
+    }
+    if cfg.max_step_ms.is_none() && cfg.max_train_minutes.is_none() {
+        return Ok(());
+    }
+    let key = if cfg.max_step_ms.is_some() { "max_step_ms" } else { "max_train_minutes" };
+    let c = cost.ok_or_else(|| need_table(cfg, model, key))?;
+    if let Some(ms) = cfg.max_step_ms
+        && c.prediction.step_ms > ms
+    {
+        return Err(Error::config(
+            "max_step_ms",
+            format!(
+                "a training step of {} at batch size {} is predicted at {:.1} ms (table {}), more than the {ms} ms allowed",
+                model.graph.name,
+                cfg.batch_size,
+                c.prediction.step_ms,
+                c.table.display()
+            ),
+        ));
+    }
+    if let Some(minutes) = cfg.max_train_minutes
+        && c.fine_tune.seconds > 60.0 * minutes
+    {
+        let f = &c.fine_tune;
+        let per_epoch = f.seconds / f.epochs.max(1) as f64;
+        let epochs_fit = (60.0 * minutes / per_epoch.max(1e-9)).floor() as usize;
+        return Err(Error::config(
+            "max_train_minutes",
+            format!(
+                "{epochs} epochs of {} ({} batches of {} each, {:.1} ms per step, and {} images evaluated per epoch) are \
+                 predicted to take {:.1} minutes (table {}), more than the {minutes} allowed; {} fit, or --fit-to-budget \
+                 trains each epoch on the share of the data that fits",
+                model.graph.name,
+                f.steps_per_epoch,
+                cfg.batch_size,
+                f.step_ms,
+                f.eval_images,
+                f.seconds / 60.0,
+                c.table.display(),
+                match epochs_fit {
+                    0 => "not one epoch would".to_string(),
+                    1 => "1 epoch would".to_string(),
+                    n => format!("{n} epochs would"),
+                }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

@@ -1,8 +1,9 @@
 //! Training-cost tables measured on this device (see `analysis::train_cost` for the model they
 //! feed): each unit's training step timed alone over its channel grid (the latency tables'
-//! machinery, `metrics::latency::measure_units`), and training steps, evaluation passes and peak memory of whole networks
-//! (unpruned, uniformly pruned, at multiples of 8), each training step measured in a process of
-//! its own so that its peak resident size is that network's. Kept in a file per network, batch
+//! machinery, `metrics::latency::measure_units`), and training steps, evaluation passes and peak
+//! memory of whole networks (unpruned, uniformly pruned, at multiples of 8, pruned unevenly along
+//! the depth), each training step measured in a process of its own so that its peak resident
+//! size is that network's. Kept in a file per network, batch
 //! and thread count, and rebuilt when any of those, the engine's library or the processor
 //! changes.
 
@@ -21,9 +22,10 @@ const STEPS: usize = 8;
 const WARMUP_STEPS: usize = 3;
 /// Networks pruned unevenly along the depth, for calibration beside the uniform ones: each
 /// prunable group, in graph order, keeps a share going linearly from the first to the second
-/// figure. Ranked pruning is uneven (a global ranking by magnitude takes most of its channels
-/// from the wide late layers, which cost little time per parameter); fitted on uniform networks
-/// alone, the model missed SqueezeNet pruned by global L1 ranking by 27-46% at 30-90%.
+/// figure. Ranked pruning is uneven (a global ranking by magnitude takes more channels from
+/// some layers than others). Fitted on uniform networks alone, the model missed SqueezeNet pruned
+/// by global L1 ranking by 27-46% at 30-90%; with these it still misses them by 18-52%
+/// (results/train-cost-model/README.md).
 const CALIBRATION_SKEWED: [(f64, f64); 4] = [(0.9, 0.3), (0.3, 0.9), (0.7, 0.15), (0.15, 0.7)];
 
 /// `model` with each prunable group keeping a share of its channels that goes linearly from

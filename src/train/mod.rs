@@ -348,15 +348,17 @@ pub fn fit_to_budget(
         return Err(Error::config(
             "max_train_minutes",
             format!(
-                "{epochs} epochs of {} cannot fit in {minutes} minutes even at one batch each: the evaluations alone take \
-                 {:.1} minutes (predicted on {}); give fewer epochs or a longer budget",
+                "{epochs} epochs of {} cannot fit in {minutes} minutes even at one batch each: each epoch's evaluation \
+                 is predicted at {:.2} minutes and a step at {:.1} ms (table {}); give fewer epochs or a longer budget",
                 model.graph.name,
-                epochs as f64 * f.eval_images as f64 * f.eval_ms_per_image / 60e3,
+                f.eval_images as f64 * f.eval_ms_per_image / 60e3,
+                f.step_ms,
                 cost.table.display()
             ),
         ));
     }
-    let share = (batches * cfg.batch_size as f64 / data.train.len().max(1) as f64).min(1.0);
+    // Just under `batches` whole batches, so that rounding up to whole batches stays within them.
+    let share = ((batches * cfg.batch_size as f64 - 0.5) / data.train.len().max(1) as f64).min(1.0);
     let share = cfg.epoch_fraction.map_or(share, |e| e.min(share));
     let mut out = cfg.clone();
     out.epoch_fraction = Some(share);

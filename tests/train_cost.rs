@@ -30,8 +30,7 @@ fn the_table_prices_pruned_models_and_the_budgets_use_it() {
     let m = t.path().join("model");
     native::save(&model, &m).unwrap();
     let ms = m.to_str().unwrap();
-    let (cs, ds) = (cache.to_str().unwrap(), data.to_str().unwrap());
-    let _ = cs;
+    let ds = data.to_str().unwrap();
 
     // Measured once, then reused.
     let args = ["bench", "train-cost", "--model", ms, "--batch", "8", "--threads", "1"];
@@ -42,6 +41,13 @@ fn the_table_prices_pruned_models_and_the_budgets_use_it() {
     assert_eq!(tables.len(), 1, "{tables:?}");
     let (out, text) = output(&mut cmd(&cache, &args));
     assert!(out.status.success() && text.contains("(reused)"), "{text}");
+    // A table of an older format is measured again, never used.
+    let text = std::fs::read_to_string(&tables[0]).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["key"]["format"] = 1.into();
+    std::fs::write(&tables[0], v.to_string()).unwrap();
+    let (out, text) = output(&mut cmd(&cache, &args));
+    assert!(out.status.success() && text.contains("measured again: format was `1`"), "{text}");
     let table: edgeprune::analysis::train_cost::TrainCostTable =
         serde_json::from_str(&std::fs::read_to_string(&tables[0]).unwrap()).unwrap();
     assert!(table.calibration.len() >= 13 && table.calibration.iter().all(|c| c.peak_bytes.unwrap() > 1e7));

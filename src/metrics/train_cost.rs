@@ -209,16 +209,25 @@ pub fn load_or_build(
     let mut stale = None;
     if path.exists() {
         let text = crate::formats::read_text(&path)?;
-        let old: TrainCostTable = serde_json::from_str(&text).map_err(|e| {
-            Error::file(
-                &path,
-                format!("is not an edgeprune training-cost table ({e}); it is left as it is: give another file"),
-            )
-        })?;
-        old.check().map_err(|e| e.in_file(&path))?;
-        match lat::stale_field(&old.key, &key) {
-            None => return Ok((old, lat::Source::Reused(path))),
-            Some(why) => stale = Some(why),
+        // A table of another format version is stale (rebuilt) even where its fields differ.
+        let format = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["key"]["format"].as_u64());
+        match format {
+            Some(f) if f != FORMAT as u64 => stale = Some(format!("format was `{f}`, is `{FORMAT}`")),
+            _ => {
+                let old: TrainCostTable = serde_json::from_str(&text).map_err(|e| {
+                    Error::file(
+                        &path,
+                        format!(
+                            "is not an edgeprune training-cost table ({e}); it is left as it is: give another file"
+                        ),
+                    )
+                })?;
+                old.check().map_err(|e| e.in_file(&path))?;
+                match lat::stale_field(&old.key, &key) {
+                    None => return Ok((old, lat::Source::Reused(path))),
+                    Some(why) => stale = Some(why),
+                }
+            }
         }
     }
     let table = build(model, batch, device, exe, key)?;

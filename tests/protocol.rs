@@ -102,6 +102,10 @@ fn sweep_resume_report_and_search() {
     let r = search::search(&recipe, &root, "net", "rg", 0, true).unwrap();
     assert!(!r.probes.is_empty() && r.probes.len() <= 5, "{r:?}");
     assert_eq!(r.probes[0].level, 50.0);
+    for p in &r.probes {
+        assert!(p.retrain_seconds.is_some_and(|s| s > 0.0), "{p:?}");
+        assert!(p.predicted_retrain_seconds.is_none_or(|s| s > 0.0 && s.is_finite()), "{p:?}");
+    }
     if let Some(l) = r.level {
         assert!(r.probes.iter().any(|p| p.level == l && p.reaches_reference));
     }

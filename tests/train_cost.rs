@@ -103,6 +103,21 @@ fn the_table_prices_pruned_models_and_the_budgets_use_it() {
     let (out, text) = train(&["--max-step-ms", "0.0001"], "step");
     assert!(!out.status.success() && text.contains("max_step_ms"), "{text}");
 
+    // DaPR reports each probe's retraining, measured and predicted on the table.
+    let recipe = t.path().join("recipe.toml");
+    let text = format!(
+        "name = \"dapr\"\ndata = \"{ds}\"\nlevels = [50]\nepochs = 2\nfine_tune_epochs = 1\nmax_batches = 2\n\
+         batch_size = 8\nthreads = 1\ncriterion_batches = 1\nmeasure_costs = false\n\n\
+         [[networks]]\nname = \"net\"\nmodel = \"{ms}\"\narch = \"resnet20\"\n\n\
+         [[subsets]]\nname = \"rg\"\nclasses = [\"red\", \"green\"]\n"
+    );
+    std::fs::write(&recipe, text).unwrap();
+    let mut c = cmd(&cache, &["search", recipe.to_str().unwrap(), "--network", "net", "--subset", "rg", "-o"]);
+    let (out, text) = output(c.arg(t.path().join("dapr")));
+    assert!(out.status.success(), "{text}");
+    let probe = text.lines().find(|l| l.starts_with("probe")).unwrap_or_else(|| panic!("{text}"));
+    assert!(probe.contains("retraining") && !probe.contains("predicted -)"), "{probe}");
+
     // Without a table, a time budget says how to measure one.
     let empty = t.path().join("empty-cache");
     let mut c = cmd(&empty, &["train", "--model", ps, "--data", ds, "--batch-size", "8", "--epochs", "1"]);

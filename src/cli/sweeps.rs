@@ -72,12 +72,14 @@ pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
     let r = protocol::search::search(&recipe, &root, &a.network, &a.subset, a.seed, a.in_process)?;
     for p in &r.probes {
         println!(
-            "probe {:>4.0}%: {:6.2}% ({}) {:>5.0} epochs {:>7.0}s",
+            "probe {:>4.0}%: {:6.2}% ({}) {:>5.0} epochs {:>7.0}s; retraining {} (predicted {})",
             p.level,
             100.0 * p.test_top1,
             if p.reaches_reference { "reaches" } else { "short" },
             p.epochs,
-            p.seconds
+            p.seconds,
+            p.retrain_seconds.map_or("-".into(), |s| format!("{s:.0}s")),
+            p.predicted_retrain_seconds.map_or("-".into(), |s| format!("{s:.0}s")),
         );
     }
     match r.level {

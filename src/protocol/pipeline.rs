@@ -433,6 +433,26 @@ pub fn max_latency_level(recipe: &Recipe, network: &str) -> Result<Option<f64>> 
     Ok(Some((100.0 * (1.0 - floor / full)).max(0.0)))
 }
 
+/// For a finished data-aware cell: its retraining's predicted seconds on this device's
+/// training-cost table (the cache's, for the recipe's network at its batch and threads; None
+/// where there is none) and its measured training seconds (the run's summary).
+pub fn retraining_cost(recipe: &Recipe, root: &Path, id: &CellId) -> Result<(Option<f64>, Option<f64>)> {
+    let CellId::Aware { net, subset, seed, .. } = id else {
+        return Err(Error::config("cell", format!("{id} is not a data-aware cell")));
+    };
+    let spec = find(&recipe.networks, net, "network", |n| &n.name)?;
+    crate::engine::set_threads(recipe.threads);
+    let cx = Ctx { recipe, net: spec, hyper: recipe.resolve(spec)?, device: recipe.device };
+    let cell = CellDir::of(root, id);
+    let measured = native::read_json::<train::Summary>(&cell.run().summary()).ok().map(|s| s.seconds);
+    let pruned = formats::load_model(&cell.pruned())?;
+    let data = cx.data(Some(subset))?;
+    let nf = cx.hyper.fine_tune_epochs;
+    let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed)?;
+    let predicted = train::predict_run(&cfg, &pruned, &data, recipe.epochs - nf)?.map(|c| c.fine_tune.seconds);
+    Ok((predicted, measured))
+}
+
 /// Runs one cell of the recipe (its inputs must be done) and writes its metrics.json.
 pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics> {
     let t0 = Instant::now();

@@ -18,7 +18,12 @@ pub struct Probe {
     pub test_top1: f64,
     pub reaches_reference: bool,
     pub epochs: f64,
+    /// The probe cell's seconds (pruning, retraining, evaluation).
     pub seconds: f64,
+    /// Its retraining's seconds as predicted on the device's training-cost table (None where
+    /// the cache has no table for the network at the recipe's batch and threads) and as measured.
+    pub predicted_retrain_seconds: Option<f64>,
+    pub retrain_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,8 +84,22 @@ pub fn search(
         run(&id)?;
         let (acc, epochs, secs) = top1(root, &id)?;
         let ok = acc >= ref_acc;
-        eprintln!("  probe p = {level}%: {:.2}% -> {}", 100.0 * acc, if ok { "reaches" } else { "falls short" });
-        probes.push(Probe { level: level as f64, test_top1: acc, reaches_reference: ok, epochs, seconds: secs });
+        let (predicted, measured) = pipeline::retraining_cost(recipe, root, &id)?;
+        let cost = match (predicted, measured) {
+            (Some(p), Some(m)) => format!("; retraining {m:.0}s, predicted {p:.0}s"),
+            (None, Some(m)) => format!("; retraining {m:.0}s (no training-cost table to predict it)"),
+            _ => String::new(),
+        };
+        eprintln!("  probe p = {level}%: {:.2}% -> {}{cost}", 100.0 * acc, if ok { "reaches" } else { "falls short" });
+        probes.push(Probe {
+            level: level as f64,
+            test_top1: acc,
+            reaches_reference: ok,
+            epochs,
+            seconds: secs,
+            predicted_retrain_seconds: predicted,
+            retrain_seconds: measured,
+        });
         if ok {
             best = Some(level as f64);
             lo = mid + 1;

@@ -676,13 +676,6 @@ pub(crate) fn solve(mut a: Vec<Vec<f64>>) -> Option<Vec<f64>> {
     Some((0..k).map(|i| a[i][k] / a[i][i]).collect())
 }
 
-/// The elements of the rest nodes of `graph` at its own counts (for calibration).
-pub fn graph_rest_elements(graph: &Graph) -> Result<f64> {
-    let shapes = graph.infer_shapes()?;
-    let counts: Vec<usize> = shapes.iter().map(|s| s[0]).collect();
-    Ok(rest_elements(&shapes, &counts, &excluded(graph)?))
-}
-
 /// An axis tabled from `at(count)`: the grid of a measured table where `varies`, else the full
 /// count alone (for tests of what reads tables).
 #[cfg(test)]
@@ -841,7 +834,6 @@ mod tests {
         assert_eq!(c2.absorbed.len(), 1);
         let m = zoo::build("mobilenetv2", 10).unwrap();
         assert!(units(&m).unwrap().iter().any(|u| u.depthwise));
-        assert!(graph_rest_elements(&g).unwrap() > 0.0);
     }
 
     #[test]

@@ -77,6 +77,17 @@ fn providers(device: Device) -> Result<Vec<ort::ep::ExecutionProviderDispatch>> 
     Ok(eps)
 }
 
+/// A session builder as every session here is made: all graph optimisations, `threads` intra-op
+/// threads (what `optimized_ops` reads off is what `OrtNetwork` runs).
+fn builder(env: &Environment, threads: usize) -> Result<ort::session::builder::SessionBuilder> {
+    Session::builder(env)
+        .map_err(ort_err)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(ort_err)?
+        .with_intra_threads(threads.max(1))
+        .map_err(ort_err)
+}
+
 /// The nodes (domain, op type) of the graph ONNX Runtime's CPU provider runs for `model` after
 /// its graph optimisations (as [`OrtNetwork`] sets them): where it runs blocked layouts and
 /// reorders between them.
@@ -91,16 +102,8 @@ pub fn optimized_ops(model: &Model) -> Result<Vec<(String, String)>> {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
-    let session = Session::builder(env)
-        .map_err(ort_err)?
-        .with_optimization_level(GraphOptimizationLevel::All)
-        .map_err(ort_err)?
-        .with_intra_threads(1)
-        .map_err(ort_err)?
-        .with_optimized_model_path(&path)
-        .map_err(ort_err)?
-        .commit_from_memory(&bytes)
-        .map_err(ort_err);
+    let session =
+        builder(env, 1)?.with_optimized_model_path(&path).map_err(ort_err)?.commit_from_memory(&bytes).map_err(ort_err);
     let read = session.and_then(|s| {
         drop(s);
         std::fs::read(&path).map_err(|e| Error::io(&path, e))
@@ -135,13 +138,8 @@ impl OrtNetwork {
         let bytes = onnx::to_bytes(model, onnx::ExportOptions::default())?;
         let env = environment()?;
         let eps = providers(device)?;
-        let session = Session::builder(env)
-            .map_err(ort_err)?
+        let session = builder(env, threads)?
             .with_execution_providers(eps)
-            .map_err(ort_err)?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(ort_err)?
-            .with_intra_threads(threads.max(1))
             .map_err(ort_err)?
             .commit_from_memory(&bytes)
             .map_err(ort_err)?;

@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::ir::Graph;
 
 /// Version of the table file layout; a table of another version is stale.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// What a network's training cost is predicted from, at the table's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -49,15 +49,11 @@ pub struct Features {
     /// The units' summed training-step ms at the table's batch.
     pub units_ms: f64,
     /// The same sum over the units whose input or output count is not a multiple of 8.
-    #[serde(default)]
     pub off8_units_ms: f64,
-    /// Output elements of the nodes outside units, per image.
-    pub rest_per_image: f64,
     /// Output elements of every node, per image.
     pub activations_per_image: f64,
     pub params: f64,
     /// Multiply-accumulates of a forward pass, per image.
-    #[serde(default)]
     pub macs_per_image: f64,
 }
 
@@ -67,7 +63,7 @@ impl Features {
     pub fn of(units: &LatencyTable, graph: &Graph) -> Result<Features> {
         let p = Predictor::new(units, graph)?;
         let counts = p.own_counts();
-        let (units_ms, rest_per_image, _) = p.parts(&counts);
+        let (units_ms, _, _) = p.parts(&counts);
         let off8_units_ms = p.units_where(&counts, |cin, cout| !cin.is_multiple_of(8) || !cout.is_multiple_of(8));
         let shapes = graph.infer_shapes()?;
         let activations_per_image = graph
@@ -79,7 +75,7 @@ impl Features {
             .sum();
         let cost = crate::analysis::cost(graph)?;
         let (params, macs_per_image) = (cost.params as f64, cost.macs as f64);
-        Ok(Features { units_ms, off8_units_ms, rest_per_image, activations_per_image, params, macs_per_image })
+        Ok(Features { units_ms, off8_units_ms, activations_per_image, params, macs_per_image })
     }
 }
 

@@ -122,44 +122,52 @@ fn bench_latency_table(a: &BenchArgs, m: &crate::ir::Model, runtime: engine::Run
     Ok(())
 }
 
+/// The `i`-th pruned version of `m` a model's error is checked on: levels 10..90 in turn, by
+/// parameters with a global L1 ranking, then by GOps at random per layer, then by GOps with the
+/// paper's criterion globally (each group keeps at least 10%); its description and the model.
+fn pruned_version(m: &mut crate::ir::Model, i: usize, device: Device) -> Result<(String, crate::ir::Model)> {
+    use crate::criteria::Criterion;
+    use crate::surgery::planner::{Limits, Scope, Target};
+    const WAYS: [(Criterion, Scope, bool); 3] = [
+        (Criterion::L1, Scope::Global, true),
+        (Criterion::Random, Scope::Layer, false),
+        (Criterion::Paper, Scope::Global, false),
+    ];
+    let level = 10.0 * (1 + i % 9) as f64;
+    let (criterion, scope, by_params) = WAYS[(i / 9) % 3];
+    let request = crate::workflow::PruneRequest {
+        criterion,
+        scope,
+        target: if by_params { Target::Params(level) } else { Target::Gops(level) },
+        limits: Limits { min_share: 0.1, ..Limits::default() },
+        batch_size: 1,
+        max_batches: 1,
+        seed: i as u64,
+        device,
+    };
+    let pruned = request.run(m, None)?.model;
+    let what = format!("{criterion} {scope} {level:.0}% of {}", if by_params { "parameters" } else { "GOps" });
+    Ok((what, pruned))
+}
+
 /// The latency model's error: predicted against measured on pruned versions of the model at
 /// levels 10..90 (three ways of pruning in turn), written as CSV and markdown.
 fn bench_latency_model(a: &BenchArgs, m: &crate::ir::Model, runtime: engine::Runtime, device: Device) -> Result<()> {
-    use crate::criteria::Criterion;
     use crate::metrics::latency;
-    use crate::surgery::planner::{Limits, Scope, Target};
     let out = a.out.as_deref().context("latency-model writes its table: give --out DIR")?;
     outdir::check_not_input(out, "--out", &[Path::new(&a.model)])?;
     outdir::claim(out, outdir::Kind::Report, outdir::Existing::Accept, "")?;
     let (table, source) = latency::load_or_build(m, runtime, a.batch, device, a.table.as_deref())?;
     println!("{source}");
-    let ways: [(Criterion, Scope, bool); 3] = [
-        (Criterion::L1, Scope::Global, true),
-        (Criterion::Random, Scope::Layer, false),
-        (Criterion::Paper, Scope::Global, false),
-    ];
     let mut rows = Vec::new();
     let mut model = m.clone();
     for i in 0..a.networks {
-        let level = 10.0 * (1 + i % 9) as f64;
-        let (criterion, scope, by_params) = ways[(i / 9) % 3];
-        let request = crate::workflow::PruneRequest {
-            criterion,
-            scope,
-            target: if by_params { Target::Params(level) } else { Target::Gops(level) },
-            limits: Limits { min_share: 0.1, ..Limits::default() },
-            batch_size: 1,
-            max_batches: 1,
-            seed: i as u64,
-            device,
-        };
-        let pruned = request.run(&mut model, None)?.model;
+        let (what, pruned) = pruned_version(&mut model, i, device)?;
         let predicted = table.predict(&pruned.graph)?;
         let p = crate::analysis::latency::Predictor::new(&table, &pruned.graph)?;
         let parts = p.parts(&p.own_counts());
         let measured = latency::model_ms(&pruned, runtime, a.batch, device)?;
         let gops = crate::analysis::cost(&pruned.graph)?.gops;
-        let what = format!("{criterion} {scope} {level:.0}% of {}", if by_params { "parameters" } else { "GOps" });
         let error = 100.0 * (predicted - measured) / measured;
         println!("  {what:<36} GOps {gops:.4}: measured {measured:.3} ms, predicted {predicted:.3} ms ({error:+.1}%)");
         rows.push((what, gops, measured, predicted, error, parts));
@@ -248,39 +256,19 @@ fn bench_train_cost(a: &BenchArgs, m: &crate::ir::Model, device: Device) -> Resu
 /// pruned versions of the model at levels 10..90 (three ways of pruning in turn), each measured
 /// in a process of its own, written as CSV and markdown.
 fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -> Result<()> {
-    use crate::criteria::Criterion;
     use crate::metrics::train_cost;
-    use crate::surgery::planner::{Limits, Scope, Target};
     let out = a.out.as_deref().context("train-cost-model writes its table: give --out DIR")?;
     outdir::check_not_input(out, "--out", &[Path::new(&a.model)])?;
     outdir::claim(out, outdir::Kind::Report, outdir::Existing::Accept, "")?;
     let exe = std::env::current_exe()?;
     let (table, source) = train_cost::load_or_build(m, a.batch, device, a.table.as_deref(), &exe)?;
     println!("{}", source.describe("train cost table"));
-    let ways: [(Criterion, Scope, bool); 3] = [
-        (Criterion::L1, Scope::Global, true),
-        (Criterion::Random, Scope::Layer, false),
-        (Criterion::Paper, Scope::Global, false),
-    ];
     let mut rows = Vec::new();
     let mut model = m.clone();
     for i in 0..a.networks {
-        let level = 10.0 * (1 + i % 9) as f64;
-        let (criterion, scope, by_params) = ways[(i / 9) % 3];
-        let request = crate::workflow::PruneRequest {
-            criterion,
-            scope,
-            target: if by_params { Target::Params(level) } else { Target::Gops(level) },
-            limits: Limits { min_share: 0.1, ..Limits::default() },
-            batch_size: 1,
-            max_batches: 1,
-            seed: i as u64,
-            device,
-        };
-        let pruned = request.run(&mut model, None)?.model;
+        let (what, pruned) = pruned_version(&mut model, i, device)?;
         let p = table.predict(&pruned.graph)?;
         let (step_ms, peak) = train_cost::measure(&exe, &pruned, a.batch, device)?;
-        let what = format!("{criterion} {scope} {level:.0}% of {}", if by_params { "parameters" } else { "GOps" });
         let (es, em) = (100.0 * (p.step_ms - step_ms) / step_ms, 100.0 * (p.peak_bytes - peak) / peak);
         println!(
             "  {what:<36} step measured {step_ms:.1} ms, predicted {:.1} ms ({es:+.1}%); peak measured {}, predicted {} ({em:+.1}%)",

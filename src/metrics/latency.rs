@@ -501,17 +501,26 @@ pub fn load_or_build(
         }
     }
     let table = build(model, runtime, batch, device, key)?;
+    let source = store(&path, &table, stale)?;
+    Ok((table, source))
+}
+
+/// Writes a table just measured to `path` (its folder made if missing): `Built`, or `Rebuilt`
+/// with why the one there was stale (latency and training-cost tables alike).
+pub fn store<T: serde::Serialize + serde::de::DeserializeOwned>(
+    path: &Path,
+    table: &T,
+    stale: Option<String>,
+) -> Result<Source> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    crate::formats::native::write_json(&path, &table)?;
-    Ok((
-        table,
-        match stale {
-            Some(why) => Source::Rebuilt(path, why),
-            None => Source::Built(path),
-        },
-    ))
+    crate::formats::native::write_json(path, table)?;
+    let path = path.to_path_buf();
+    Ok(match stale {
+        Some(why) => Source::Rebuilt(path, why),
+        None => Source::Built(path),
+    })
 }
 
 #[cfg(test)]

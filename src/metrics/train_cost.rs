@@ -231,17 +231,8 @@ pub fn load_or_build(
         }
     }
     let table = build(model, batch, device, exe, key)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    crate::formats::native::write_json(&path, &table)?;
-    Ok((
-        table,
-        match stale {
-            Some(why) => lat::Source::Rebuilt(path, why),
-            None => lat::Source::Built(path),
-        },
-    ))
+    let source = lat::store(&path, &table, stale)?;
+    Ok((table, source))
 }
 
 /// Measures one network's training step and peak in a process of its own, as the table's
@@ -261,8 +252,8 @@ pub fn find(
     device: Device,
     path: Option<&Path>,
 ) -> Result<Option<(TrainCostTable, PathBuf)>> {
-    let key = current_key(model, batch, device)?;
-    let usable = |t: &TrainCostTable| -> std::result::Result<(), String> {
+    // The current key makes a network in the engine: only worth it where there is a table to check.
+    let usable = |t: &TrainCostTable, key: &TableKey| -> std::result::Result<(), String> {
         let k = &t.key;
         let mut fields = key.clone();
         fields.graph = k.graph.clone();
@@ -291,7 +282,8 @@ pub fn find(
     };
     if let Some(p) = path {
         let t = read(p)?;
-        usable(&t).map_err(|why| Error::file(p, format!("cannot price {}: {why}", model.graph.name)))?;
+        usable(&t, &current_key(model, batch, device)?)
+            .map_err(|why| Error::file(p, format!("cannot price {}: {why}", model.graph.name)))?;
         return Ok(Some((t, p.to_path_buf())));
     }
     let own = default_path(model, batch)?;
@@ -310,11 +302,15 @@ pub fn find(
             f.starts_with(&format!("{stem}-")) && f.ends_with(&suffix) && f.len() == stem.len() + 13 + suffix.len()
         })
         .collect();
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let key = current_key(model, batch, device)?;
     // This network's own table first.
     candidates.sort_by_key(|p| *p != own);
     for p in candidates {
         if let Ok(t) = read(&p)
-            && usable(&t).is_ok()
+            && usable(&t, &key).is_ok()
         {
             return Ok(Some((t, p)));
         }

@@ -381,21 +381,16 @@ pub fn fit_to_budget(
 /// found (see [`predict_run`]), else estimated from the graph alone (an estimate meant to err high).
 fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData, epochs: usize) -> Result<()> {
     let what = format!("training {}", model.graph.name);
-    let cost = predict_run(cfg, model, data, epochs)?;
-    match &cost {
-        Some(c) => {
+    let found = crate::metrics::train_cost::find(model, cfg.batch_size, cfg.device, cfg.cost_table.as_deref())?;
+    let cost = found.as_ref().map(|(t, p)| RunCost::of_table(t, p, cfg, model, data, epochs)).transpose()?;
+    match (&cost, &found) {
+        (Some(c), Some((table, _))) => {
             let limit = cfg.max_memory.or_else(crate::analysis::memory::available_bytes);
             if let Some(limit) = limit
                 && c.peak_bytes > limit as f64
             {
                 let rest = c.peak_bytes - c.prediction.peak_bytes;
-                let table =
-                    crate::metrics::train_cost::find(model, cfg.batch_size, cfg.device, cfg.cost_table.as_deref())?
-                        .map(|(t, _)| t);
-                let fits = match table {
-                    Some(t) => t.largest_batch_within(&model.graph, limit as f64 - rest)?,
-                    None => None,
-                };
+                let fits = table.largest_batch_within(&model.graph, limit as f64 - rest)?;
                 let hint = match fits {
                     Some(b) => format!("lower the batch size (at most {b} fits) or raise the limit"),
                     None => "not even a batch of 1 fits: raise the limit".to_string(),
@@ -416,7 +411,7 @@ fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData, epochs: usize)
                 ));
             }
         }
-        None => crate::analysis::memory::training(&model.graph, cfg.batch_size, data_bytes(data))?
+        _ => crate::analysis::memory::training(&model.graph, cfg.batch_size, data_bytes(data))?
             .check_or_available(cfg.max_memory, &what)?,
     }
     if cfg.max_step_ms.is_none() && cfg.max_train_minutes.is_none() {

@@ -1,7 +1,7 @@
 """The PyTorch side of `edgeprune bench`: the identical training step (or inference) on the same
 graph, batch, threads and synthetic data, reported in the same JSON shape.
 
-    python3 benches/torch_bench.py train-step MODEL_DIR --batch 64 --threads 2 --steps 20 --warmup 5
+    python3 benches/torch_bench.py train-step MODEL_DIR --batch 64 --threads 2 --steps 20 --warmup 5 [--precision bf16]
 MODEL_DIR is a model folder (graph.json + weights.safetensors), e.g. from `edgeprune init resnet20 -o DIR`.
 """
 import argparse
@@ -28,6 +28,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: the forward pass and the loss under torch.autocast('cpu', torch.bfloat16)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model = GraphModule(os.path.join(a.model, "graph.json"))
@@ -45,7 +47,9 @@ def main():
         if a.what == "train-step":
             model.train()
             opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
             opt.step()
         else:
             model.eval()
@@ -56,7 +60,7 @@ def main():
     med = statistics.median(times)
     print(json.dumps({
         "what": a.what, "model": model.graph["name"], "batch": a.batch, "threads": torch.get_num_threads(),
-        "device": "cpu", "warmup": a.warmup,
+        "device": "cpu", "precision": a.precision if a.what == "train-step" else "fp32", "warmup": a.warmup,
         "step_seconds": {"count": len(times), "median": med, "min": min(times), "mean": statistics.mean(times)},
         "images_per_second": a.batch / med,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

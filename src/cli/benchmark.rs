@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// Refuse to run if the estimated peak memory exceeds this many bytes (suffixes K, M, G).
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<String>,
+    /// For train-step and data: the training step's precision, fp32, bf16 or auto (bf16 where
+    /// the CPU has bf16 instructions).
+    #[arg(long, default_value = "fp32")]
+    pub precision: engine::Precision,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -54,7 +58,7 @@ fn bench_data(a: &BenchArgs, m: &crate::ir::Model, device: Device) -> Result<()>
     let d = bench::data(m, &data, a.batch, a.steps, a.warmup.max(4))?;
     let resident = crate::metrics::resident_bytes();
     let held = data.train.images.owned_bytes();
-    let s = bench::train_step(m, a.batch, a.steps, a.warmup, device)?;
+    let s = bench::train_step(m, a.batch, a.steps, a.warmup, device, a.precision)?;
     if a.json {
         let memory = serde_json::json!({
             "train_images_mapped": data.train.images.is_mapped(),
@@ -347,7 +351,7 @@ pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
     let limit = a.max_memory.as_deref().map(memory::parse_bytes).transpose()?;
     est.check_or_available(limit, &format!("{what} {}", m.graph.name))?;
     let r = if train {
-        bench::train_step(&m, a.batch, a.steps, a.warmup, device)?
+        bench::train_step(&m, a.batch, a.steps, a.warmup, device, a.precision)?
     } else {
         bench::infer(&m, a.batch, a.steps, a.warmup, device, runtime)?
     };
@@ -357,11 +361,12 @@ pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
         println!("{v}");
     } else {
         println!(
-            "{} {} batch {} in {} on {} ({} threads): median {:.2} ms (min {:.2}, p90 {:.2}, {} steps), {:.0} img/s, peak RSS {} (estimated {})",
+            "{} {} batch {} in {} {} on {} ({} threads): median {:.2} ms (min {:.2}, p90 {:.2}, {} steps), {:.0} img/s, peak RSS {} (estimated {})",
             r.what,
             r.model,
             r.batch,
             r.runtime,
+            r.precision,
             r.device,
             r.threads,
             1e3 * r.step_seconds.median,

@@ -96,6 +96,85 @@ impl Device {
     }
 }
 
+/// The number format of a training step's convolutions and matrix products. `Bf16` is mixed
+/// precision as PyTorch's bf16 autocast does it: convolutions and linear layers compute in
+/// bfloat16 (their inputs and a bf16 copy of the weights cast on the way in), BatchNorm takes
+/// the bf16 activations with fp32 affine weights and fp32 running statistics, the loss is
+/// computed in fp32, and the master weights, gradients and optimizer state stay fp32. Only
+/// training steps use it: evaluation, inference and the data-driven criteria run in fp32.
+/// `Auto` is bf16 where the CPU has bf16 instructions ([`Precision::native_bf16`]), fp32
+/// elsewhere; it is resolved once, when a run starts ([`Precision::resolve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+    Auto,
+}
+
+impl Precision {
+    pub const NAMES: &[&str] = &["fp32", "bf16", "auto"];
+
+    /// Whether `device` computes bf16 natively: on CPU, the AVX512-BF16 (x86-64) or BF16
+    /// (aarch64) instructions, detected at run time. CUDA devices answer false here (no portable
+    /// check through the engine): ask for `bf16` explicitly on a GPU that has it.
+    pub fn native_bf16(device: Device) -> bool {
+        match device {
+            Device::Cpu => cpu_has_bf16(),
+            Device::Cuda(_) => false,
+        }
+    }
+
+    /// The concrete precision (never `Auto`) for `device`.
+    pub fn resolve(self, device: Device) -> Precision {
+        match self {
+            Precision::Auto if Precision::native_bf16(device) => Precision::Bf16,
+            Precision::Auto => Precision::Fp32,
+            p => p,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_bf16() -> bool {
+    std::arch::is_x86_feature_detected!("avx512bf16")
+}
+
+#[cfg(target_arch = "aarch64")]
+fn cpu_has_bf16() -> bool {
+    std::arch::is_aarch64_feature_detected!("bf16")
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn cpu_has_bf16() -> bool {
+    false
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fp32" | "float32" => Ok(Precision::Fp32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            "auto" => Ok(Precision::Auto),
+            other => Err(Error::config(
+                "precision",
+                format!("unknown precision `{other}`; the precisions are {}", Precision::NAMES.join(", ")),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Auto => "auto",
+        })
+    }
+}
+
 /// Sets the training backend's CPU threads (intra-op parallelism), capped at the machine's CPU
 /// count (more only oversubscribes the cores, and an absurd count makes libgomp abort): a capped
 /// request is reported once.
@@ -180,6 +259,11 @@ pub trait Infer {
 /// A network being trained: what the training loop, the data-driven criteria and checkpoints
 /// need of a backend. Everything in and out is host data.
 pub trait Train: Infer {
+    /// Sets the precision of the training steps from now on (`Auto` is resolved for the
+    /// network's device). The weights and the optimizer state are fp32 either way.
+    fn set_precision(&mut self, p: Precision);
+    /// The precision of the training steps (never `Auto`).
+    fn precision(&self) -> Precision;
     /// Replaces the optimizer (and drops its momentum), as a fresh `torch.optim.SGD`.
     fn set_optimizer(&mut self, cfg: SgdConfig);
     /// One training step on a batch: forward in training mode, cross-entropy, backward, and an

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tch::{Kind, Tensor};
 
-use super::{ChannelStats, Device, Infer, Layout, SgdConfig, StepStats, Train};
+use super::{ChannelStats, Device, Infer, Layout, Precision, SgdConfig, StepStats, Train};
 use crate::error::{Error, Result};
 use crate::ir::{DType, Graph, HostTensor, Model, Op, TensorData, TensorKind, Weights};
 
@@ -60,6 +60,8 @@ pub struct Network {
     device: Device,
     tdev: tch::Device,
     layout: Layout,
+    /// The precision of training steps (never `Auto`).
+    precision: Precision,
     /// All tensors by state_dict key; parameters require gradients.
     tensors: BTreeMap<String, Tensor>,
     params: Vec<String>,
@@ -119,6 +121,17 @@ fn relu_in_place(graph: &Graph, inputs: &[Vec<usize>], output: usize) -> Result<
 /// oneDNN convolutions run markedly faster on CPU with this layout.
 fn channels_last(t: Tensor) -> Tensor {
     if t.dim() == 4 { t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]) } else { t }
+}
+
+/// `t` in bfloat16 where `low` is set (a cast autograd differentiates, so gradients reach the
+/// fp32 master weights as fp32); `t` itself otherwise. Keeps the memory format.
+fn low(t: &Tensor, low: bool) -> Tensor {
+    if low && t.kind() == Kind::Float { t.to_kind(Kind::BFloat16) } else { t.shallow_clone() }
+}
+
+/// `t` in fp32 (a no-op handle when it is already).
+fn full(t: &Tensor) -> Tensor {
+    if t.kind() == Kind::BFloat16 { t.to_kind(Kind::Float) } else { t.shallow_clone() }
 }
 
 fn to_host(t: &Tensor) -> Result<HostTensor> {
@@ -193,6 +206,7 @@ impl Network {
             device,
             tdev,
             layout,
+            precision: Precision::Fp32,
             tensors,
             params,
             sgd: None,
@@ -213,8 +227,10 @@ impl Network {
     }
 
     /// Runs the graph; also returns the outputs of the nodes in `keep` (which are then neither
-    /// freed early nor overwritten in place).
+    /// freed early nor overwritten in place). In training mode at bf16 precision, convolutions
+    /// and linear layers compute in bf16 (see [`Precision`]); the output comes back in fp32.
     fn forward_t(&self, x: &Tensor, train: bool, keep: &[usize]) -> Result<(Tensor, Vec<Tensor>)> {
+        let lp = train && self.precision == Precision::Bf16;
         let n = self.graph.nodes.len();
         let mut vals: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
         let mut kept: Vec<Option<Tensor>> = (0..keep.len()).map(|_| None).collect();
@@ -224,11 +240,11 @@ impl Network {
             let y = match &node.op {
                 Op::Input { .. } => x.shallow_clone(),
                 &Op::Conv2d { stride, padding, dilation, groups, bias, .. } => {
-                    let b = bias.then(|| self.t(name, "bias"));
-                    arg(0)
+                    let b = bias.then(|| low(self.t(name, "bias"), lp));
+                    low(arg(0), lp)
                         .f_conv2d(
-                            self.t(name, "weight"),
-                            b,
+                            &low(self.t(name, "weight"), lp),
+                            b.as_ref(),
                             [stride[0] as i64, stride[1] as i64],
                             [padding[0] as i64, padding[1] as i64],
                             [dilation[0] as i64, dilation[1] as i64],
@@ -286,29 +302,38 @@ impl Network {
                     .map_err(tch_err)?,
                 Op::GlobalAvgPool => arg(0).adaptive_avg_pool2d([1, 1]),
                 Op::Add => {
+                    // Type promotion makes a bf16 + fp32 sum fp32; the sum runs on in that type.
                     let mut s = arg(0) + arg(1);
                     for k in 2..self.inputs[i].len() {
-                        s += arg(k);
+                        s = s + arg(k);
                     }
                     s
                 }
                 Op::Mul => arg(0) * arg(1),
                 Op::Concat => {
                     let parts: Vec<&Tensor> = (0..self.inputs[i].len()).map(arg).collect();
-                    Tensor::f_cat(&parts, 1).map_err(tch_err)?
+                    if parts.iter().all(|p| p.kind() == parts[0].kind()) {
+                        Tensor::f_cat(&parts, 1).map_err(tch_err)?
+                    } else {
+                        // Mixed bf16 and fp32 parts (bf16 training): joined in fp32.
+                        let parts: Vec<Tensor> = parts.into_iter().map(full).collect();
+                        Tensor::f_cat(&parts, 1).map_err(tch_err)?
+                    }
                 }
                 Op::Flatten => arg(0).flatten(1, -1),
                 &Op::Linear { bias, .. } => {
-                    let b = bias.then(|| self.t(name, "bias"));
-                    let w = self.t(name, "weight");
-                    if arg(0).dim() == 4 {
+                    let b = bias.then(|| low(self.t(name, "bias"), lp));
+                    let w = low(self.t(name, "weight"), lp);
+                    let x = low(arg(0), lp);
+                    if x.dim() == 4 {
                         // Over the channels at every position: on the channels-last view, as torch does.
-                        arg(0).permute([0, 2, 3, 1]).f_linear(w, b).map_err(tch_err)?.permute([0, 3, 1, 2])
+                        x.permute([0, 2, 3, 1]).f_linear(&w, b.as_ref()).map_err(tch_err)?.permute([0, 3, 1, 2])
                     } else {
-                        arg(0).f_linear(w, b).map_err(tch_err)?
+                        x.f_linear(&w, b.as_ref()).map_err(tch_err)?
                     }
                 }
-                &Op::LayerNorm2d { num_features, eps } => arg(0)
+                // LayerNorm in fp32, as autocast does.
+                &Op::LayerNorm2d { num_features, eps } => full(arg(0))
                     .permute([0, 2, 3, 1])
                     .f_layer_norm(
                         [num_features as i64],
@@ -340,7 +365,7 @@ impl Network {
             }
         }
         let kept = kept.into_iter().map(|t| t.expect("kept nodes computed")).collect();
-        Ok((vals[self.output].take().expect("output computed"), kept))
+        Ok((full(&vals[self.output].take().expect("output computed")), kept))
     }
 
     /// SGD with momentum and weight decay as `torch.optim.SGD`, in place, from fresh gradients.
@@ -401,6 +426,14 @@ impl Infer for Network {
 }
 
 impl Train for Network {
+    fn set_precision(&mut self, p: Precision) {
+        self.precision = p.resolve(self.device);
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// Per-channel statistics of the outputs of `nodes` on one batch, in inference mode (BN
     /// running statistics), with gradients of the cross-entropy loss: for each node, per
     /// channel, summed over the batch: |mean over positions of activation x gradient| (first-order

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::{TimeStats, peak_rss_bytes};
-use crate::engine::{self, Device, SgdConfig};
+use crate::engine::{self, Device, Precision, SgdConfig};
 use crate::error::Result;
 use crate::ir::Model;
 
@@ -20,6 +20,8 @@ pub struct BenchResult {
     pub device: String,
     /// libtorch or onnxruntime.
     pub runtime: String,
+    /// The training step's precision (fp32 or bf16; fp32 for inference).
+    pub precision: String,
     pub warmup: usize,
     pub step_seconds: TimeStats,
     pub images_per_second: f64,
@@ -41,6 +43,7 @@ fn finish(
     batch: usize,
     device: Device,
     runtime: engine::Runtime,
+    precision: Precision,
     warmup: usize,
     times: &[f64],
 ) -> BenchResult {
@@ -52,6 +55,7 @@ fn finish(
         threads: crate::engine::threads(),
         device: device.to_string(),
         runtime: runtime.to_string(),
+        precision: precision.to_string(),
         warmup,
         images_per_second: batch as f64 / stats.median,
         step_seconds: stats,
@@ -59,10 +63,19 @@ fn finish(
     }
 }
 
-/// Times `steps` SGD steps (forward, cross-entropy, backward, update) after `warmup` untimed ones.
-pub fn train_step(model: &Model, batch: usize, steps: usize, warmup: usize, device: Device) -> Result<BenchResult> {
+/// Times `steps` SGD steps (forward, cross-entropy, backward, update) at `precision` after
+/// `warmup` untimed ones.
+pub fn train_step(
+    model: &Model,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    device: Device,
+    precision: Precision,
+) -> Result<BenchResult> {
     let (x, y, _) = random_batch(model, batch, 0)?;
     let mut net = engine::trainer(model, device)?;
+    net.set_precision(precision);
     net.set_optimizer(SgdConfig { momentum: 0.9, weight_decay: 1e-4, nesterov: false });
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps.max(1) {
@@ -73,7 +86,7 @@ pub fn train_step(model: &Model, batch: usize, steps: usize, warmup: usize, devi
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(finish("train-step", model, batch, device, engine::Runtime::Libtorch, warmup, &times))
+    Ok(finish("train-step", model, batch, device, engine::Runtime::Libtorch, net.precision(), warmup, &times))
 }
 
 /// Times `steps` forward passes in inference mode in `runtime` (ONNX Runtime runs the model as
@@ -97,7 +110,7 @@ pub fn infer(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(finish("infer", model, batch, device, runtime, warmup, &times))
+    Ok(finish("infer", model, batch, device, runtime, Precision::Fp32, warmup, &times))
 }
 
 /// Times the training loader on real data: `steps` augmented, normalised batches of `batch`
@@ -142,5 +155,14 @@ pub fn data(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(finish("data (training loader)", model, batch, Device::Cpu, engine::Runtime::Libtorch, warmup, &times))
+    Ok(finish(
+        "data (training loader)",
+        model,
+        batch,
+        Device::Cpu,
+        engine::Runtime::Libtorch,
+        Precision::Fp32,
+        warmup,
+        &times,
+    ))
 }

@@ -322,8 +322,9 @@ impl Ctx<'_> {
     fn costs(&self, before: &Model, after: &Model, data: &RunData, prune_seconds: f64) -> Result<Cell> {
         let ms = |s: f64| 1e3 * s;
         let b = self.recipe.batch_size;
-        let step =
-            |m: &Model| -> Result<f64> { Ok(ms(bench::train_step(m, b, 5, 2, self.device)?.step_seconds.median)) };
+        let step = |m: &Model| -> Result<f64> {
+            Ok(ms(bench::train_step(m, b, 5, 2, self.device, crate::engine::Precision::Fp32)?.step_seconds.median))
+        };
         let infer = |m: &Model, n: usize| -> Result<f64> {
             let steps = if n == 1 { 30 } else { 5 };
             let r = bench::infer(m, n, steps, 2, self.device, self.recipe.runtime)?;

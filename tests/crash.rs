@@ -85,12 +85,47 @@ fn final_weights(run: &Path) -> Vec<u8> {
 
 #[test]
 fn a_fine_tune_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
+    killed_and_resumed(&[], 10, 5);
+}
+
+/// The same in bf16 mixed precision (fewer kills: the point is that a bf16 run continues as the
+/// uninterrupted bf16 run does, bit for bit); a resume at another precision is refused, naming
+/// the run's own.
+#[test]
+fn a_bf16_fine_tune_resumes_to_the_uninterrupted_bf16_result_and_keeps_its_precision() {
+    let t = killed_and_resumed(&["--precision", "bf16"], 3, 2);
+    let run = t.path().join("run");
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(cfg.contains("precision = \"bf16\""), "{cfg}");
+    let ck = checkpoint::load_latest(&run).unwrap().unwrap();
+    assert_eq!(ck.state.precision, edgeprune::engine::Precision::Bf16);
+    let data = t.path().join("data");
+    let (out, text) =
+        output(&mut train_cmd(t.path(), &data, &["--resume", "run", "--epochs", "7", "--precision", "fp32"]));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("trained in bf16") && text.contains("--precision bf16"), "{text}");
+    // Refused before anything was written: the run still says bf16 and resumes in it.
+    assert!(std::fs::read_to_string(run.join("config.toml")).unwrap().contains("precision = \"bf16\""));
+    let (out, text) = output(&mut train_cmd(t.path(), &data, &["--resume", "run", "--epochs", "7"]));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("bf16"), "{text}");
+}
+
+/// Trains the recipe (with `extra` flags) once uninterrupted and once killed at random moments
+/// (`max_kills` times, at least `min_kills` must land) and resumed, and checks that both end with
+/// the same bytes. Returns the folder holding both runs (`reference`, `run`) and the data.
+fn killed_and_resumed(extra: &[&str], max_kills: usize, min_kills: usize) -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     write_dataset(&data);
     std::fs::write(t.path().join("recipe.toml"), RECIPE).unwrap();
 
-    let (out, text) = output(&mut train_cmd(t.path(), &data, &["--config", "recipe.toml", "-o", "reference"]));
+    let fresh = |out: &'static str| -> Vec<&str> {
+        let mut a = vec!["--config", "recipe.toml", "-o", out];
+        a.extend_from_slice(extra);
+        a
+    };
+    let (out, text) = output(&mut train_cmd(t.path(), &data, &fresh("reference")));
     assert!(out.status.success(), "{text}");
     let reference = final_weights(&t.path().join("reference"));
 
@@ -98,11 +133,8 @@ fn a_fine_tune_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let (mut kills, mut kills_in_write, mut last_pos) = (0, 0, None);
     loop {
-        let args: Vec<&str> = if checkpoint::latest(&run).unwrap().is_some() {
-            vec!["--resume", "run"]
-        } else {
-            vec!["--config", "recipe.toml", "-o", "run"]
-        };
+        let args: Vec<&str> =
+            if checkpoint::latest(&run).unwrap().is_some() { vec!["--resume", "run"] } else { fresh("run") };
         let mut child = train_cmd(t.path(), &data, &args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -112,7 +144,7 @@ fn a_fine_tune_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
         // Alternate: kill at a random moment, or as soon as a checkpoint write is under way.
         let in_write = kills % 2 == 1;
         let deadline = Instant::now() + Duration::from_millis(rng.random_range(300..2500));
-        let finished = if kills >= 10 {
+        let finished = if kills >= max_kills {
             wait_until(&mut child, Instant::now() + Duration::from_secs(600), || false)
         } else if in_write {
             wait_until(&mut child, Instant::now() + Duration::from_secs(60), || stage_in_progress(&run))
@@ -134,8 +166,10 @@ fn a_fine_tune_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
         assert!(pos >= last_pos, "progress went back from {last_pos:?} to {pos:?}");
         last_pos = pos;
     }
-    eprintln!("fine-tune: {kills} kills, {kills_in_write} inside a checkpoint write, last position {last_pos:?}");
-    assert!(kills >= 5, "only {kills} kills: the run was too quick to test anything");
+    eprintln!(
+        "fine-tune {extra:?}: {kills} kills, {kills_in_write} inside a checkpoint write, last position {last_pos:?}"
+    );
+    assert!(kills >= min_kills, "only {kills} kills: the run was too quick to test anything");
     assert!(kills_in_write >= 1, "no kill landed inside a checkpoint write");
     check_checkpoints(&run);
     assert!(final_weights(&run) == reference, "resumed run differs from the uninterrupted one after {kills} kills");
@@ -147,6 +181,7 @@ fn a_fine_tune_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
     let reference_best: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.path().join("reference/best/best.json")).unwrap()).unwrap();
     assert_eq!(best, reference_best);
+    t
 }
 
 /// A tiny two-class sweep on the dataset, with a pretrained model made by `init`.

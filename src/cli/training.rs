@@ -47,6 +47,11 @@ pub struct TrainArgs {
     pub threads: Option<usize>,
     #[arg(long)]
     pub device: Option<crate::engine::Device>,
+    /// Precision of the training steps: fp32 (default), bf16 (mixed precision: convolutions and
+    /// linear layers in bf16, weights, BatchNorm statistics and the loss in fp32) or auto (bf16
+    /// where the CPU has bf16 instructions). A resumed run keeps the precision it began with.
+    #[arg(long, value_name = "P")]
+    pub precision: Option<crate::engine::Precision>,
     /// Checkpoint after every N epochs (and always after the last and the best).
     #[arg(long, value_name = "N")]
     pub checkpoint_epochs: Option<usize>,
@@ -80,7 +85,7 @@ pub struct TrainArgs {
     pub overwrite: bool,
     /// Continue an interrupted run from its newest checkpoint: the folder given, else --out.
     /// Its config.toml is used; only --epochs (to extend the run), --data (moved), --threads,
-    /// the checkpoint frequency and --max-memory may change.
+    /// the checkpoint frequency and the budgets may change (and --precision, if it is the run's).
     #[arg(long, value_name = "RUN_DIR", num_args = 0..=1)]
     pub resume: Option<Option<PathBuf>>,
 }
@@ -113,6 +118,7 @@ pub(super) fn cmd_train(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         threads: a.threads,
         device: a.device,
+        precision: a.precision,
         checkpoint_epochs: a.checkpoint_epochs,
         checkpoint_minutes: a.checkpoint_minutes,
         max_memory: a.max_memory.as_deref().map(memory::parse_bytes).transpose()?,

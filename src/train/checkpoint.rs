@@ -4,7 +4,8 @@
 //! - `graph.json`, `weights.safetensors`: the model (a model folder: any command loads it);
 //! - `optimizer.safetensors`: the SGD momentum buffers;
 //! - `state.json`: the epoch and batch, the learning-rate scale after divergence roll-backs, the
-//!   best-validation record, the per-epoch log so far, and the random-number position;
+//!   best-validation record, the per-epoch log so far, the random-number position, and the
+//!   precision of the training steps;
 //! - `plan.json`: the pruning plan applied to the model before this training, when there was one.
 //!
 //! Every random draw of training is a pure function of (seed, epoch, batch): the data order and
@@ -73,6 +74,11 @@ pub struct RunState {
     /// they were recorded): a resume on data whose classes differ is refused.
     #[serde(default)]
     pub classes: Vec<String>,
+    /// The precision of the run's training steps (never auto; fp32 in checkpoints written
+    /// before it was recorded, which is what those runs trained in): a resume at another
+    /// precision is refused.
+    #[serde(default, with = "crate::formats::via_str")]
+    pub precision: crate::engine::Precision,
 }
 
 impl RunState {
@@ -91,6 +97,7 @@ impl RunState {
             divergences: 0,
             history: vec![],
             classes: vec![],
+            precision: crate::engine::Precision::Fp32,
         }
     }
 

@@ -48,6 +48,12 @@ pub struct TrainConfig {
     pub threads: usize,
     #[serde(with = "crate::formats::via_str")]
     pub device: crate::engine::Device,
+    /// The precision of the training steps: fp32, bf16 (mixed precision, see
+    /// [`crate::engine::Precision`]) or auto (bf16 where the CPU has bf16 instructions). A run
+    /// resolves auto when it begins and keeps what it resolved to (config.toml and every
+    /// checkpoint record it); a resume at another precision is refused.
+    #[serde(with = "crate::formats::via_str")]
+    pub precision: crate::engine::Precision,
     /// Checkpoint after every this many epochs (and always after the last and the best).
     pub checkpoint_epochs: usize,
     /// Also checkpoint when this many minutes have passed since the last checkpoint, between
@@ -102,6 +108,7 @@ impl Default for TrainConfig {
             seed: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             device: crate::engine::Device::Cpu,
+            precision: crate::engine::Precision::Fp32,
             checkpoint_epochs: 1,
             checkpoint_minutes: None,
             keep_checkpoints: 2,
@@ -223,6 +230,7 @@ pub struct Overrides {
     pub seed: Option<u64>,
     pub threads: Option<usize>,
     pub device: Option<crate::engine::Device>,
+    pub precision: Option<crate::engine::Precision>,
     pub checkpoint_epochs: Option<usize>,
     pub checkpoint_minutes: Option<f64>,
     pub max_memory: Option<u64>,
@@ -234,8 +242,9 @@ pub struct Overrides {
 
 impl TrainConfig {
     /// Applies command-line values. A resumed run keeps its config.toml: only `epochs` (to extend
-    /// it), `data` (moved), `threads`, the checkpoint frequency and `max_memory` may change; any
-    /// other value given is an error naming its flag.
+    /// it), `data` (moved), `threads`, the checkpoint frequency, the budgets and `precision` (which
+    /// must then be the run's own, checked against its checkpoint) may change; any other value
+    /// given is an error naming its flag.
     pub fn apply(&mut self, o: Overrides, resuming: bool) -> Result<()> {
         if resuming {
             for (given, flag) in [
@@ -276,6 +285,10 @@ impl TrainConfig {
         }
         if o.max_memory.is_some() {
             self.max_memory = o.max_memory;
+        }
+        // On a resume, checked against the checkpoint's precision when the run restarts.
+        if let Some(p) = o.precision {
+            self.precision = p;
         }
         // Budgets and the table they are priced on may change on resume too.
         if o.max_train_minutes.is_some() {
@@ -379,5 +392,24 @@ mod tests {
         assert!(e.contains("epoch 0"), "{e}");
         let e = TrainConfig::from_toml("device = \"tpu\"\n").unwrap_err().to_string();
         assert!(e.contains("tpu"), "{e}");
+        let e = TrainConfig::from_toml("precision = \"fp16\"\n").unwrap_err().to_string();
+        assert!(e.contains("fp16") && e.contains("fp32, bf16, auto"), "{e}");
+    }
+
+    #[test]
+    fn precision_reads_writes_and_defaults_to_fp32() {
+        use crate::engine::Precision;
+        assert_eq!(TrainConfig::default().precision, Precision::Fp32);
+        assert_eq!(TrainConfig::from_toml("epochs = 2\n").unwrap().precision, Precision::Fp32, "old recipes");
+        for p in [Precision::Fp32, Precision::Bf16, Precision::Auto] {
+            let c = TrainConfig { precision: p, ..TrainConfig::default() };
+            assert_eq!(TrainConfig::from_toml(&c.to_toml()).unwrap().precision, p);
+        }
+        // A resume may name a precision (checked against the checkpoint when the run restarts).
+        let mut c = TrainConfig::default();
+        c.apply(Overrides { precision: Some(Precision::Bf16), ..Overrides::default() }, true).unwrap();
+        assert_eq!(c.precision, Precision::Bf16);
+        assert_ne!(Precision::Auto.resolve(crate::engine::Device::Cpu), Precision::Auto);
+        assert_eq!(Precision::Fp32.resolve(crate::engine::Device::Cpu), Precision::Fp32);
     }
 }

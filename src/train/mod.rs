@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Device;
+use crate::engine::{Device, Precision};
 use crate::error::{Error, Result};
 use crate::formats::native;
 use crate::formats::outdir;
@@ -162,20 +162,26 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
     // Before anything is written: a run that cannot start leaves no run behind.
     device.check()?;
     crate::engine::set_threads(cfg.threads);
+    // The precision the run trains in, `auto` resolved for this device; config.toml records it.
+    let mut own = cfg.clone();
+    own.precision = cfg.precision.resolve(device);
+    if own.precision == Precision::Bf16 && !Precision::native_bf16(device) {
+        eprintln!(
+            "warning: bf16 asked for, but this {device} has no bf16 instructions: it is emulated, and slower than fp32"
+        );
+    }
     // A fresh run that would not finish in its time budget trains on the share of each epoch that
     // does (`fit_to_budget`); the run's config.toml records the share, so a resume keeps it.
-    let adapted;
-    let cfg = match &start {
-        Some(s) if cfg.fit_to_budget => {
-            let (c, line) = fit_to_budget(cfg, &s.model, data, cfg.epochs.saturating_sub(s.epoch))?;
-            if let Some(l) = line {
-                eprintln!("{l}");
-            }
-            adapted = c;
-            &adapted
+    if let Some(s) = &start
+        && own.fit_to_budget
+    {
+        let (c, line) = fit_to_budget(&own, &s.model, data, own.epochs.saturating_sub(s.epoch))?;
+        if let Some(l) = line {
+            eprintln!("{l}");
         }
-        _ => cfg,
-    };
+        own = c;
+    }
+    let cfg = &own;
     let _lock = lock_run_dir(out)?;
     // What a killed process was writing or removing (`best/` stages, removed folders).
     crate::formats::atomic::remove_stale_stages(out);
@@ -191,7 +197,7 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
         return Err(Error::Data(format!("class index {c} does not fit the model's {n_out} outputs")));
     }
     eprintln!(
-        "training {} on {} ({} train / {} val / {} test images, {} classes) for {} epochs on {device}, {} threads",
+        "training {} on {} ({} train / {} val / {} test images, {} classes) for {} epochs on {device}, {} threads, {}",
         ck.model.graph.name,
         data.class_names.join(","),
         data.train.len(),
@@ -199,7 +205,8 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
         data.test.len(),
         data.classes.len(),
         cfg.epochs,
-        crate::engine::threads()
+        crate::engine::threads(),
+        cfg.precision
     );
     // Recorded in the model when the run began; the data's statistics only for an older model.
     let norm = model_normalize(&mut ck.model, &data.stats)?;
@@ -238,6 +245,7 @@ fn begin(start: Start, data: &RunData, cfg: &TrainConfig, out: &Path) -> Result<
     }
     let mut state = RunState::start(cfg.seed, start.epoch);
     state.classes = data.class_names.clone();
+    state.precision = cfg.precision;
     let dir = checkpoint::save(out, &model, &Weights::default(), &state, start.plan.as_deref(), cfg.keep_checkpoints)?;
     Ok(Checkpoint { dir, model, optimizer: Weights::default(), state, plan: start.plan })
 }
@@ -254,9 +262,26 @@ fn resume_latest(data: &RunData, cfg: &TrainConfig, out: &Path) -> Result<Checkp
             data.class_names.join(", ")
         )));
     }
+    check_precision(cfg, &ck)?;
     check_memory(cfg, &ck.model, data, cfg.epochs.saturating_sub(ck.state.epochs_done))?;
     eprintln!("resuming from {} (epoch {}, batch {})", ck.dir.display(), ck.state.epochs_done, ck.state.batch);
     Ok(ck)
+}
+
+/// A checkpoint continues only at the precision it was trained in (`cfg.precision` resolved):
+/// the same run in another number format is another run.
+fn check_precision(cfg: &TrainConfig, ck: &Checkpoint) -> Result<()> {
+    if ck.state.precision == cfg.precision {
+        return Ok(());
+    }
+    Err(Error::file(
+        ck.dir.join("state.json"),
+        format!(
+            "the run trained in {} and this resume would train in {}: a resume continues the run as it began; \
+             resume with --precision {} (or start a new run in {})",
+            ck.state.precision, cfg.precision, ck.state.precision, cfg.precision
+        ),
+    ))
 }
 
 /// Bytes of the data a run holds in memory (decoded images; memory-mapped ones are paged by the

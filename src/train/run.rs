@@ -102,7 +102,12 @@ impl<'a> Run<'a> {
             let why = format!("seed {} differs from the checkpoint's {}", self.cfg.seed, ck.state.seed);
             return Err(Error::file(ck.dir.join("state.json"), why));
         }
+        if ck.state.precision != self.cfg.precision {
+            let why = format!("precision {} differs from the checkpoint's {}", self.cfg.precision, ck.state.precision);
+            return Err(Error::file(ck.dir.join("state.json"), why));
+        }
         let mut net = engine::trainer(&ck.model, self.device)?;
+        net.set_precision(self.cfg.precision);
         let cfg = self.cfg;
         net.set_optimizer(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov });
         net.load_optimizer_state(&ck.optimizer)?;

@@ -23,7 +23,8 @@ restore() {   # runs/<name> from the carried state, unless runs/<name> has as ma
     [ -d "$src" ] || return 0
     local theirs mine
     theirs=$(find "$src" -name metrics.json | wc -l)
-    mine=$(find "$dst" -name metrics.json 2>/dev/null | wc -l)
+    # (No folder yet on a fresh machine: find fails, and under pipefail that must not end the script.)
+    mine=$({ find "$dst" -name metrics.json 2>/dev/null || true; } | wc -l)
     if [ ! -d "$dst" ] || [ "$mine" -lt "$theirs" ]; then
         echo "sweeps: restoring $name from $src ($theirs finished cells)"
         rm -rf "$dst"

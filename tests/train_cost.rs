@@ -118,6 +118,23 @@ fn the_table_prices_pruned_models_and_the_budgets_use_it() {
     let probe = text.lines().find(|l| l.starts_with("probe")).unwrap_or_else(|| panic!("{text}"));
     assert!(probe.contains("retraining") && !probe.contains("predicted -)"), "{probe}");
 
+    // Tables are per precision: a bf16 run is not priced on the fp32 table; it says how to measure
+    // its own, which is then kept beside the fp32 one and found.
+    let (out, text) = train(&["--max-train-minutes", "5", "--precision", "bf16"], "bf16-none");
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("in bf16") && text.contains("--precision bf16"), "{text}");
+    let args = ["bench", "train-cost", "--model", ms, "--batch", "8", "--threads", "1", "--precision", "bf16"];
+    let (out, text) = output(&mut cmd(&cache, &args));
+    assert!(out.status.success() && text.contains("(measured now)") && text.contains("bf16 mixed precision"), "{text}");
+    let names: Vec<String> = std::fs::read_dir(cache.join("train-cost"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.len() == 2 && names.iter().any(|n| n.contains("-train-bf16-b8-")), "{names:?}");
+    let (out, text) = train(&["--max-train-minutes", "60", "--precision", "bf16"], "bf16-priced");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("bf16"), "{text}");
+
     // Without a table, a time budget says how to measure one.
     let empty = t.path().join("empty-cache");
     let mut c = cmd(&empty, &["train", "--model", ps, "--data", ds, "--batch-size", "8", "--epochs", "1"]);

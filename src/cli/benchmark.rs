@@ -44,8 +44,9 @@ pub struct BenchArgs {
     /// Refuse to run if the estimated peak memory exceeds this many bytes (suffixes K, M, G).
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<String>,
-    /// For train-step and data: the training step's precision, fp32, bf16 or auto (bf16 where
-    /// the CPU has bf16 instructions).
+    /// For train-step, data, train-cost and train-cost-model: the training step's precision, fp32,
+    /// bf16 or auto (bf16 where the CPU has bf16 instructions). Training-cost tables are kept per
+    /// precision.
     #[arg(long, default_value = "fp32")]
     pub precision: engine::Precision,
     #[command(flatten)]
@@ -219,15 +220,15 @@ fn bench_latency_model(a: &BenchArgs, m: &crate::ir::Model, runtime: engine::Run
 fn bench_train_cost(a: &BenchArgs, m: &crate::ir::Model, device: Device) -> Result<()> {
     use crate::metrics::train_cost;
     let exe = std::env::current_exe()?;
-    let (table, source) = train_cost::load_or_build(m, a.batch, device, a.table.as_deref(), &exe)?;
+    let (table, source) = train_cost::load_or_build(m, a.batch, device, a.precision, a.table.as_deref(), &exe)?;
     println!("{}", source.describe("train cost table"));
     let fmt = |l: &crate::analysis::train_cost::Linear| {
         l.terms.iter().zip(&l.coef).map(|(t, c)| format!("{c:.4e} x {t}")).collect::<Vec<_>>().join(" + ")
             + &format!(" + {:.4e}", l.intercept)
     };
     println!(
-        "{} at batch {} ({} threads, {}), measured in {:.0}s:",
-        table.network, table.key.batch, table.key.threads, table.key.device, table.build_seconds
+        "{} at batch {} ({} threads, {}, {}), measured in {:.0}s:",
+        table.network, table.key.batch, table.key.threads, table.key.device, table.key.runtime, table.build_seconds
     );
     println!("  step ms = {}", fmt(&table.step));
     println!("  eval ms per image (batch {}) = {}", table.eval_batch, fmt(&table.eval));
@@ -265,14 +266,14 @@ fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -
     outdir::check_not_input(out, "--out", &[Path::new(&a.model)])?;
     outdir::claim(out, outdir::Kind::Report, outdir::Existing::Accept, "")?;
     let exe = std::env::current_exe()?;
-    let (table, source) = train_cost::load_or_build(m, a.batch, device, a.table.as_deref(), &exe)?;
+    let (table, source) = train_cost::load_or_build(m, a.batch, device, a.precision, a.table.as_deref(), &exe)?;
     println!("{}", source.describe("train cost table"));
     let mut rows = Vec::new();
     let mut model = m.clone();
     for i in 0..a.networks {
         let (what, pruned) = pruned_version(&mut model, i, device)?;
         let p = table.predict(&pruned.graph)?;
-        let (step_ms, peak) = train_cost::measure(&exe, &pruned, a.batch, device)?;
+        let (step_ms, peak) = train_cost::measure(&exe, &pruned, a.batch, device, a.precision)?;
         let (es, em) = (100.0 * (p.step_ms - step_ms) / step_ms, 100.0 * (p.peak_bytes - peak) / peak);
         println!(
             "  {what:<36} step measured {step_ms:.1} ms, predicted {:.1} ms ({es:+.1}%); peak measured {}, predicted {} ({em:+.1}%)",

@@ -35,6 +35,9 @@ pub struct InspectArgs {
     /// CPU threads the cost is predicted for (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// With --train-cost: the precision of the training steps priced, fp32, bf16 or auto.
+    #[arg(long, default_value = "fp32")]
+    pub precision: crate::engine::Precision,
 }
 
 /// The predicted training cost of `m` (see `--train-cost`).
@@ -47,21 +50,25 @@ fn train_cost(a: &InspectArgs, m: &crate::ir::Model) -> Result<()> {
         crate::engine::set_threads(t);
     }
     let device = crate::engine::Device::Cpu;
-    let (table, path) = match train_cost::find(m, a.batch, device, a.cost_table.as_deref())? {
+    let precision = a.precision.resolve(device);
+    let (table, path) = match train_cost::find(m, a.batch, device, precision, a.cost_table.as_deref())? {
         Some(found) => found,
         None => {
-            eprintln!("no training-cost table of {} at batch {} in the cache: measuring it now", m.graph.name, a.batch);
+            eprintln!(
+                "no training-cost table of {} at batch {} in {precision} in the cache: measuring it now",
+                m.graph.name, a.batch
+            );
             let exe = std::env::current_exe()?;
-            let (t, source) = train_cost::load_or_build(m, a.batch, device, None, &exe)?;
+            let (t, source) = train_cost::load_or_build(m, a.batch, device, precision, None, &exe)?;
             eprintln!("{}", source.describe("train cost table"));
-            let p = train_cost::default_path(m, a.batch)?;
+            let p = train_cost::default_path(m, a.batch, precision)?;
             (t, p)
         }
     };
     let p = table.predict_at(&m.graph, a.batch)?;
     println!(
-        "training cost on this device ({} threads, table {}): step {:.1} ms at batch {}, peak {} (without the dataset), \
-         evaluation {:.3} ms per image",
+        "training cost on this device ({} threads, {precision}, table {}): step {:.1} ms at batch {}, peak {} (without \
+         the dataset), evaluation {:.3} ms per image",
         table.key.threads,
         path.display(),
         p.step_ms,

@@ -305,7 +305,7 @@ impl Network {
                     // Type promotion makes a bf16 + fp32 sum fp32; the sum runs on in that type.
                     let mut s = arg(0) + arg(1);
                     for k in 2..self.inputs[i].len() {
-                        s = s + arg(k);
+                        s = &s + arg(k);
                     }
                     s
                 }

@@ -43,7 +43,6 @@ fn finish(
     batch: usize,
     device: Device,
     runtime: engine::Runtime,
-    precision: Precision,
     warmup: usize,
     times: &[f64],
 ) -> BenchResult {
@@ -55,7 +54,7 @@ fn finish(
         threads: crate::engine::threads(),
         device: device.to_string(),
         runtime: runtime.to_string(),
-        precision: precision.to_string(),
+        precision: Precision::Fp32.to_string(),
         warmup,
         images_per_second: batch as f64 / stats.median,
         step_seconds: stats,
@@ -86,7 +85,8 @@ pub fn train_step(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(finish("train-step", model, batch, device, engine::Runtime::Libtorch, net.precision(), warmup, &times))
+    let r = finish("train-step", model, batch, device, engine::Runtime::Libtorch, warmup, &times);
+    Ok(BenchResult { precision: net.precision().to_string(), ..r })
 }
 
 /// Times `steps` forward passes in inference mode in `runtime` (ONNX Runtime runs the model as
@@ -110,7 +110,7 @@ pub fn infer(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(finish("infer", model, batch, device, runtime, Precision::Fp32, warmup, &times))
+    Ok(finish("infer", model, batch, device, runtime, warmup, &times))
 }
 
 /// Times the training loader on real data: `steps` augmented, normalised batches of `batch`
@@ -155,14 +155,5 @@ pub fn data(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(finish(
-        "data (training loader)",
-        model,
-        batch,
-        Device::Cpu,
-        engine::Runtime::Libtorch,
-        Precision::Fp32,
-        warmup,
-        &times,
-    ))
+    Ok(finish("data (training loader)", model, batch, Device::Cpu, engine::Runtime::Libtorch, warmup, &times))
 }

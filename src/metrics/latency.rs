@@ -220,22 +220,23 @@ fn axis_counts(full: usize, varies: bool, multiple: usize, factor: usize, points
 pub enum UnitTiming {
     /// Inference in a runtime (the latency tables).
     Infer(Runtime),
-    /// A training step in the engine: forward in training mode, backward to the weights and to
-    /// the input (as every unit but the first has it in a network), SGD update (the
-    /// training-cost tables). Fine scans are coarser (at most 16 points): each point is a step.
-    Train,
+    /// A training step in the engine at a precision: forward in training mode, backward to the
+    /// weights and to the input (as every unit but the first has it in a network), SGD update
+    /// (the training-cost tables). Fine scans are coarser (at most 16 points): each point is a step.
+    Train(engine::Precision),
 }
 
 /// Training steps timed per point of a training unit table (after `TRAIN_WARMUP`); the median.
 const TRAIN_REPS: usize = 5;
 const TRAIN_WARMUP: usize = 2;
 
-/// Median ms of training steps of `m` at `batch` (see [`UnitTiming::Train`]).
-fn train_unit_ms(m: &Model, batch: usize, device: Device) -> Result<f64> {
+/// Median ms of training steps of `m` at `batch` and `precision` (see [`UnitTiming::Train`]).
+fn train_unit_ms(m: &Model, batch: usize, device: Device, precision: engine::Precision) -> Result<f64> {
     let per: usize = m.graph.input_shape()?.iter().product();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let x: Vec<f32> = (0..batch * per).map(|_| rng.random_range(-2.0f32..2.0)).collect();
     let mut net = engine::trainer(m, device)?;
+    net.set_precision(precision);
     net.set_optimizer(engine::SgdConfig { momentum: 0.9, weight_decay: 1e-4, nesterov: false });
     let mut times = Vec::new();
     for i in 0..TRAIN_WARMUP + TRAIN_REPS {
@@ -260,7 +261,7 @@ pub fn measure_units(model: &Model, how: UnitTiming, batch: usize, device: Devic
     let units = latency::units(graph)?;
     let points = match how {
         UnitTiming::Infer(_) => 32,
-        UnitTiming::Train => 16,
+        UnitTiming::Train(_) => 16,
     };
     // What each unit is measured at, to size the progress bar before measuring.
     struct Todo {
@@ -293,7 +294,7 @@ pub fn measure_units(model: &Model, how: UnitTiming, batch: usize, device: Devic
     let total: usize = todo.iter().map(|t| t.cin.0.len() * t.cout.0.len() + t.cin.1.len() + t.cout.1.len()).sum();
     let what = match how {
         UnitTiming::Infer(r) => format!("latency table {} ({r}, batch {batch})", graph.name),
-        UnitTiming::Train => format!("training unit table {} (batch {batch})", graph.name),
+        UnitTiming::Train(p) => format!("training unit table {} (batch {batch}, {p})", graph.name),
     };
     let bar = crate::train::progress(total as u64, &what);
     let measure = |u: &Unit, cin: usize, cout: usize| -> Result<f64> {
@@ -303,7 +304,7 @@ pub fn measure_units(model: &Model, how: UnitTiming, batch: usize, device: Devic
                 let net = engine::infer_with(&m, device, runtime)?;
                 time_ms(net.as_ref(), m.graph.input_shape()?, batch, device, MIN_SECONDS)?
             }
-            UnitTiming::Train => train_unit_ms(&m, batch, device)?,
+            UnitTiming::Train(p) => train_unit_ms(&m, batch, device, p)?,
         };
         bar.inc(1);
         Ok(ms)
@@ -329,7 +330,7 @@ pub fn measure_units(model: &Model, how: UnitTiming, batch: usize, device: Devic
         let fine_in = t.cin.1.iter().map(|&i| Ok((i, measure(u, i, cout_full)?))).collect::<Result<_>>()?;
         let layout = match how {
             UnitTiming::Infer(runtime) => probe_layout(graph, &shapes, u, runtime, &mut seen)?,
-            UnitTiming::Train => None,
+            UnitTiming::Train(_) => None,
         };
         tables.push(UnitTable {
             node: node.name.clone(),

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::analysis::latency::TableKey;
 use crate::analysis::train_cost::{FORMAT, Features, Linear, TrainCalibration, TrainCostTable};
-use crate::engine::{Device, Runtime};
+use crate::engine::{Device, Precision, Runtime};
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::metrics::latency as lat;
@@ -52,25 +52,42 @@ fn skewed(model: &Model, groups: &[crate::analysis::Group], first: f64, last: f6
 /// Evaluation passes timed per calibration network.
 const EVAL_STEPS: usize = 3;
 
-/// Where a table is kept by default: the cache, one file per network, batch and threads.
-pub fn default_path(model: &Model, batch: usize) -> Result<PathBuf> {
+/// Where a table is kept by default: the cache, one file per network, precision, batch and
+/// threads (`<network>-<hash>-train-[bf16-]b<batch>-t<threads>.json`); `precision` resolved.
+pub fn default_path(model: &Model, batch: usize, precision: Precision) -> Result<PathBuf> {
     let latency = lat::default_path(model, Runtime::Libtorch, batch)?;
-    let name = latency.file_name().map(|n| n.to_string_lossy().replace("-libtorch-", "-train-")).unwrap_or_default();
+    let marker = match precision {
+        Precision::Bf16 => "-train-bf16-",
+        _ => "-train-",
+    };
+    let name = latency.file_name().map(|n| n.to_string_lossy().replace("-libtorch-", marker)).unwrap_or_default();
     let root = crate::formats::cache_root().ok_or_else(|| {
         Error::config("train cost table", "no HOME to keep it in; set EDGEPRUNE_CACHE or give a file")
     })?;
     Ok(root.join("train-cost").join(name))
 }
 
-/// The key a training-cost table of `model` at `batch` has on this machine now.
-pub fn current_key(model: &Model, batch: usize, device: Device) -> Result<TableKey> {
+/// The key a training-cost table of `model` at `batch` and `precision` has on this machine now
+/// (fp32 tables keep the key they had before precisions existed).
+pub fn current_key(model: &Model, batch: usize, device: Device, precision: Precision) -> Result<TableKey> {
     let k = lat::current_key(model, Runtime::Libtorch, batch, device)?;
-    Ok(TableKey { format: FORMAT, runtime: format!("{} training, SGD with momentum", k.runtime), ..k })
+    let runtime = match precision.resolve(device) {
+        Precision::Bf16 => format!("{} training, SGD with momentum, bf16 mixed precision", k.runtime),
+        _ => format!("{} training, SGD with momentum", k.runtime),
+    };
+    Ok(TableKey { format: FORMAT, runtime, ..k })
 }
 
 /// Runs `exe bench train-step` on `model` (saved in a scratch folder) in a process of its own:
 /// the median step in ms and that process's peak resident bytes.
-fn step_in_child(exe: &Path, model: &Model, batch: usize, steps: usize, device: Device) -> Result<(f64, f64)> {
+fn step_in_child(
+    exe: &Path,
+    model: &Model,
+    batch: usize,
+    steps: usize,
+    device: Device,
+    precision: Precision,
+) -> Result<(f64, f64)> {
     // A scratch folder of this process's own, removed when done.
     struct Scratch(PathBuf);
     impl Drop for Scratch {
@@ -90,6 +107,7 @@ fn step_in_child(exe: &Path, model: &Model, batch: usize, steps: usize, device: 
         .args(["--batch", &batch.to_string(), "--steps", &steps.to_string(), "--warmup"])
         .arg(WARMUP_STEPS.to_string())
         .args(["--threads", &crate::engine::threads().to_string(), "--device", &device.to_string()])
+        .args(["--precision", &precision.to_string()])
         .output()
         .map_err(|e| Error::io(exe, e))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -110,11 +128,20 @@ fn step_in_child(exe: &Path, model: &Model, batch: usize, steps: usize, device: 
     }
 }
 
-/// Measures the table of `model` (unpruned) at `batch`. `exe` is an edgeprune binary, run once
-/// per calibration network so that each peak is that network's alone.
-pub fn build(model: &Model, batch: usize, device: Device, exe: &Path, key: TableKey) -> Result<TrainCostTable> {
+/// Measures the table of `model` (unpruned) at `batch` and `precision` (training steps; the
+/// evaluation passes are fp32, as evaluation is). `exe` is an edgeprune binary, run once per
+/// calibration network so that each peak is that network's alone.
+pub fn build(
+    model: &Model,
+    batch: usize,
+    device: Device,
+    precision: Precision,
+    exe: &Path,
+    key: TableKey,
+) -> Result<TrainCostTable> {
     let t0 = Instant::now();
-    let units = lat::measure_units(model, lat::UnitTiming::Train, batch, device)?;
+    let precision = precision.resolve(device);
+    let units = lat::measure_units(model, lat::UnitTiming::Train(precision), batch, device)?;
     let latency = crate::analysis::latency::LatencyTable::new(key.clone(), &model.graph.name, units);
     let groups = crate::analysis::groups(&model.graph)?;
     let eval_batch = crate::train::EVAL_BATCH_SIZE;
@@ -144,13 +171,15 @@ pub fn build(model: &Model, batch: usize, device: Device, exe: &Path, key: Table
             nets.push((format!("uniform {l}% at batch {half}, memory"), m, half, false));
         }
     }
-    let bar =
-        crate::train::progress(nets.len() as u64, &format!("train cost table {} (batch {batch})", model.graph.name));
+    let bar = crate::train::progress(
+        nets.len() as u64,
+        &format!("train cost table {} (batch {batch}, {precision})", model.graph.name),
+    );
     let mut calibration = Vec::new();
     for (what, m, b, timed) in nets {
         bar.set_message(what.clone());
         let features = Features::of(&latency, &m.graph)?;
-        let (ms, peak) = step_in_child(exe, &m, b, if timed { STEPS } else { 1 }, device)?;
+        let (ms, peak) = step_in_child(exe, &m, b, if timed { STEPS } else { 1 }, device, precision)?;
         let eval = if timed {
             let r = crate::metrics::bench::infer(&m, eval_batch, EVAL_STEPS, 1, device, Runtime::Libtorch)?;
             Some(1e3 * r.step_seconds.median / eval_batch as f64)
@@ -198,14 +227,16 @@ pub fn load_or_build(
     model: &Model,
     batch: usize,
     device: Device,
+    precision: Precision,
     path: Option<&Path>,
     exe: &Path,
 ) -> Result<(TrainCostTable, lat::Source)> {
+    let precision = precision.resolve(device);
     let path = match path {
         Some(p) => p.to_path_buf(),
-        None => default_path(model, batch)?,
+        None => default_path(model, batch, precision)?,
     };
-    let key = current_key(model, batch, device)?;
+    let key = current_key(model, batch, device, precision)?;
     let mut stale = None;
     if path.exists() {
         let text = crate::formats::read_text(&path)?;
@@ -230,15 +261,15 @@ pub fn load_or_build(
             }
         }
     }
-    let table = build(model, batch, device, exe, key)?;
+    let table = build(model, batch, device, precision, exe, key)?;
     let source = lat::store(&path, &table, stale)?;
     Ok((table, source))
 }
 
 /// Measures one network's training step and peak in a process of its own, as the table's
 /// calibration does (for checking predictions).
-pub fn measure(exe: &Path, model: &Model, batch: usize, device: Device) -> Result<(f64, f64)> {
-    step_in_child(exe, model, batch, STEPS, device)
+pub fn measure(exe: &Path, model: &Model, batch: usize, device: Device, precision: Precision) -> Result<(f64, f64)> {
+    step_in_child(exe, model, batch, STEPS, device, precision.resolve(device))
 }
 
 /// A training-cost table that can price `model` at `batch` on this machine now, and its file:
@@ -250,8 +281,10 @@ pub fn find(
     model: &Model,
     batch: usize,
     device: Device,
+    precision: Precision,
     path: Option<&Path>,
 ) -> Result<Option<(TrainCostTable, PathBuf)>> {
+    let precision = precision.resolve(device);
     // The current key makes a network in the engine: only worth it where there is a table to check.
     let usable = |t: &TrainCostTable, key: &TableKey| -> std::result::Result<(), String> {
         let k = &t.key;
@@ -282,11 +315,11 @@ pub fn find(
     };
     if let Some(p) = path {
         let t = read(p)?;
-        usable(&t, &current_key(model, batch, device)?)
+        usable(&t, &current_key(model, batch, device, precision)?)
             .map_err(|why| Error::file(p, format!("cannot price {}: {why}", model.graph.name)))?;
         return Ok(Some((t, p.to_path_buf())));
     }
-    let own = default_path(model, batch)?;
+    let own = default_path(model, batch, precision)?;
     let Some(dir) = own.parent() else { return Ok(None) };
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(None) };
     let name = own.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -305,7 +338,7 @@ pub fn find(
     if candidates.is_empty() {
         return Ok(None);
     }
-    let key = current_key(model, batch, device)?;
+    let key = current_key(model, batch, device, precision)?;
     // This network's own table first.
     candidates.sort_by_key(|p| *p != own);
     for p in candidates {

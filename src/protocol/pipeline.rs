@@ -259,6 +259,7 @@ impl Ctx<'_> {
             seed,
             threads: self.recipe.threads,
             device: self.recipe.device,
+            precision: self.recipe.precision,
             checkpoint_minutes: self.recipe.checkpoint_minutes,
             max_memory: self.recipe.max_memory.as_deref().map(crate::analysis::memory::parse_bytes).transpose()?,
             ..TrainConfig::default()
@@ -323,7 +324,7 @@ impl Ctx<'_> {
         let ms = |s: f64| 1e3 * s;
         let b = self.recipe.batch_size;
         let step = |m: &Model| -> Result<f64> {
-            Ok(ms(bench::train_step(m, b, 5, 2, self.device, crate::engine::Precision::Fp32)?.step_seconds.median))
+            Ok(ms(bench::train_step(m, b, 5, 2, self.device, self.recipe.precision)?.step_seconds.median))
         };
         let infer = |m: &Model, n: usize| -> Result<f64> {
             let steps = if n == 1 { 30 } else { 5 };

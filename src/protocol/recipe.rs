@@ -220,6 +220,10 @@ pub struct Recipe {
     pub threads: usize,
     #[serde(default = "default_device", with = "crate::formats::via_str")]
     pub device: Device,
+    /// The precision of every training of the sweep: fp32 (default), bf16 mixed precision, or
+    /// auto (bf16 where the CPU has bf16 instructions; each cell's run records what it resolved to).
+    #[serde(default, with = "crate::formats::via_str")]
+    pub precision: crate::engine::Precision,
     /// Each training also checkpoints every this many minutes (between batches if need be), on
     /// top of every epoch.
     #[serde(default)]

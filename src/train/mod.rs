@@ -313,7 +313,7 @@ const BATCHES_AHEAD: u64 = 4;
 /// the table `cfg.cost_table` names or the cache holds for it (None where there is none).
 pub fn predict_run(cfg: &TrainConfig, model: &Model, data: &RunData, epochs: usize) -> Result<Option<RunCost>> {
     let Some((table, path)) =
-        crate::metrics::train_cost::find(model, cfg.batch_size, cfg.device, cfg.cost_table.as_deref())?
+        crate::metrics::train_cost::find(model, cfg.batch_size, cfg.device, cfg.precision, cfg.cost_table.as_deref())?
     else {
         return Ok(None);
     };
@@ -345,9 +345,10 @@ fn need_table(cfg: &TrainConfig, model: &Model, what: &str) -> Error {
     Error::config(
         what,
         format!(
-            "needs a training-cost table of {} at batch {} on this device, and none is in the cache: measure it once \
-             with `edgeprune bench train-cost --model <the unpruned model> --batch {} --threads {}`, or give one with --cost-table",
-            model.graph.name, cfg.batch_size, cfg.batch_size, cfg.threads
+            "needs a training-cost table of {} at batch {} in {} on this device, and none is in the cache: measure it \
+             once with `edgeprune bench train-cost --model <the unpruned model> --batch {} --threads {} --precision {}`, \
+             or give one with --cost-table",
+            model.graph.name, cfg.batch_size, cfg.precision, cfg.batch_size, cfg.threads, cfg.precision
         ),
     )
 }
@@ -406,7 +407,8 @@ pub fn fit_to_budget(
 /// found (see [`predict_run`]), else estimated from the graph alone (an estimate meant to err high).
 fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData, epochs: usize) -> Result<()> {
     let what = format!("training {}", model.graph.name);
-    let found = crate::metrics::train_cost::find(model, cfg.batch_size, cfg.device, cfg.cost_table.as_deref())?;
+    let found =
+        crate::metrics::train_cost::find(model, cfg.batch_size, cfg.device, cfg.precision, cfg.cost_table.as_deref())?;
     let cost = found.as_ref().map(|(t, p)| RunCost::of_table(t, p, cfg, model, data, epochs)).transpose()?;
     match (&cost, &found) {
         (Some(c), Some((table, _))) => {

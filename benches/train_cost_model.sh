@@ -2,7 +2,8 @@
 # The training-cost predictor's error (issue "Know the cost before you pay it"): for each network,
 # its training-cost table is measured (or reused) on this machine, then pruned versions at levels
 # 10..90 are measured, each in a process of its own, and set against the prediction.
-#   benches/train_cost_model.sh [OUT_DIR] [THREADS] [NETWORKS_EACH]
+#   benches/train_cost_model.sh [OUT_DIR] [THREADS] [NETWORKS_EACH] [PRECISION=fp32] [NETWORK...]
+# (PRECISION bf16 measures bf16 tables and steps; NETWORK names a subset of the four below.)
 # Writes OUT_DIR/<network>-b<batch>/train-cost-model.{csv,md} and OUT_DIR/summary.md.
 # Run it on a quiet machine: other work on the cores moves step times by more than the error.
 set -euo pipefail
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 out=${1:-results/train-cost-model}
 threads=${2:-2}
 each=${3:-18}
+precision=${4:-fp32}
+only=("${@:5}")
 BIN=${BIN:-target/release/edgeprune}
 [ -x "$BIN" ] || cargo build --release
 # network, model, batch
@@ -22,10 +25,11 @@ runs=(
 mkdir -p "$out"
 for r in "${runs[@]}"; do
     read -r name model batch <<<"$r"
+    if [ ${#only[@]} -gt 0 ] && [[ ! " ${only[*]} " == *" $name "* ]]; then continue; fi
     dir="$out/$name-b$batch"
     echo "== $name at batch $batch ($(date -u +%FT%TZ))"
     "$BIN" bench train-cost-model --model "$model" --batch "$batch" --threads "$threads" \
-        --networks "$each" --out "$dir" 2>&1 | grep -v '^ *$' | tail -n "$((each + 2))"
+        --networks "$each" --precision "$precision" --out "$dir" 2>&1 | grep -v '^ *$' | tail -n "$((each + 2))"
 done
 python3 - "$out" <<'PY'
 import csv, glob, os, sys

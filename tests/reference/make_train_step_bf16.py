@@ -6,7 +6,8 @@ Run from the repository root, after make_train_step.py (the committed outputs ar
 It reads tests/reference/resnet20_c10/{graph.json,weights.safetensors} and the batch (x, y) of
 step.safetensors, runs the forward pass and the loss under torch.autocast("cpu", torch.bfloat16)
 in PyTorch's NCHW layout and in channels_last, and writes the losses and the gradients of both to
-tests/reference/resnet20_c10/step_bf16.safetensors (with torch==2.13.0 on CPU). The fp32 gradient
+tests/reference/resnet20_c10/step_bf16.safetensors (with torch==2.13.0 on CPU), with the processor's
+model name in its metadata. The fp32 gradient
 is printed next to them: how far bf16 is from fp32, against how far two bf16 runs are apart.
 """
 import os
@@ -48,4 +49,8 @@ for tag, fmt in (("nchw", torch.contiguous_format), ("cl", torch.channels_last))
     print(tag, "loss", loss.item(), "fp32 loss", ref["loss1"].item(), "worst gradient error against fp32", worst)
 worst = max(rel(out[k], out["cl" + k[4:]]) for k in out if k.startswith("nchw.grad."))
 print("worst gradient difference between the two bf16 layouts", worst)
-save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(here, "step_bf16.safetensors"))
+# Which processor made them: bf16 kernels differ by instruction set (AVX512-BF16, AMX, emulation),
+# so the engine is held to these numbers exactly only on the same processor.
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(here, "step_bf16.safetensors"),
+          metadata={"cpu": cpu, "torch": torch.__version__})

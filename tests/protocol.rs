@@ -99,7 +99,7 @@ fn sweep_resume_report_and_search() {
         assert!(root.join("report").join(f).exists(), "{f}");
     }
 
-    let r = search::search(&recipe, &root, "net", "rg", 0, true).unwrap();
+    let r = search::search(&recipe, &root, "net", "rg", 0, true, None).unwrap();
     assert!(!r.probes.is_empty() && r.probes.len() <= 5, "{r:?}");
     assert_eq!(r.probes[0].level, 50.0);
     for p in &r.probes {

@@ -117,6 +117,20 @@ fn the_table_prices_pruned_models_and_the_budgets_use_it() {
     assert!(out.status.success(), "{text}");
     let probe = text.lines().find(|l| l.starts_with("probe")).unwrap_or_else(|| panic!("{text}"));
     assert!(probe.contains("retraining") && !probe.contains("predicted -)"), "{probe}");
+    // With a retraining budget no probe can meet, every probe is skipped before it retrains: the
+    // search climbs to 95% and reports that nothing fits, and no probe cell was run.
+    let mut c = cmd(&cache, &["search", recipe.to_str().unwrap(), "--network", "net", "--subset", "rg", "-o"]);
+    let budget = t.path().join("dapr-budget");
+    let (out, text) = output(c.arg(&budget).args(["--max-retrain-minutes", "0.000001"]));
+    assert!(out.status.success(), "{text}");
+    let skipped = text.lines().filter(|l| l.starts_with("probe") && l.contains("skipped")).count();
+    assert_eq!(skipped, 5, "50, 75, 85, 90, 95%:\n{text}");
+    assert!(text.contains("within the retraining budget"), "{text}");
+    assert!(budget.join("net/rg/finetune-s0/metrics.json").exists(), "the probes' fine-tune runs");
+    assert!(!budget.join("net/rg/aware-p50-s0/metrics.json").exists(), "a skipped probe must not run");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(budget.join("search-net-rg.json")).unwrap()).unwrap();
+    assert!(json["probes"].as_array().unwrap().iter().all(|p| p["skipped"] == true && p["test_top1"].is_null()));
 
     // Tables are per precision: a bf16 run is not priced on the fp32 table; it says how to measure
     // its own, which is then kept beside the fp32 one and found.

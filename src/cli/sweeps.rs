@@ -30,6 +30,11 @@ pub struct SearchArgs {
     pub out: Option<PathBuf>,
     #[arg(long)]
     pub in_process: bool,
+    /// Skip every probe whose retraining is predicted (on this device's training-cost table, for
+    /// the network that probe would retrain) to take more than M minutes: it counts as out of
+    /// reach, and the search goes on among higher levels.
+    #[arg(long, value_name = "M")]
+    pub max_retrain_minutes: Option<f64>,
 }
 
 #[derive(Args)]
@@ -69,13 +74,20 @@ pub(super) fn cmd_experiment(a: ExperimentArgs) -> Result<()> {
 pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
     let recipe = Recipe::load(&a.recipe)?;
     let root = sweep::root_of(&recipe, a.out.as_deref());
-    let r = protocol::search::search(&recipe, &root, &a.network, &a.subset, a.seed, a.in_process)?;
+    let r =
+        protocol::search::search(&recipe, &root, &a.network, &a.subset, a.seed, a.in_process, a.max_retrain_minutes)?;
     for p in &r.probes {
         println!(
-            "probe {:>4.0}%: {:6.2}% ({}) {:>5.0} epochs {:>7.0}s; retraining {} (predicted {})",
+            "probe {:>4.0}%: {} ({}) {:>5.0} epochs {:>7.0}s; retraining {} (predicted {})",
             p.level,
-            100.0 * p.test_top1,
-            if p.reaches_reference { "reaches" } else { "short" },
+            p.test_top1.map_or("     -".to_string(), |a| format!("{:6.2}%", 100.0 * a)),
+            if p.skipped {
+                "skipped: over the retraining budget"
+            } else if p.reaches_reference {
+                "reaches"
+            } else {
+                "short"
+            },
             p.epochs,
             p.seconds,
             p.retrain_seconds.map_or("-".into(), |s| format!("{s:.0}s")),
@@ -93,10 +105,14 @@ pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
             r.total_seconds
         ),
         None => println!(
-            "no level in 5..95 reaches the reference {:.2}% for {}/{}",
+            "no level in 5..95 reaches the reference {:.2}% for {}/{}{}",
             100.0 * r.reference_top1,
             r.network,
-            r.subset
+            r.subset,
+            match (r.max_retrain_minutes, r.probes.iter().filter(|p| p.skipped).count()) {
+                (Some(m), n) if n > 0 => format!(" within the retraining budget of {m} minutes ({n} probes skipped)"),
+                _ => String::new(),
+            }
         ),
     }
     native::write_atomic(

@@ -276,8 +276,15 @@ impl Ctx<'_> {
     }
 
     /// Scores, plans and prunes `model` at `level`, with local `data` for data-driven criteria;
-    /// the plan and the pruned model are saved in the cell folder `dir`.
-    fn prune(&self, model: &mut Model, data: &RunData, level: u32, seed: u64, dir: &Path) -> Result<(Model, f64)> {
+    /// the plan and the pruned model are saved in the cell folder `dir` where one is given.
+    fn prune(
+        &self,
+        model: &mut Model,
+        data: &RunData,
+        level: u32,
+        seed: u64,
+        dir: Option<&Path>,
+    ) -> Result<(Model, f64)> {
         let level = level as f64 / 100.0;
         let target = match self.recipe.level_of {
             LevelOf::Params => planner::Target::Params(level),
@@ -311,9 +318,11 @@ impl Ctx<'_> {
         if !pruned.at_minimum.is_empty() {
             eprintln!("note: the plan leaves groups at their minimum: {}", pruned.at_minimum.join(", "));
         }
-        let cell = CellDir(dir.to_path_buf());
-        native::write_atomic(&cell.plan(), pruned.plan.to_json().as_bytes())?;
-        native::save(&pruned.model, &cell.pruned())?;
+        if let Some(dir) = dir {
+            let cell = CellDir(dir.to_path_buf());
+            native::write_atomic(&cell.plan(), pruned.plan.to_json().as_bytes())?;
+            native::save(&pruned.model, &cell.pruned())?;
+        }
         let secs = pruned.seconds();
         Ok((pruned.model, secs))
     }
@@ -455,6 +464,26 @@ pub fn retraining_cost(recipe: &Recipe, root: &Path, id: &CellId) -> Result<(Opt
     Ok((predicted, measured))
 }
 
+/// For a data-aware cell not run yet whose fine-tune is done: its retraining's seconds as
+/// predicted on this device's training-cost table (None where the cache has none), on the very
+/// network the cell will retrain: pruned here as the cell prunes it (the same criterion, data,
+/// level and seed), and not kept.
+pub fn predicted_retraining(recipe: &Recipe, root: &Path, id: &CellId) -> Result<Option<f64>> {
+    let CellId::Aware { net, subset, level, seed } = id else {
+        return Err(Error::config("cell", format!("{id} is not a data-aware cell")));
+    };
+    let spec = find(&recipe.networks, net, "network", |n| &n.name)?;
+    crate::engine::set_threads(recipe.threads);
+    let cx = Ctx { recipe, net: spec, hyper: recipe.resolve(spec)?, device: recipe.device };
+    let ft = CellId::FineTune { net: net.clone(), subset: subset.clone(), seed: *seed };
+    let mut tuned = train::last_model(CellDir::of(root, &ft).run().path())?;
+    let data = cx.data(Some(subset))?;
+    let (pruned, _) = cx.prune(&mut tuned, &data, *level, *seed, None)?;
+    let nf = cx.hyper.fine_tune_epochs;
+    let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed)?;
+    Ok(train::predict_run(&cfg, &pruned, &data, recipe.epochs - nf)?.map(|c| c.fine_tune.seconds))
+}
+
 /// Runs one cell of the recipe (its inputs must be done) and writes its metrics.json.
 pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics> {
     let t0 = Instant::now();
@@ -495,7 +524,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             let data = cx.data(Some(subset))?;
             // Loaded (and verified) once, from the newest intact checkpoint.
             let mut tuned = train::last_model(CellDir::of(root, &ft).run().path())?;
-            let (pruned, secs) = cx.prune(&mut tuned, &data, *level, *seed, &dir)?;
+            let (pruned, secs) = cx.prune(&mut tuned, &data, *level, *seed, Some(&dir))?;
             let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed)?;
             let s = fit_in(pruned.clone(), &data, &cfg, &dir, nf)?;
             let costs = cx.costs(&tuned, &pruned, &data, secs)?;
@@ -510,7 +539,7 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         CellId::AgnosticTrain { level, seed, .. } => {
             let data = cx.data(None)?;
             let mut original = cx.pretrained()?;
-            let (pruned, secs) = cx.prune(&mut original, &data, *level, *seed, &dir)?;
+            let (pruned, secs) = cx.prune(&mut original, &data, *level, *seed, Some(&dir))?;
             let cfg = cx.config(&cx.hyper.agnostic, recipe.epochs, 0, *seed)?;
             fit_in(pruned.clone(), &data, &cfg, &dir, 0)?;
             let steps = (cfg.batches_per_epoch(data.train.len()) * recipe.epochs) as f64;

@@ -1,7 +1,10 @@
 //! DaPR: the binary search over pruning levels p in [5, 95] (step 5, starting at 50) for the
 //! largest level whose data-aware retrained accuracy on the subset still reaches the unpruned
 //! model's. Each probe is an ordinary data-aware cell of the sweep, so probes are cached and a
-//! search resumes where it stopped.
+//! search resumes where it stopped. With a retraining budget, a probe whose retraining is
+//! predicted (on the device's training-cost table, for the network the probe would retrain) to
+//! take longer is skipped: it is not run and counts as out of reach, and the search goes on
+//! among the higher levels, whose smaller networks retrain faster.
 
 use std::path::Path;
 
@@ -15,8 +18,11 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
     pub level: f64,
-    pub test_top1: f64,
+    /// None for a skipped probe.
+    pub test_top1: Option<f64>,
     pub reaches_reference: bool,
+    /// Not run: its retraining was predicted to take longer than the budget.
+    pub skipped: bool,
     pub epochs: f64,
     /// The probe cell's seconds (pruning, retraining, evaluation).
     pub seconds: f64,
@@ -31,8 +37,11 @@ pub struct SearchResult {
     pub network: String,
     pub subset: String,
     pub reference_top1: f64,
-    /// The largest level found that reaches the reference (None: not even 5%).
+    /// The largest level found that reaches the reference (None: not even 5%, or none within
+    /// the retraining budget).
     pub level: Option<f64>,
+    /// The retraining budget in minutes, if one was set.
+    pub max_retrain_minutes: Option<f64>,
     pub probes: Vec<Probe>,
     pub total_epochs: f64,
     pub total_seconds: f64,
@@ -47,7 +56,8 @@ fn top1(root: &Path, id: &CellId) -> Result<(f64, f64, f64)> {
     Ok((acc, row.epochs.unwrap_or(0.0), m.seconds))
 }
 
-/// Searches for one (network, subset, seed), running the probes not yet done.
+/// Searches for one (network, subset, seed), running the probes not yet done; with
+/// `max_retrain_minutes`, skipping those predicted to retrain for longer (see the module notes).
 pub fn search(
     recipe: &Recipe,
     root: &Path,
@@ -55,7 +65,13 @@ pub fn search(
     subset: &str,
     seed: u64,
     in_process: bool,
+    max_retrain_minutes: Option<f64>,
 ) -> Result<SearchResult> {
+    if let Some(m) = max_retrain_minutes
+        && !(m > 0.0 && m.is_finite())
+    {
+        return Err(Error::config("--max-retrain-minutes", format!("{m} must be a positive number of minutes")));
+    }
     let run = |id: &CellId| -> Result<()> {
         let mut cells: Vec<CellId> = pipeline::input_of(id).into_iter().collect();
         cells.push(id.clone());
@@ -81,6 +97,44 @@ pub fn search(
     while lo <= hi {
         let level = 5 * mid;
         let id = CellId::Aware { net: net.clone(), subset: sub.clone(), level: level * 100, seed };
+        if let Some(minutes) = max_retrain_minutes
+            && !pipeline::is_done(root, &id)
+        {
+            // The probe's fine-tune first: the network it would retrain is pruned from it.
+            if let Some(ft) = pipeline::input_of(&id) {
+                sweep::run_cells(recipe, root, &[ft], in_process)?;
+            }
+            let predicted = pipeline::predicted_retraining(recipe, root, &id)?.ok_or_else(|| {
+                Error::config(
+                    "--max-retrain-minutes",
+                    format!(
+                        "needs a training-cost table of network `{network}` at batch {} in {} on this device, and none \
+                         is in the cache: measure it once with `edgeprune bench train-cost --model <its model> --batch {} \
+                         --threads {} --precision {}`",
+                        recipe.batch_size, recipe.precision, recipe.batch_size, recipe.threads, recipe.precision
+                    ),
+                )
+            })?;
+            if predicted > 60.0 * minutes {
+                eprintln!(
+                    "  probe p = {level}%: skipped, its retraining is predicted at {predicted:.0}s, over the budget of {:.0}s",
+                    60.0 * minutes
+                );
+                probes.push(Probe {
+                    level: level as f64,
+                    test_top1: None,
+                    reaches_reference: false,
+                    skipped: true,
+                    epochs: 0.0,
+                    seconds: 0.0,
+                    predicted_retrain_seconds: Some(predicted),
+                    retrain_seconds: None,
+                });
+                lo = mid + 1;
+                mid = (lo + hi) / 2;
+                continue;
+            }
+        }
         run(&id)?;
         let (acc, epochs, secs) = top1(root, &id)?;
         let ok = acc >= ref_acc;
@@ -93,8 +147,9 @@ pub fn search(
         eprintln!("  probe p = {level}%: {:.2}% -> {}{cost}", 100.0 * acc, if ok { "reaches" } else { "falls short" });
         probes.push(Probe {
             level: level as f64,
-            test_top1: acc,
+            test_top1: Some(acc),
             reaches_reference: ok,
+            skipped: false,
             epochs,
             seconds: secs,
             predicted_retrain_seconds: predicted,
@@ -115,6 +170,7 @@ pub fn search(
         subset: subset.into(),
         reference_top1: ref_acc,
         level: best,
+        max_retrain_minutes,
         probes,
         total_epochs,
         total_seconds,

@@ -100,7 +100,8 @@ impl Device {
 /// precision as PyTorch's bf16 autocast does it: convolutions and linear layers compute in
 /// bfloat16 (their inputs and a bf16 copy of the weights cast on the way in), BatchNorm takes
 /// the bf16 activations with fp32 affine weights and fp32 running statistics, the loss is
-/// computed in fp32, and the master weights, gradients and optimizer state stay fp32. Only
+/// computed in fp32, and the master weights, gradients and optimizer state stay fp32. One
+/// difference: LayerNorm runs in fp32 here (autocast feeds it bf16). Only
 /// training steps use it: evaluation, inference and the data-driven criteria run in fp32.
 /// `Auto` is bf16 where the CPU has bf16 instructions ([`Precision::native_bf16`]), fp32
 /// elsewhere; it is resolved once, when a run starts ([`Precision::resolve`]).

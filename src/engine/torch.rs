@@ -332,7 +332,8 @@ impl Network {
                         x.f_linear(&w, b.as_ref()).map_err(tch_err)?
                     }
                 }
-                // LayerNorm in fp32, as autocast does.
+                // LayerNorm in fp32 (autocast would give it bf16 input): its statistics are the most
+                // sensitive to rounding; the next conv or linear layer casts back to bf16.
                 &Op::LayerNorm2d { num_features, eps } => full(arg(0))
                     .permute([0, 2, 3, 1])
                     .f_layer_norm(

@@ -175,8 +175,8 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
     {
         // Measured: ResNet-20 on 2 cores shared with another training, 67 against 755 img/s.
         eprintln!(
-            "warning: OMP_WAIT_POLICY=PASSIVE: bf16 steps start many more short parallel regions than fp32 ones, and \
-             with passive threads on shared cores they run about 11x slower; unset it for bf16"
+            "warning: OMP_WAIT_POLICY=PASSIVE: with passive threads on cores shared with other work, bf16 steps were \
+             measured 11x slower (fp32 ones were not slowed); unset it for bf16"
         );
     }
     // A fresh run that would not finish in its time budget trains on the share of each epoch that

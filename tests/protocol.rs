@@ -306,3 +306,83 @@ fn latency_levels_plan_on_the_devices_table() {
         assert!(level <= max, "probed {level}% past the reachable {max}%: {text}");
     }
 }
+
+/// `experiment --shard I/N`: two shards started at once into one folder end with the very cells
+/// of one unsharded run (the same accuracies, bit for bit: CPU, fixed threads), every shared
+/// cell (fine-tunes, agnostic retrainings) run by exactly one of them, and `report` merges what
+/// both finished.
+#[test]
+fn two_shards_at_once_give_the_cells_of_one_unsharded_run() {
+    let (t, recipe, _) = setup(false);
+    let rp = t.path().join("recipe.toml");
+    let (one, sharded) = (t.path().join("one"), t.path().join("sharded"));
+    let (out, text) = common::output(common::bin().arg("experiment").arg(&rp).arg("-o").arg(&one));
+    assert!(out.status.success(), "{text}");
+    let shard = |i: usize| {
+        common::bin()
+            .arg("experiment")
+            .arg(&rp)
+            .arg("-o")
+            .arg(&sharded)
+            .args(["--shard", &format!("{i}/2")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (shard(0), shard(1));
+    let texts: Vec<String> = [a, b]
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{text}");
+            text
+        })
+        .collect();
+    let all = pipeline::cells(&recipe);
+    for id in &all {
+        let runs: usize = texts.iter().map(|t| t.lines().filter(|l| *l == format!("running cell {id}")).count()).sum();
+        assert_eq!(runs, 1, "{id} ran {runs} times across the shards:\n{}\n---\n{}", texts[0], texts[1]);
+    }
+    assert!(texts.iter().all(|t| t.contains("shard ")), "{texts:?}");
+    let count = |pat: &str| texts.iter().map(|t| t.matches(pat).count()).sum::<usize>();
+    eprintln!(
+        "shared cells waited for: {}, taken from the other shard: {}",
+        count(", waiting for it"),
+        count("finished by another process")
+    );
+    let (out, text) = common::output(common::bin().arg("report").arg(&sharded));
+    assert!(out.status.success(), "{text}");
+    let key = |rows: Vec<report::Cell>| {
+        let mut k: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {} {:?} {:?} {:?} {:?}",
+                    r.network,
+                    r.subset,
+                    r.pipeline,
+                    r.level,
+                    r.seed,
+                    r.test_top1,
+                    r.val_top1,
+                    r.params_after,
+                    r.train_steps
+                )
+            })
+            .collect();
+        k.sort();
+        k
+    };
+    let merged = report::read_cells(&sharded.join("cells.csv")).unwrap();
+    let expected = key(sweep::collect(&recipe, &one).unwrap());
+    assert_eq!(
+        expected.len(),
+        all.iter()
+            .filter(|c| !matches!(c, pipeline::CellId::FineTune { .. } | pipeline::CellId::AgnosticTrain { .. }))
+            .count()
+    );
+    assert_eq!(key(merged), expected);
+    assert!(sharded.join("report/report.md").exists());
+}

@@ -15,6 +15,12 @@ pub struct ExperimentArgs {
     /// Run cells in this process instead of one child process each.
     #[arg(long)]
     pub in_process: bool,
+    /// Run shard I of N (0-based) of the grid, beside the other shards into the same folder (a
+    /// Slurm job array: --shard $SLURM_ARRAY_TASK_ID/N; a Kubernetes indexed Job:
+    /// $JOB_COMPLETION_INDEX/N). Each takes every N-th result cell with the shared cells it
+    /// needs; a shared cell is run by one shard while the others wait on its lock. `report` merges.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<protocol::sweep::Shard>,
 }
 
 #[derive(Args)]
@@ -54,12 +60,15 @@ pub struct CellArgs {
     pub root: PathBuf,
     #[arg(long)]
     pub cell: String,
+    /// If another process holds the cell, wait for it and take its result (sharded sweeps).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 pub(super) fn cmd_experiment(a: ExperimentArgs) -> Result<()> {
     let recipe = Recipe::load(&a.recipe)?;
     let root = sweep::root_of(&recipe, a.out.as_deref());
-    let rows = sweep::run(&recipe, &root, &a.only, a.in_process)?;
+    let rows = sweep::run_shard(&recipe, &root, &a.only, a.in_process, a.shard)?;
     let summary = report::write_report(&rows, &root.join("report"))?;
     println!(
         "{} result rows in {}; report in {}",
@@ -123,7 +132,18 @@ pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
 }
 
 pub(super) fn cmd_report(a: ReportArgs) -> Result<()> {
-    let cells = report::read_cells(&a.run.join("cells.csv"))?;
+    // Shards that ran into one sweep folder at once each wrote cells.csv with what was finished
+    // when they did: where the folder's cells hold more finished rows than cells.csv, they are
+    // gathered afresh (never fewer: a folder whose cells were deleted keeps its cells.csv).
+    let csv = a.run.join("cells.csv");
+    let listed = if csv.exists() { Some(report::read_cells(&csv)?) } else { None };
+    let recipe_path = a.run.join("recipe.toml");
+    let found = if recipe_path.is_file() { sweep::collect(&Recipe::load(&recipe_path)?, &a.run)? } else { vec![] };
+    let cells = match listed {
+        Some(l) if l.len() >= found.len() => l,
+        _ if !found.is_empty() => sweep::gather(&Recipe::load(&recipe_path)?, &a.run)?,
+        _ => report::read_cells(&csv)?,
+    };
     let out = a.out.unwrap_or_else(|| a.run.join("report"));
     // A report replaces the report it regenerates, never a folder of anything else.
     outdir::claim(&out, outdir::Kind::Report, outdir::Existing::Accept, "")?;
@@ -136,6 +156,10 @@ pub(super) fn cmd_report(a: ReportArgs) -> Result<()> {
 pub(super) fn cmd_cell(a: CellArgs) -> Result<()> {
     let recipe = Recipe::load(&a.recipe)?;
     let id: protocol::pipeline::CellId = a.cell.parse()?;
-    protocol::pipeline::run_cell(&recipe, &a.root, &id)?;
+    if a.wait {
+        protocol::pipeline::run_cell_waiting(&recipe, &a.root, &id)?;
+    } else {
+        protocol::pipeline::run_cell(&recipe, &a.root, &id)?;
+    }
     Ok(())
 }

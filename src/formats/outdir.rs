@@ -285,6 +285,16 @@ static HELD: std::sync::Mutex<Option<Held>> = std::sync::Mutex::new(None);
 impl DirLock {
     /// Locks `dir` (made if missing), or fails at once naming the process that holds it.
     pub fn acquire(dir: &Path) -> Result<Self> {
+        Self::lock(dir, None)
+    }
+
+    /// Locks `dir` (made if missing), waiting for the process that holds it to let go: `waiting`
+    /// is told once, with who holds it, when there is a wait.
+    pub fn acquire_waiting(dir: &Path, waiting: &mut dyn FnMut(&str)) -> Result<Self> {
+        Self::lock(dir, Some(waiting))
+    }
+
+    fn lock(dir: &Path, waiting: Option<&mut dyn FnMut(&str)>) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let key = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
         let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
@@ -307,12 +317,18 @@ impl DirLock {
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
                 let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
-                return Err(Error::file(
-                    dir,
-                    format!(
-                        "is in use by edgeprune {who} (locked through {LOCK}); wait for it to end or choose another folder"
-                    ),
-                ));
+                if let Some(waiting) = waiting {
+                    waiting(&who);
+                    // The other process's lock goes when it ends, however it ends.
+                    file.lock().map_err(|e| Error::io(&path, e))?;
+                } else {
+                    return Err(Error::file(
+                        dir,
+                        format!(
+                            "is in use by edgeprune {who} (locked through {LOCK}); wait for it to end or choose another folder"
+                        ),
+                    ));
+                }
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }

@@ -484,8 +484,25 @@ pub fn predicted_retraining(recipe: &Recipe, root: &Path, id: &CellId) -> Result
     Ok(train::predict_run(&cfg, &pruned, &data, recipe.epochs - nf)?.map(|c| c.fine_tune.seconds))
 }
 
+/// Runs one cell as [`run_cell`] does, unless another process (another shard of the sweep) is
+/// running it: then waits on the cell's lock for that process to end, and takes its result when
+/// it finished the cell (or runs the cell itself when it did not). So a shared cell that several
+/// shards need runs once.
+pub fn run_cell_waiting(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics> {
+    let dir = cell_dir(root, id);
+    let _lock = crate::formats::outdir::DirLock::acquire_waiting(&dir, &mut |who| {
+        eprintln!("cell {id}: run by edgeprune {who}, waiting for it");
+    })?;
+    if is_done(root, id) {
+        eprintln!("cell {id}: finished by another process");
+        return CellDir::of(root, id).read_metrics();
+    }
+    run_cell(recipe, root, id)
+}
+
 /// Runs one cell of the recipe (its inputs must be done) and writes its metrics.json.
 pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics> {
+    eprintln!("running cell {id}");
     let t0 = Instant::now();
     let energy = metrics::energy::Meter::start();
     let net_name = match id {

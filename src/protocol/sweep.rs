@@ -17,9 +17,72 @@ pub fn root_of(recipe: &Recipe, out: Option<&Path>) -> PathBuf {
     out.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name))
 }
 
+/// A deterministic share of a sweep's grid, for running one sweep on many machines into one
+/// shared folder (a Slurm job array, a Kubernetes indexed Job, GNU parallel): shard `index` of
+/// `count` (0-based, written `I/N`) takes every `count`-th result cell of the grid in grid
+/// order, starting at the `index`-th, with the shared cells (fine-tunes, agnostic retrainings)
+/// those need. A shared cell that several shards need is run by the first to take its lock; the
+/// others wait on that lock and take its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::config(
+                "--shard",
+                format!("`{s}` is not I/N with 0 <= I < N (e.g. 0/4; Slurm: $SLURM_ARRAY_TASK_ID/N)"),
+            )
+        };
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) =
+            (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// Whether a cell is one that other cells read (run by whichever shard needs it first).
+fn is_shared(c: &CellId) -> bool {
+    matches!(c, CellId::FineTune { .. } | CellId::AgnosticTrain { .. })
+}
+
+/// The cells of shard `s` among `cells` (in grid order, shared inputs included): its share of the
+/// result cells, each after the shared cell it reads.
+fn shard_of(cells: &[CellId], s: Shard) -> Vec<CellId> {
+    let mut out: Vec<CellId> = Vec::new();
+    for c in cells.iter().filter(|c| !is_shared(c)).skip(s.index).step_by(s.count) {
+        if let Some(input) = pipeline::input_of(c)
+            && !out.contains(&input)
+        {
+            out.push(input);
+        }
+        out.push(c.clone());
+    }
+    out
+}
+
 /// Runs the cells not yet finished (those of `only`, if given: ids or id prefixes, with the
 /// shared cells they need). With `in_process`, cells run in this process (tests, debugging).
 pub fn run(recipe: &Recipe, root: &Path, only: &[String], in_process: bool) -> Result<Vec<Cell>> {
+    run_shard(recipe, root, only, in_process, None)
+}
+
+/// As [`run`], for one shard of the grid (see [`Shard`]) when one is given; shards run at the
+/// same time into one folder, and `cells.csv` gathers every cell finished by any of them.
+pub fn run_shard(
+    recipe: &Recipe,
+    root: &Path,
+    only: &[String],
+    in_process: bool,
+    shard: Option<Shard>,
+) -> Result<Vec<Cell>> {
     let all = pipeline::cells(recipe);
     let wanted = |c: &CellId| only.is_empty() || only.iter().any(|o| c.to_string().starts_with(o.as_str()));
     let mut selected: Vec<CellId> = all.iter().filter(|c| wanted(c)).cloned().collect();
@@ -36,7 +99,20 @@ pub fn run(recipe: &Recipe, root: &Path, only: &[String], in_process: bool) -> R
     }
     let needed: Vec<CellId> = selected.iter().filter_map(pipeline::input_of).collect();
     selected = all.into_iter().filter(|c| selected.contains(c) || needed.contains(c)).collect();
-    run_cells(recipe, root, &selected, in_process)?;
+    match shard {
+        Some(s) => {
+            let mine = shard_of(&selected, s);
+            eprintln!(
+                "shard {}/{}: {} of the {} selected cells (shared inputs included)",
+                s.index,
+                s.count,
+                mine.len(),
+                selected.len()
+            );
+            run_cells_as(recipe, root, &mine, in_process, true)?;
+        }
+        None => run_cells(recipe, root, &selected, in_process)?,
+    }
     write_unreachable(root, &unreachable)?;
     gather(recipe, root)
 }
@@ -94,6 +170,13 @@ fn write_unreachable(root: &Path, cells: &[(CellId, f64)]) -> Result<()> {
 
 /// Runs the given cells (in the order given) that are not finished yet.
 pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: bool) -> Result<()> {
+    run_cells_as(recipe, root, cells, in_process, false)
+}
+
+/// As [`run_cells`]; `sharded`: other processes (shards) run cells of the same folder at the
+/// same time, so the folder is not locked as a whole, and a cell another process holds is
+/// waited for (each cell's own lock keeps any cell to one process).
+fn run_cells_as(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: bool, sharded: bool) -> Result<()> {
     // What the recipe names outside itself is checked before the sweep folder is made.
     let todo = cells.iter().filter(|c| !pipeline::is_done(root, c)).count();
     if todo > 0 {
@@ -102,7 +185,7 @@ pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: boo
     // A sweep continues the sweep its folder holds; it never writes into a folder of anything else,
     // and one process at a time writes it.
     outdir::claim(root, outdir::Kind::Sweep, outdir::Existing::Accept, "")?;
-    let _lock = outdir::DirLock::acquire(root)?;
+    let _lock = if sharded { None } else { Some(outdir::DirLock::acquire(root)?) };
     let recipe_path = root.join("recipe.toml");
     native::write_atomic(&recipe_path, toml::to_string(recipe).expect("recipes serialise").as_bytes())?;
     let todo: Vec<&CellId> = cells.iter().filter(|c| !pipeline::is_done(root, c)).collect();
@@ -118,7 +201,9 @@ pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: boo
     for (k, id) in todo.iter().enumerate() {
         let t = Instant::now();
         eprintln!("[{}/{}] {id} ...", k + 1, todo.len());
-        if in_process {
+        if in_process && sharded {
+            pipeline::run_cell_waiting(recipe, root, id)?;
+        } else if in_process {
             pipeline::run_cell(recipe, root, id)?;
         } else {
             let exe = own_binary()?;
@@ -131,6 +216,7 @@ pub fn run_cells(recipe: &Recipe, root: &Path, cells: &[CellId], in_process: boo
                 .arg(root)
                 .arg("--cell")
                 .arg(id.to_string())
+                .args(if sharded { &["--wait"][..] } else { &[] })
                 .status()
                 .map_err(|e| Error::Engine(format!("cannot start cell {id}: {e}")))?;
             if !status.success() {
@@ -194,8 +280,8 @@ fn own_binary() -> Result<PathBuf> {
     }
 }
 
-/// Collects the result rows of every finished cell into `cells.csv` and `cells.json`.
-pub fn gather(recipe: &Recipe, root: &Path) -> Result<Vec<Cell>> {
+/// The result rows of every finished cell of the recipe's grid in `root`.
+pub fn collect(recipe: &Recipe, root: &Path) -> Result<Vec<Cell>> {
     let mut rows = Vec::new();
     for id in pipeline::cells(recipe) {
         if !pipeline::is_done(root, &id) {
@@ -204,6 +290,12 @@ pub fn gather(recipe: &Recipe, root: &Path) -> Result<Vec<Cell>> {
         let m: CellMetrics = pipeline::CellDir::of(root, &id).read_metrics()?;
         rows.extend(m.row);
     }
+    Ok(rows)
+}
+
+/// Collects the result rows of every finished cell into `cells.csv` and `cells.json`.
+pub fn gather(recipe: &Recipe, root: &Path) -> Result<Vec<Cell>> {
+    let rows = collect(recipe, root)?;
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in &rows {
         w.serialize(r).map_err(|e| Error::file(root.join("cells.csv"), e.to_string()))?;

@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/edgeprune}
 carry=models/sweeps-in-progress
-sweeps=(fair-cifar10-resnet20)
+sweeps=(fair-cifar10-resnet20 fair-cifar10-squeezenet fair-cifar10-alexnet fair-cifar10-mobilenetv2)
 
 restore() {   # runs/<name> from the carried state, unless runs/<name> has as many finished cells
     local name=$1 src=$carry/$1 dst=runs/$1

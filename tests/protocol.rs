@@ -99,7 +99,7 @@ fn sweep_resume_report_and_search() {
         assert!(root.join("report").join(f).exists(), "{f}");
     }
 
-    let r = search::search(&recipe, &root, "net", "rg", 0, true, None).unwrap();
+    let r = search::search(&recipe, &root, "net", "rg", 0, true, None, search::Mode::MemoryOpt).unwrap();
     assert!(!r.probes.is_empty() && r.probes.len() <= 5, "{r:?}");
     assert_eq!(r.probes[0].level, 50.0);
     for p in &r.probes {
@@ -108,6 +108,20 @@ fn sweep_resume_report_and_search() {
     }
     if let Some(l) = r.level {
         assert!(r.probes.iter().any(|p| p.level == l && p.reaches_reference));
+    }
+    // cost_opt stops at the first probe that reaches the reference (the probes are cached: the
+    // same cells, no rerun): its probes are memory_opt's up to that one.
+    let c = search::search(&recipe, &root, "net", "rg", 0, true, None, search::Mode::CostOpt).unwrap();
+    let first = r.probes.iter().position(|p| p.reaches_reference);
+    match first {
+        Some(k) => {
+            assert_eq!(c.probes.len(), k + 1, "{c:?}");
+            assert_eq!(c.level, Some(r.probes[k].level));
+        }
+        None => assert_eq!((c.probes.len(), c.level), (r.probes.len(), None)),
+    }
+    for (a, b) in c.probes.iter().zip(&r.probes) {
+        assert_eq!((a.level, a.test_top1), (b.level, b.test_top1));
     }
 }
 

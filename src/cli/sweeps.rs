@@ -41,6 +41,10 @@ pub struct SearchArgs {
     /// reach, and the search goes on among higher levels.
     #[arg(long, value_name = "M")]
     pub max_retrain_minutes: Option<f64>,
+    /// memory_opt: the largest level that keeps the unpruned accuracy; cost_opt: stop at the
+    /// first probe that keeps it (fewer probes, a less pruned network).
+    #[arg(long, default_value = "memory_opt")]
+    pub mode: protocol::search::Mode,
 }
 
 #[derive(Args)]
@@ -83,8 +87,16 @@ pub(super) fn cmd_experiment(a: ExperimentArgs) -> Result<()> {
 pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
     let recipe = Recipe::load(&a.recipe)?;
     let root = sweep::root_of(&recipe, a.out.as_deref());
-    let r =
-        protocol::search::search(&recipe, &root, &a.network, &a.subset, a.seed, a.in_process, a.max_retrain_minutes)?;
+    let r = protocol::search::search(
+        &recipe,
+        &root,
+        &a.network,
+        &a.subset,
+        a.seed,
+        a.in_process,
+        a.max_retrain_minutes,
+        a.mode,
+    )?;
     for p in &r.probes {
         println!(
             "probe {:>4.0}%: {} ({}) {:>5.0} epochs {:>7.0}s; retraining {} (predicted {})",
@@ -105,7 +117,8 @@ pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
     }
     match r.level {
         Some(l) => println!(
-            "DaPR level for {}/{}: {l}% (reference {:.2}%), {} probes, {:.0} epochs, {:.0}s",
+            "DaPR ({:?}) level for {}/{}: {l}% (reference {:.2}%), {} probes, {:.0} epochs, {:.0}s",
+            r.mode,
             r.network,
             r.subset,
             100.0 * r.reference_top1,

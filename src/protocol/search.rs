@@ -1,6 +1,6 @@
 //! DaPR: the binary search over pruning levels p in [5, 95] (step 5, starting at 50) for the
 //! largest level whose data-aware retrained accuracy on the subset still reaches the unpruned
-//! model's. Each probe is an ordinary data-aware cell of the sweep, so probes are cached and a
+//! model's (`memory_opt`), or for the first level probed that reaches it (`cost_opt`). Each probe is an ordinary data-aware cell of the sweep, so probes are cached and a
 //! search resumes where it stopped. With a retraining budget, a probe whose retraining is
 //! predicted (on the device's training-cost table, for the network the probe would retrain) to
 //! take longer is skipped: it is not run and counts as out of reach, and the search goes on
@@ -14,6 +14,28 @@ use super::pipeline::{self, CellId};
 use super::recipe::Recipe;
 use super::sweep;
 use crate::error::{Error, Result};
+
+/// What the search optimises, as the reference code's two modes: `MemoryOpt` finds the largest
+/// level that keeps the unpruned accuracy (the smallest network); `CostOpt` stops at the first
+/// probe that keeps it (the least search).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    MemoryOpt,
+    CostOpt,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "memory_opt" | "memory-opt" => Ok(Mode::MemoryOpt),
+            "cost_opt" | "cost-opt" => Ok(Mode::CostOpt),
+            other => Err(Error::config("--mode", format!("unknown mode `{other}`; use memory_opt or cost_opt"))),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
@@ -36,6 +58,7 @@ pub struct Probe {
 pub struct SearchResult {
     pub network: String,
     pub subset: String,
+    pub mode: Mode,
     pub reference_top1: f64,
     /// The largest level found that reaches the reference (None: not even 5%, or none within
     /// the retraining budget).
@@ -66,6 +89,7 @@ pub fn search(
     seed: u64,
     in_process: bool,
     max_retrain_minutes: Option<f64>,
+    mode: Mode,
 ) -> Result<SearchResult> {
     if let Some(m) = max_retrain_minutes
         && !(m > 0.0 && m.is_finite())
@@ -157,6 +181,9 @@ pub fn search(
         });
         if ok {
             best = Some(level as f64);
+            if mode == Mode::CostOpt {
+                break;
+            }
             lo = mid + 1;
         } else {
             hi = mid - 1;
@@ -168,6 +195,7 @@ pub fn search(
     Ok(SearchResult {
         network: network.into(),
         subset: subset.into(),
+        mode,
         reference_top1: ref_acc,
         level: best,
         max_retrain_minutes,

@@ -99,7 +99,8 @@ fn sweep_resume_report_and_search() {
         assert!(root.join("report").join(f).exists(), "{f}");
     }
 
-    let r = search::search(&recipe, &root, "net", "rg", 0, true, None, search::Mode::MemoryOpt).unwrap();
+    let r = search::search(&recipe, &root, "net", "rg", search::Options { in_process: true, ..Default::default() })
+        .unwrap();
     assert!(!r.probes.is_empty() && r.probes.len() <= 5, "{r:?}");
     assert_eq!(r.probes[0].level, 50.0);
     for p in &r.probes {
@@ -111,7 +112,14 @@ fn sweep_resume_report_and_search() {
     }
     // cost_opt stops at the first probe that reaches the reference (the probes are cached: the
     // same cells, no rerun): its probes are memory_opt's up to that one.
-    let c = search::search(&recipe, &root, "net", "rg", 0, true, None, search::Mode::CostOpt).unwrap();
+    let c = search::search(
+        &recipe,
+        &root,
+        "net",
+        "rg",
+        search::Options { in_process: true, mode: search::Mode::CostOpt, ..Default::default() },
+    )
+    .unwrap();
     let first = r.probes.iter().position(|p| p.reaches_reference);
     match first {
         Some(k) => {

@@ -92,10 +92,12 @@ pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
         &root,
         &a.network,
         &a.subset,
-        a.seed,
-        a.in_process,
-        a.max_retrain_minutes,
-        a.mode,
+        protocol::search::Options {
+            seed: a.seed,
+            in_process: a.in_process,
+            max_retrain_minutes: a.max_retrain_minutes,
+            mode: a.mode,
+        },
     )?;
     for p in &r.probes {
         println!(

@@ -79,18 +79,20 @@ fn top1(root: &Path, id: &CellId) -> Result<(f64, f64, f64)> {
     Ok((acc, row.epochs.unwrap_or(0.0), m.seconds))
 }
 
+/// How a search runs: the seed of its probes, cells in this process or in children, the
+/// retraining budget (minutes) and the mode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub seed: u64,
+    pub in_process: bool,
+    pub max_retrain_minutes: Option<f64>,
+    pub mode: Mode,
+}
+
 /// Searches for one (network, subset, seed), running the probes not yet done; with
 /// `max_retrain_minutes`, skipping those predicted to retrain for longer (see the module notes).
-pub fn search(
-    recipe: &Recipe,
-    root: &Path,
-    network: &str,
-    subset: &str,
-    seed: u64,
-    in_process: bool,
-    max_retrain_minutes: Option<f64>,
-    mode: Mode,
-) -> Result<SearchResult> {
+pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Options) -> Result<SearchResult> {
+    let Options { seed, in_process, max_retrain_minutes, mode } = o;
     if let Some(m) = max_retrain_minutes
         && !(m > 0.0 && m.is_finite())
     {

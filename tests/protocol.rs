@@ -367,7 +367,8 @@ fn two_shards_at_once_give_the_cells_of_one_unsharded_run() {
         let runs: usize = texts.iter().map(|t| t.lines().filter(|l| *l == format!("running cell {id}")).count()).sum();
         assert_eq!(runs, 1, "{id} ran {runs} times across the shards:\n{}\n---\n{}", texts[0], texts[1]);
     }
-    assert!(texts.iter().all(|t| t.contains("shard ")), "{texts:?}");
+    assert!(texts.iter().all(|t| t.contains("edgeprune report")), "{texts:?}");
+    assert!(!sharded.join("report").exists(), "shards leave the report to `report`");
     let count = |pat: &str| texts.iter().map(|t| t.matches(pat).count()).sum::<usize>();
     eprintln!(
         "shared cells waited for: {}, taken from the other shard: {}",

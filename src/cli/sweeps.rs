@@ -73,6 +73,20 @@ pub(super) fn cmd_experiment(a: ExperimentArgs) -> Result<()> {
     let recipe = Recipe::load(&a.recipe)?;
     let root = sweep::root_of(&recipe, a.out.as_deref());
     let rows = sweep::run_shard(&recipe, &root, &a.only, a.in_process, a.shard)?;
+    if let Some(s) = a.shard {
+        // Other shards may still be running, and each would write the report at its end: the
+        // report is made once, by `report`, when they are done.
+        println!(
+            "shard {}/{} done; {} result rows of the whole sweep finished so far in {}; when every shard is done: \
+             edgeprune report {}",
+            s.index,
+            s.count,
+            rows.len(),
+            root.join("cells.csv").display(),
+            root.display()
+        );
+        return Ok(());
+    }
     let summary = report::write_report(&rows, &root.join("report"))?;
     println!(
         "{} result rows in {}; report in {}",

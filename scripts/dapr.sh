@@ -28,16 +28,20 @@ lines = [f"# DaPR on `{recipe}`", "",
          "data-aware cell of the recipe (fine-tune, prune, retrain under its budget); `cost_opt` reuses the "
          "probes `memory_opt` ran (the same cells), and its seconds are those probes' own. Seconds are measured "
          "beside other work on 2 cores.", "",
-         "| network | subset | mode | reference (unpruned) | level found | probes | probe levels | search epochs | search seconds | mean seconds per probe |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+         "| network | subset | mode | reference (unpruned) | level found | probes | probe levels | search epochs | search seconds | mean seconds per probe | search retraining TOps | mean TOps per probe |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     n = len(r["probes"])
     levels = ", ".join(f"{p['level']:.0f}{'+' if p['reaches_reference'] else '-'}" for p in r["probes"])
     lvl = "none" if r["level"] is None else f"{r['level']:.0f}%"
     per = r["total_seconds"] / n if n else 0
+    g = r.get("total_retrain_gops")
+    gops = "- | -" if g is None else (f"{g / 1e3:.1f} | {g / 1e3 / n:.1f}" if n else "0 | 0")
     lines.append(f"| {r['network']} | {r['subset']} | {r['mode']} | {100*r['reference_top1']:.2f}% | {lvl} | {n} | {levels} | "
-                 f"{r['total_epochs']:.0f} | {r['total_seconds']:.0f} | {per:.0f} |")
-lines += ["", "Probe levels: + reaches the unpruned accuracy, - falls short."]
+                 f"{r['total_epochs']:.0f} | {r['total_seconds']:.0f} | {per:.0f} | {gops} |")
+lines += ["", "Probe levels: + reaches the unpruned accuracy, - falls short. Retraining compute: 3 x the pruned "
+          "network's inference GOps per image (forward and backward) x the images its retraining epochs trained on, "
+          "in TOps (10^12 operations); the fine-tune the probes share and the evaluations are left out."]
 open(os.path.join(results, "README.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

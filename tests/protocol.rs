@@ -103,6 +103,8 @@ fn sweep_resume_report_and_search() {
         .unwrap();
     assert!(!r.probes.is_empty() && r.probes.len() <= 5, "{r:?}");
     assert_eq!(r.probes[0].level, 50.0);
+    let gops: f64 = r.probes.iter().map(|p| p.retrain_gops.expect("every probe's compute")).sum();
+    assert!(gops > 0.0 && r.total_retrain_gops == Some(gops), "{r:?}");
     for p in &r.probes {
         assert!(p.retrain_seconds.is_some_and(|s| s > 0.0), "{p:?}");
         assert!(p.predicted_retrain_seconds.is_none_or(|s| s > 0.0 && s.is_finite()), "{p:?}");

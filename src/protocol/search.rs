@@ -52,6 +52,9 @@ pub struct Probe {
     /// the cache has no table for the network at the recipe's batch and threads) and as measured.
     pub predicted_retrain_seconds: Option<f64>,
     pub retrain_seconds: Option<f64>,
+    /// The compute of its retraining, in GOps: 3 x the pruned network's inference GOps per image
+    /// (forward and backward) x the images its retraining epochs trained on (evaluation left out).
+    pub retrain_gops: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,15 +71,23 @@ pub struct SearchResult {
     pub probes: Vec<Probe>,
     pub total_epochs: f64,
     pub total_seconds: f64,
+    /// The probes' retraining compute summed, in GOps (None if a probe's is unknown).
+    pub total_retrain_gops: Option<f64>,
 }
 
-fn top1(root: &Path, id: &CellId) -> Result<(f64, f64, f64)> {
+/// A finished cell's test accuracy, epochs and seconds, and (given the recipe's batch size and
+/// the share of its epochs that retrain) its retraining's compute in GOps.
+fn top1(root: &Path, id: &CellId, batch: usize, retrain_share: f64) -> Result<(f64, f64, f64, Option<f64>)> {
     let cell = pipeline::CellDir::of(root, id);
     let p = cell.metrics();
     let m = cell.read_metrics()?;
     let row = m.row.ok_or_else(|| Error::file(&p, "no result row"))?;
     let acc = row.test_top1.ok_or_else(|| Error::file(&p, "no test accuracy"))?;
-    Ok((acc, row.epochs.unwrap_or(0.0), m.seconds))
+    let gops = match (row.gops_after, row.train_steps) {
+        (Some(g), Some(steps)) => Some(3.0 * g * batch as f64 * steps * retrain_share),
+        _ => None,
+    };
+    Ok((acc, row.epochs.unwrap_or(0.0), m.seconds, gops))
 }
 
 /// How a search runs: the seed of its probes, cells in this process or in children, the
@@ -106,7 +117,16 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
     let (net, sub) = (network.to_string(), subset.to_string());
     let reference = CellId::Unpruned { net: net.clone(), subset: sub.clone() };
     run(&reference)?;
-    let (ref_acc, _, _) = top1(root, &reference)?;
+    let (ref_acc, ..) = top1(root, &reference, recipe.batch_size, 1.0)?;
+    // A data-aware cell's steps cover its fine-tune and its retraining alike (one split, one
+    // budget): the retraining is the epochs after n_f.
+    let spec = recipe
+        .networks
+        .iter()
+        .find(|n| n.name == network)
+        .ok_or_else(|| Error::config("--network", format!("the recipe has no network `{network}`")))?;
+    let nf = recipe.resolve(spec)?.fine_tune_epochs;
+    let retrain_share = recipe.epochs.saturating_sub(nf) as f64 / recipe.epochs.max(1) as f64;
     eprintln!("DaPR {network}/{subset}: unpruned reference {:.2}%", 100.0 * ref_acc);
     // Levels 5, 10, ..., 95 as indices 1..=19; find the largest index whose probe reaches the
     // reference, assuming accuracy falls with the level.
@@ -155,6 +175,7 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
                     seconds: 0.0,
                     predicted_retrain_seconds: Some(predicted),
                     retrain_seconds: None,
+                    retrain_gops: Some(0.0),
                 });
                 lo = mid + 1;
                 mid = (lo + hi) / 2;
@@ -162,7 +183,7 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
             }
         }
         run(&id)?;
-        let (acc, epochs, secs) = top1(root, &id)?;
+        let (acc, epochs, secs, gops) = top1(root, &id, recipe.batch_size, retrain_share)?;
         let ok = acc >= ref_acc;
         let (predicted, measured) = pipeline::retraining_cost(recipe, root, &id)?;
         let cost = match (predicted, measured) {
@@ -180,6 +201,7 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
             seconds: secs,
             predicted_retrain_seconds: predicted,
             retrain_seconds: measured,
+            retrain_gops: gops,
         });
         if ok {
             best = Some(level as f64);
@@ -194,6 +216,7 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
     }
     let total_epochs = probes.iter().map(|p| p.epochs).sum();
     let total_seconds = probes.iter().map(|p| p.seconds).sum();
+    let total_retrain_gops = probes.iter().map(|p| p.retrain_gops).sum();
     Ok(SearchResult {
         network: network.into(),
         subset: subset.into(),
@@ -204,5 +227,6 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
         probes,
         total_epochs,
         total_seconds,
+        total_retrain_gops,
     })
 }

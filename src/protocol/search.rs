@@ -1,7 +1,8 @@
 //! DaPR: the binary search over pruning levels p in [5, 95] (step 5, starting at 50) for the
 //! largest level whose data-aware retrained accuracy on the subset still reaches the unpruned
-//! model's (`memory_opt`), or for the first level probed that reaches it (`cost_opt`). Each probe is an ordinary data-aware cell of the sweep, so probes are cached and a
-//! search resumes where it stopped. With a retraining budget, a probe whose retraining is
+//! model's (`memory_opt`), or for the first level probed that reaches it (`cost_opt`). Each
+//! probe is an ordinary data-aware cell of the sweep, so probes are cached and a search resumes
+//! where it stopped. With a retraining budget, a probe whose retraining is
 //! predicted (on the device's training-cost table, for the network the probe would retrain) to
 //! take longer is skipped: it is not run and counts as out of reach, and the search goes on
 //! among the higher levels, whose smaller networks retrain faster.
@@ -114,10 +115,6 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
         cells.push(id.clone());
         sweep::run_cells(recipe, root, &cells, in_process)
     };
-    let (net, sub) = (network.to_string(), subset.to_string());
-    let reference = CellId::Unpruned { net: net.clone(), subset: sub.clone() };
-    run(&reference)?;
-    let (ref_acc, ..) = top1(root, &reference, recipe.batch_size, 1.0)?;
     // A data-aware cell's steps cover its fine-tune and its retraining alike (one split, one
     // budget): the retraining is the epochs after n_f.
     let spec = recipe
@@ -127,6 +124,10 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
         .ok_or_else(|| Error::config("--network", format!("the recipe has no network `{network}`")))?;
     let nf = recipe.resolve(spec)?.fine_tune_epochs;
     let retrain_share = recipe.epochs.saturating_sub(nf) as f64 / recipe.epochs.max(1) as f64;
+    let (net, sub) = (network.to_string(), subset.to_string());
+    let reference = CellId::Unpruned { net: net.clone(), subset: sub.clone() };
+    run(&reference)?;
+    let (ref_acc, ..) = top1(root, &reference, recipe.batch_size, 1.0)?;
     eprintln!("DaPR {network}/{subset}: unpruned reference {:.2}%", 100.0 * ref_acc);
     // Levels 5, 10, ..., 95 as indices 1..=19; find the largest index whose probe reaches the
     // reference, assuming accuracy falls with the level.

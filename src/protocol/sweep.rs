@@ -57,9 +57,10 @@ fn is_shared(c: &CellId) -> bool {
 /// result cells, each after the shared cell it reads.
 fn shard_of(cells: &[CellId], s: Shard) -> Vec<CellId> {
     let mut out: Vec<CellId> = Vec::new();
+    let mut inputs = std::collections::HashSet::new();
     for c in cells.iter().filter(|c| !is_shared(c)).skip(s.index).step_by(s.count) {
         if let Some(input) = pipeline::input_of(c)
-            && !out.contains(&input)
+            && inputs.insert(input.to_string())
         {
             out.push(input);
         }
@@ -304,4 +305,44 @@ pub fn gather(recipe: &Recipe, root: &Path) -> Result<Vec<Cell>> {
     native::write_atomic(&root.join("cells.csv"), &bytes)?;
     native::write_json(&root.join("cells.json"), &rows)?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_split_the_result_cells_exactly_once() {
+        assert_eq!("1/3".parse::<Shard>().unwrap(), Shard { index: 1, count: 3 });
+        for bad in ["3/3", "0/0", "1", "a/2", "-1/2"] {
+            let e = bad.parse::<Shard>().unwrap_err().to_string();
+            assert!(e.contains("--shard") && e.contains(bad), "{e}");
+        }
+        let (net, subset) = ("n".to_string(), "s".to_string());
+        let mut cells = vec![CellId::Unpruned { net: net.clone(), subset: subset.clone() }];
+        for seed in 0..2 {
+            cells.push(CellId::FineTune { net: net.clone(), subset: subset.clone(), seed });
+            for level in [1000, 5000, 9000] {
+                cells.push(CellId::Aware { net: net.clone(), subset: subset.clone(), level, seed });
+            }
+        }
+        let results: Vec<String> = cells.iter().filter(|c| !is_shared(c)).map(|c| c.to_string()).collect();
+        for count in 1..=4 {
+            let mut seen: Vec<String> = Vec::new();
+            for index in 0..count {
+                let mine = shard_of(&cells, Shard { index, count });
+                for (k, c) in mine.iter().enumerate() {
+                    // Every cell comes after the shared cell it reads.
+                    if let Some(input) = pipeline::input_of(c) {
+                        assert!(mine[..k].contains(&input), "{c} before {input}");
+                    }
+                }
+                seen.extend(mine.iter().filter(|c| !is_shared(c)).map(|c| c.to_string()));
+            }
+            seen.sort();
+            let mut all = results.clone();
+            all.sort();
+            assert_eq!(seen, all, "{count} shards");
+        }
+    }
 }

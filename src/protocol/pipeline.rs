@@ -214,7 +214,22 @@ fn find<'a, T>(items: &'a [T], name: &str, what: &str, get: impl Fn(&T) -> &str)
         .ok_or_else(|| Error::config(what, format!("the recipe has no {what} `{name}`")))
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The context of network `net` of the recipe, with the engine set to the recipe's threads.
+    fn of(recipe: &'a Recipe, net: &str) -> Result<Self> {
+        let spec = find(&recipe.networks, net, "network", |n| &n.name)?;
+        crate::engine::set_threads(recipe.threads);
+        Ok(Ctx { recipe, net: spec, hyper: recipe.resolve(spec)?, device: recipe.device })
+    }
+
+    /// Seconds the data-aware retraining of `pruned` on `data` with `seed` is predicted to take
+    /// on this device's training-cost table (None where the cache has none).
+    fn predicted_retraining(&self, pruned: &Model, data: &RunData, seed: u64) -> Result<Option<f64>> {
+        let (epochs, nf) = (self.recipe.epochs, self.hyper.fine_tune_epochs);
+        let cfg = self.config(&self.hyper.aware, epochs, nf, seed)?;
+        Ok(train::predict_run(&cfg, pruned, data, epochs - nf)?.map(|c| c.fine_tune.seconds))
+    }
+
     fn subset_classes(&self, s: &SubsetSpec, all: &[String]) -> Vec<String> {
         match s.random {
             Some(k) => data::random_classes(all.len(), k, s.seed).into_iter().map(|c| all[c].clone()).collect(),
@@ -451,16 +466,11 @@ pub fn retraining_cost(recipe: &Recipe, root: &Path, id: &CellId) -> Result<(Opt
     let CellId::Aware { net, subset, seed, .. } = id else {
         return Err(Error::config("cell", format!("{id} is not a data-aware cell")));
     };
-    let spec = find(&recipe.networks, net, "network", |n| &n.name)?;
-    crate::engine::set_threads(recipe.threads);
-    let cx = Ctx { recipe, net: spec, hyper: recipe.resolve(spec)?, device: recipe.device };
+    let cx = Ctx::of(recipe, net)?;
     let cell = CellDir::of(root, id);
     let measured = native::read_json::<train::Summary>(&cell.run().summary()).ok().map(|s| s.seconds);
     let pruned = formats::load_model(&cell.pruned())?;
-    let data = cx.data(Some(subset))?;
-    let nf = cx.hyper.fine_tune_epochs;
-    let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed)?;
-    let predicted = train::predict_run(&cfg, &pruned, &data, recipe.epochs - nf)?.map(|c| c.fine_tune.seconds);
+    let predicted = cx.predicted_retraining(&pruned, &cx.data(Some(subset))?, *seed)?;
     Ok((predicted, measured))
 }
 
@@ -472,16 +482,12 @@ pub fn predicted_retraining(recipe: &Recipe, root: &Path, id: &CellId) -> Result
     let CellId::Aware { net, subset, level, seed } = id else {
         return Err(Error::config("cell", format!("{id} is not a data-aware cell")));
     };
-    let spec = find(&recipe.networks, net, "network", |n| &n.name)?;
-    crate::engine::set_threads(recipe.threads);
-    let cx = Ctx { recipe, net: spec, hyper: recipe.resolve(spec)?, device: recipe.device };
+    let cx = Ctx::of(recipe, net)?;
     let ft = CellId::FineTune { net: net.clone(), subset: subset.clone(), seed: *seed };
     let mut tuned = train::last_model(CellDir::of(root, &ft).run().path())?;
     let data = cx.data(Some(subset))?;
     let (pruned, _) = cx.prune(&mut tuned, &data, *level, *seed, None)?;
-    let nf = cx.hyper.fine_tune_epochs;
-    let cfg = cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed)?;
-    Ok(train::predict_run(&cfg, &pruned, &data, recipe.epochs - nf)?.map(|c| c.fine_tune.seconds))
+    cx.predicted_retraining(&pruned, &data, *seed)
 }
 
 /// Runs one cell as [`run_cell`] does, unless another process (another shard of the sweep) is
@@ -512,10 +518,8 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         | CellId::AgnosticTrain { net, .. }
         | CellId::Agnostic { net, .. } => net,
     };
-    let net = find(&recipe.networks, net_name, "network", |n| &n.name)?;
+    let cx = Ctx::of(recipe, net_name)?;
     let device: Device = recipe.device;
-    crate::engine::set_threads(recipe.threads);
-    let cx = Ctx { recipe, net, hyper: recipe.resolve(net)?, device };
     let dir = cell_dir(root, id);
     // One process per cell: a rerun while an earlier process of the same cell lives is refused.
     let _lock = crate::formats::outdir::DirLock::acquire(&dir)?;

@@ -467,16 +467,6 @@ impl<'a> Predictor<'a> {
     /// between layouts in the whole network less those each unit's own measurement reordered
     /// (a unit alone reads and writes plain tensors: a blocked one paid for reordering its input
     /// and output; in the network a chain of blocked units reorders only at its ends).
-    /// The units' table values at `counts`, summed over the units for which `which(cin, cout)`
-    /// holds.
-    pub fn units_where(&self, counts: &[usize], which: impl Fn(usize, usize) -> bool) -> f64 {
-        self.units
-            .iter()
-            .filter(|&&(_, n, i, _)| which(counts[i], counts[n]))
-            .map(|&(t, n, i, _)| self.table.units[t].ms(counts[i], counts[n]))
-            .sum()
-    }
-
     pub fn parts(&self, counts: &[usize]) -> (f64, f64, f64) {
         let units: f64 = self.units.iter().map(|&(t, n, i, _)| self.table.units[t].ms(counts[i], counts[n])).sum();
         (units, rest_elements(&self.shapes, counts, &self.excluded), self.reorders(counts))

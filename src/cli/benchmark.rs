@@ -9,7 +9,7 @@ pub struct BenchArgs {
     /// in --runtime at --batch), latency-model (the table's prediction against measurement on
     /// --networks pruned versions of the model, written to --out), train-cost (measure or reuse
     /// the model's training-cost table at --batch and predict its step time, peak memory and
-    /// evaluation time) or train-cost-model (that prediction against measurement on --networks
+    /// evaluation time), train-cost-model (that prediction against measurement on --networks
     /// pruned versions, written to --out).
     pub what: String,
     /// Data for `data` (see the Data section of the README).
@@ -273,6 +273,8 @@ fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -
     for i in 0..a.networks {
         let (what, pruned) = pruned_version(&mut model, i, device)?;
         let p = table.predict(&pruned.graph)?;
+        let features = crate::analysis::train_cost::Features::of(&table.units, &pruned.graph)?;
+        let terms = crate::analysis::train_cost::step_row(&features, a.batch);
         let (step_ms, peak) = train_cost::measure(&exe, &pruned, a.batch, device, a.precision)?;
         let (es, em) = (100.0 * (p.step_ms - step_ms) / step_ms, 100.0 * (p.peak_bytes - peak) / peak);
         println!(
@@ -281,14 +283,17 @@ fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -
             memory::human(peak as u64),
             memory::human(p.peak_bytes as u64)
         );
-        rows.push((what, step_ms, p.step_ms, es, peak, p.peak_bytes, em));
+        rows.push((what, step_ms, p.step_ms, es, peak, p.peak_bytes, em, terms));
     }
     anyhow::ensure!(!rows.is_empty(), "--networks must be at least 1");
-    let mut csv = String::from(
-        "network,pruned,step_ms_measured,step_ms_predicted,step_error_percent,peak_bytes_measured,peak_bytes_predicted,peak_error_percent\n",
+    // The step model's terms too, so that another model can be fitted and checked on these rows.
+    let mut csv = format!(
+        "network,pruned,step_ms_measured,step_ms_predicted,step_error_percent,peak_bytes_measured,peak_bytes_predicted,peak_error_percent,{}\n",
+        crate::analysis::train_cost::STEP_TERMS.join(",")
     );
-    for (w, sm, sp, es, pm, pp, em) in &rows {
-        csv += &format!("{},{w},{sm:.3},{sp:.3},{es:.2},{pm:.0},{pp:.0},{em:.2}\n", table.network);
+    for (w, sm, sp, es, pm, pp, em, terms) in &rows {
+        let terms: Vec<String> = terms.iter().map(|t| format!("{t:.6}")).collect();
+        csv += &format!("{},{w},{sm:.3},{sp:.3},{es:.2},{pm:.0},{pp:.0},{em:.2},{}\n", table.network, terms.join(","));
     }
     let stats = |errors: Vec<f64>| {
         let abs: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
@@ -300,7 +305,7 @@ fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -
     let n = rows.len();
     let mut md = format!(
         "# Training-cost model of {} at batch {}\n\nMade by `edgeprune {}`: {} on {}, {} threads; each pruned \
-         network's step time (median of 5 steps after 2) and peak resident size measured in a process of its own.\n\n\
+         network's step time (median of {} steps after {}) and peak resident size measured in a process of its own.\n\n\
          Step time: mean absolute error {sm:.1}%, max {sx:.1}%, {sw} of {n} within 10%. \
          Peak memory: mean absolute error {mm:.1}%, max {mx:.1}%, {mw} of {n} within 10%.\n\n\
          | pruned | step ms measured | predicted | error | peak MiB measured | predicted | error |\n|---|---:|---:|---:|---:|---:|---:|\n",
@@ -310,9 +315,11 @@ fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -
         table.key.runtime,
         table.key.device,
         table.key.threads,
+        train_cost::STEPS,
+        train_cost::WARMUP_STEPS,
     );
     let mib = |b: f64| b / (1u64 << 20) as f64;
-    for (w, sm, sp, es, pm, pp, em) in &rows {
+    for (w, sm, sp, es, pm, pp, em, _) in &rows {
         md += &format!("| {w} | {sm:.1} | {sp:.1} | {es:+.1}% | {:.0} | {:.0} | {em:+.1}% |\n", mib(*pm), mib(*pp));
     }
     crate::formats::native::write_atomic(&out.join("train-cost-model.csv"), csv.as_bytes())?;

@@ -79,6 +79,10 @@ pub struct RunState {
     /// precision is refused.
     #[serde(default, with = "crate::formats::via_str")]
     pub precision: crate::engine::Precision,
+    /// The run's training seconds as predicted at its start on the device's training-cost table
+    /// (None where there was none, and in checkpoints written before it was recorded).
+    #[serde(default)]
+    pub predicted_seconds: Option<f64>,
 }
 
 impl RunState {
@@ -98,6 +102,7 @@ impl RunState {
             history: vec![],
             classes: vec![],
             precision: crate::engine::Precision::Fp32,
+            predicted_seconds: None,
         }
     }
 

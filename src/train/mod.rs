@@ -60,6 +60,10 @@ pub struct Summary {
     pub test_top1_at_best_val: Option<f64>,
     pub final_test: EvalStats,
     pub seconds: f64,
+    /// `seconds` as predicted when the run began, on the device's training-cost table (None
+    /// where there was none).
+    #[serde(default)]
+    pub predicted_seconds: Option<f64>,
     pub classes: Vec<String>,
 }
 
@@ -230,8 +234,17 @@ pub fn fit(start: Option<Start>, data: &RunData, cfg: &TrainConfig, out: &Path) 
         test_top1_at_best_val: state.best_test_top1,
         final_test,
         seconds: state.seconds,
+        predicted_seconds: state.predicted_seconds,
         classes: data.class_names.clone(),
     };
+    if let Some(p) = state.predicted_seconds {
+        eprintln!(
+            "trained in {:.1} minutes; predicted {:.1} ({:+.1}%)",
+            state.seconds / 60.0,
+            p / 60.0,
+            100.0 * (p - state.seconds) / state.seconds.max(1e-9)
+        );
+    }
     native::write_json(&RunDir::new(out).summary(), &summary)?;
     Ok(summary)
 }
@@ -242,7 +255,19 @@ fn begin(start: Start, data: &RunData, cfg: &TrainConfig, out: &Path) -> Result<
     let mut model = start.model;
     model.check_finite().map_err(|e| Error::file(&cfg.model, format!("cannot train this model: {e}")))?;
     model_normalize(&mut model, &data.stats)?;
-    check_memory(cfg, &model, data, cfg.epochs.saturating_sub(start.epoch))?;
+    let cost = check_memory(cfg, &model, data, cfg.epochs.saturating_sub(start.epoch))?;
+    if let Some(c) = &cost {
+        let f = &c.fine_tune;
+        eprintln!(
+            "predicted: {:.1} minutes ({} epochs of {} batches at {:.1} ms and {} images evaluated; table {})",
+            f.seconds / 60.0,
+            f.epochs,
+            f.steps_per_epoch,
+            f.step_ms,
+            f.eval_images,
+            c.table.display()
+        );
+    }
     for old in [checkpoint::DIR, "best", "last"] {
         let p = out.join(old);
         if p.exists() {
@@ -255,6 +280,7 @@ fn begin(start: Start, data: &RunData, cfg: &TrainConfig, out: &Path) -> Result<
     let mut state = RunState::start(cfg.seed, start.epoch);
     state.classes = data.class_names.clone();
     state.precision = cfg.precision;
+    state.predicted_seconds = cost.map(|c| c.fine_tune.seconds);
     let dir = checkpoint::save(out, &model, &Weights::default(), &state, start.plan.as_deref(), cfg.keep_checkpoints)?;
     Ok(Checkpoint { dir, model, optimizer: Weights::default(), state, plan: start.plan })
 }
@@ -414,7 +440,8 @@ pub fn fit_to_budget(
 /// has available), whose step exceeds `cfg.max_step_ms`, or whose `epochs` left exceed
 /// `cfg.max_train_minutes`. Memory is predicted on the device's training-cost table where one is
 /// found (see [`predict_run`]), else estimated from the graph alone (an estimate meant to err high).
-fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData, epochs: usize) -> Result<()> {
+/// The predicted cost where a table was found.
+fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData, epochs: usize) -> Result<Option<RunCost>> {
     let what = format!("training {}", model.graph.name);
     let found =
         crate::metrics::train_cost::find(model, cfg.batch_size, cfg.device, cfg.precision, cfg.cost_table.as_deref())?;
@@ -451,10 +478,10 @@ fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData, epochs: usize)
             .check_or_available(cfg.max_memory, &what)?,
     }
     if cfg.max_step_ms.is_none() && cfg.max_train_minutes.is_none() {
-        return Ok(());
+        return Ok(cost);
     }
     let key = if cfg.max_step_ms.is_some() { "max_step_ms" } else { "max_train_minutes" };
-    let c = cost.ok_or_else(|| need_table(cfg, model, key))?;
+    let c = cost.as_ref().ok_or_else(|| need_table(cfg, model, key))?;
     if let Some(ms) = cfg.max_step_ms
         && c.prediction.step_ms > ms
     {
@@ -496,7 +523,7 @@ fn check_memory(cfg: &TrainConfig, model: &Model, data: &RunData, epochs: usize)
             ),
         ));
     }
-    Ok(())
+    Ok(cost)
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

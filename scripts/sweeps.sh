@@ -126,7 +126,10 @@ publish() {
         mkdir -p "results/$name"
         cp "$src/cells.csv" "$src/cells.json" "results/$name/"
         if [ -f "$src/unreachable.csv" ]; then cp "$src/unreachable.csv" "results/$name/"; fi
-        "$BIN" report "$src" -o "results/$name/report"
+        # With the sweep's DaPR searches where scripts/dapr.sh published them.
+        local search=()
+        if [ -d "results/dapr-$name" ]; then search=(--search "results/dapr-$name"); fi
+        "$BIN" report "$src" -o "results/$name/report" "${search[@]}"
         echo "sweeps: published $name into results/$name"
     done
 }

@@ -133,6 +133,33 @@ fn sweep_resume_report_and_search() {
     for (a, b) in c.probes.iter().zip(&r.probes) {
         assert_eq!((a.level, a.test_top1), (b.level, b.test_top1));
     }
+
+    // The report's other figures. The channel sets: one epoch-0-vs-n_f comparison per aware cell
+    // (one seed: none between seeds), each at most the number of groups either plan prunes.
+    let channels = report::channels::collect(&recipe, &root).unwrap();
+    assert_eq!(channels.len(), 2 * 2, "{channels:?}");
+    for c in &channels {
+        assert_eq!(c.comparison, report::channels::EPOCH0_VS_NF);
+        assert!(c.groups > 0 && (0.0..=c.groups as f64).contains(&c.difference), "{c:?}");
+    }
+    // Latency measured after the sweep, from the plans: every result cell, pruned ones faster
+    // in GOps and timed, the unpruned one at its own latency.
+    let lat = edgeprune::protocol::latency::measure(&recipe, &root, edgeprune::engine::Runtime::Libtorch, 3, |_, _| {})
+        .unwrap();
+    assert_eq!(lat.len(), rows2.len());
+    assert!(lat.iter().all(|l| l.ms_per_image_after > 0.0 && l.ms_per_image_before > 0.0), "{lat:?}");
+    assert!(lat.iter().filter(|l| l.pipeline == "unpruned").all(|l| l.ms_per_image_after == l.ms_per_image_before));
+    let mut with_latency = rows2.clone();
+    assert_eq!(edgeprune::protocol::latency::fill(&mut with_latency, &lat), (rows2.len(), 0));
+    let extras = report::Extras { channels, searches: vec![r.clone(), c.clone()] };
+    report::write_report_with(&with_latency, &extras, &root.join("report2")).unwrap();
+    for f in
+        ["channel_sets.csv", "channel_sets_net.png", "search_cost.csv", "search_tops_net.svg", "acc_vs_latency_net.png"]
+    {
+        assert!(root.join("report2").join(f).exists(), "{f}");
+    }
+    let probes = std::fs::read_to_string(root.join("report2/search_cost.csv")).unwrap();
+    assert_eq!(probes.lines().count(), 1 + r.probes.len() + c.probes.len(), "{probes}");
 }
 
 /// The fair scaled budget: each pipeline's epochs draw the same share of its own training split,

@@ -10,8 +10,13 @@ pub struct BenchArgs {
     /// --networks pruned versions of the model, written to --out), train-cost (measure or reuse
     /// the model's training-cost table at --batch and predict its step time, peak memory and
     /// evaluation time), train-cost-model (that prediction against measurement on --networks
-    /// pruned versions, written to --out).
+    /// pruned versions, written to --out) or sweep-latency (the inference latency of every
+    /// finished cell of the sweep folder --sweep, at batch 1 in --runtime, written to its
+    /// latency.csv for `report`; --steps timed runs per network).
     pub what: String,
+    /// For sweep-latency: the sweep folder (holding recipe.toml and its cells).
+    #[arg(long)]
+    pub sweep: Option<PathBuf>,
     /// Data for `data` (see the Data section of the README).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -331,9 +336,30 @@ fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -
     Ok(())
 }
 
+/// The latency of every finished cell of a sweep, measured now (see `protocol::latency`).
+fn bench_sweep_latency(a: &BenchArgs) -> Result<()> {
+    use crate::protocol::latency;
+    let runtime: engine::Runtime = a.runtime.parse()?;
+    let root = a.sweep.as_deref().context("sweep-latency measures a sweep: give --sweep DIR")?;
+    let recipe = crate::protocol::Recipe::load(&root.join("recipe.toml"))?;
+    let bar = crate::train::progress(0, &format!("latency of {} at batch 1 in {runtime}", recipe.name));
+    let rows = latency::measure(&recipe, root, runtime, a.steps, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let path = root.join(latency::LATENCY_CSV);
+    latency::write(&path, &rows)?;
+    println!("{} cells timed at batch 1 in {runtime}; wrote {}", rows.len(), path.display());
+    Ok(())
+}
+
 pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(a.batch > 0 && a.steps > 0, "--batch and --steps must be at least 1");
     let device = a.engine.apply()?;
+    if a.what == "sweep-latency" {
+        return bench_sweep_latency(&a);
+    }
     let m = load_spec(&a.model, a.num_classes)?;
     let runtime: engine::Runtime = a.runtime.parse()?;
     anyhow::ensure!(
@@ -350,7 +376,7 @@ pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
         "train-cost-model" => return bench_train_cost_model(&a, &m, device),
         other => {
             anyhow::bail!(
-                "unknown benchmark `{other}`: use train-step, infer, data, latency-table, latency-model, train-cost or train-cost-model"
+                "unknown benchmark `{other}`: use train-step, infer, data, latency-table, latency-model, train-cost, train-cost-model or sweep-latency"
             )
         }
     };

@@ -54,6 +54,10 @@ pub struct ReportArgs {
     /// Where to write the report (default: RUN/report).
     #[arg(short, long)]
     pub out: Option<PathBuf>,
+    /// DaPR search results to plot (the JSON files of `edgeprune search`, or folders of them):
+    /// each probe's accuracy against the search's cumulative cost. Default: those in RUN.
+    #[arg(long, num_args = 1..)]
+    pub search: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -173,10 +177,25 @@ pub(super) fn cmd_report(a: ReportArgs) -> Result<()> {
         _ if !found.is_empty() => sweep::gather(&Recipe::load(&recipe_path)?, &a.run)?,
         _ => report::read_cells(&csv)?,
     };
+    // Latency measured after the sweep (`bench sweep-latency`) replaces the cells' own.
+    let mut cells = cells;
+    let lat = a.run.join(protocol::latency::LATENCY_CSV);
+    if lat.is_file() {
+        let (n, own) = protocol::latency::fill(&mut cells, &protocol::latency::read(&lat)?);
+        eprintln!("batch-1 latency of {n} cells from {}", lat.display());
+        if own > 0 {
+            eprintln!("warning: {own} cells have no row there and keep the latency they measured themselves");
+        }
+    }
     let out = a.out.unwrap_or_else(|| a.run.join("report"));
     // A report replaces the report it regenerates, never a folder of anything else.
     outdir::claim(&out, outdir::Kind::Report, outdir::Existing::Accept, "")?;
-    let summary = report::write_report(&cells, &out)?;
+    // The sweep's pruning plans, where its cell folders are here (a published cells.csv has none).
+    let channels =
+        if recipe_path.is_file() { report::channels::collect(&Recipe::load(&recipe_path)?, &a.run)? } else { vec![] };
+    let searches = if a.search.is_empty() { vec![a.run.clone()] } else { a.search.clone() };
+    let extras = report::Extras { channels, searches: report::dapr::read(&searches)? };
+    let summary = report::write_report_with(&cells, &extras, &out)?;
     println!("report written to {}", out.display());
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

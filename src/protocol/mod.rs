@@ -2,6 +2,7 @@
 //! unpruned reference, sweeps over networks x subsets x levels x seeds, the DaPR level search,
 //! and their report.
 
+pub mod latency;
 pub mod pipeline;
 pub mod recipe;
 pub mod report;

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::pipeline::{self, CellId};
 use super::recipe::Recipe;
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// What the search optimises, as the reference code's two modes: `MemoryOpt` finds the largest
 /// level that keeps the unpruned accuracy (the smallest network); `CostOpt` stops at the first
 /// probe that keeps it (the least search).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]
@@ -38,7 +38,7 @@ impl std::str::FromStr for Mode {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Probe {
     pub level: f64,
     /// None for a skipped probe.
@@ -58,7 +58,7 @@ pub struct Probe {
     pub retrain_gops: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchResult {
     pub network: String,
     pub subset: String,

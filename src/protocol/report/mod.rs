@@ -14,7 +14,15 @@
 //! - `summary.json`: the [`ReportSummary`];
 //! - `report.md`: the summary, per network and subset the accuracy tables, the device costs and
 //!   the plots;
-//! - per network, `acc_vs_level_<network>.{svg,png}` and `acc_vs_gops_<network>.{svg,png}`.
+//! - per network, `acc_vs_level_<network>.{svg,png}` and `acc_vs_gops_<network>.{svg,png}`;
+//! - where cells have a measured batch-1 latency (measured by the cells, or filled from
+//!   `latency.csv`, see `protocol::latency`): per network `acc_vs_latency_<network>.{svg,png}`;
+//! - with the sweep's plans ([`Extras::channels`], `channels::collect`): `channel_sets.csv` and
+//!   per network `channel_sets_<network>.{svg,png}`, how far the pruned channels move between
+//!   epoch 0 and n_f and between seeds;
+//! - with DaPR search results ([`Extras::searches`]): `search_cost.csv` and per network
+//!   `search_tops_<network>` and `search_seconds_<network>` (SVG, PNG), each probe's accuracy
+//!   against the search's cumulative cost.
 //!
 //! A half-finished sweep (a pipeline or a level missing) is reported as far as it goes: missing
 //! entries are left empty (`-`), and deltas are taken only where both pipelines exist.
@@ -202,6 +210,8 @@ fn csv_error(
 }
 
 mod aggregate;
+pub mod channels;
+pub mod dapr;
 mod markdown;
 mod plots;
 mod summary;
@@ -214,8 +224,20 @@ use plots::*;
 use summary::*;
 pub use summary::{DeltaAt, DeltaRow, PairMean, ReportSummary, StepsRow, deltas, summarize_cells};
 
+/// What a report can show beyond its cells: the sweep's pruning plans compared, and DaPR searches.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub channels: Vec<channels::ChannelRow>,
+    pub searches: Vec<crate::protocol::search::SearchResult>,
+}
+
 /// Write the report of `cells` into `out_dir` (created if missing) and return its summary.
 pub fn write_report(cells: &[Cell], out_dir: &Path) -> Result<ReportSummary> {
+    write_report_with(cells, &Extras::default(), out_dir)
+}
+
+/// As [`write_report`], with the figures of `extras` where it has any.
+pub fn write_report_with(cells: &[Cell], extras: &Extras, out_dir: &Path) -> Result<ReportSummary> {
     let Some(level_of) = summary::level_of(cells) else {
         let mut kinds: Vec<&str> = cells.iter().map(|c| c.level_of.trim()).collect();
         kinds.sort_unstable();
@@ -249,12 +271,77 @@ pub fn write_report(cells: &[Cell], out_dir: &Path) -> Result<ReportSummary> {
         }
         plots.push((level_stem, gops_stem));
     }
+    let mut md_extra = String::new();
+    for n in nets.iter().filter(|n| LatencyPlot::any(n)) {
+        let stem = format!("acc_vs_latency_{}", plot_stem(&n.network));
+        write_plot(out_dir, &stem, &LatencyPlot(n))?;
+        files.push(format!("{stem}.svg"));
+        files.push(format!("{stem}.png"));
+        let _ = writeln!(
+            md_extra,
+            "## {}: accuracy vs measured latency\n\nInference at batch 1, measured on the device (by the cells, or after the \
+             sweep by `edgeprune bench sweep-latency`).\n\n![accuracy vs latency]({stem}.svg) ([PNG]({stem}.png))\n",
+            n.network
+        );
+    }
+    if !extras.channels.is_empty() {
+        channels::write_csv(&out_dir.join(channels::CHANNELS_CSV), &extras.channels)?;
+        files.push(channels::CHANNELS_CSV.to_string());
+        let _ = writeln!(
+            md_extra,
+            "## How far the pruned channels move\n\nPer level, the difference between two pruning plans, \
+             summed over the groups either prunes: 1 - |A ∩ B| / |A ∪ B| of the channels each removes (0: the same \
+             channels; at most the number of groups). *epoch 0 vs n_f*: the data-agnostic plan (the original model \
+             ranked at epoch 0) against each seed's data-aware plan (ranked after fine-tuning on the subset), \
+             mean over seeds; *between seeds*: the data-aware plans of two seeds, mean over pairs. Rows: \
+             [{}]({}).\n",
+            channels::CHANNELS_CSV,
+            channels::CHANNELS_CSV
+        );
+        let mut names: Vec<&str> = extras.channels.iter().map(|r| r.network.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for net in names {
+            let stem = format!("channel_sets_{}", plot_stem(net));
+            let rows = extras.channels.iter().filter(|r| r.network == net).collect();
+            write_plot(out_dir, &stem, &channels::ChannelPlot { network: net, rows })?;
+            files.push(format!("{stem}.svg"));
+            files.push(format!("{stem}.png"));
+            let _ = writeln!(md_extra, "![{net}: channel sets]({stem}.svg) ([PNG]({stem}.png))\n");
+        }
+    }
+    if !extras.searches.is_empty() {
+        dapr::write_csv(&out_dir.join(dapr::SEARCH_CSV), &extras.searches)?;
+        files.push(dapr::SEARCH_CSV.to_string());
+        let _ = writeln!(
+            md_extra,
+            "## DaPR: accuracy vs cumulative search cost\n\nEach probe of the search in the order it ran, at the \
+             search's cost so far: its retraining compute (3 x the pruned network's inference GOps x the images \
+             retrained on) and its measured seconds; the dotted line is the unpruned accuracy a probe must reach. \
+             Rows: [{}]({}).\n",
+            dapr::SEARCH_CSV,
+            dapr::SEARCH_CSV
+        );
+        let mut names: Vec<&str> = extras.searches.iter().map(|s| s.network.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for net in names {
+            for (cost, what) in [(dapr::Cost::Tops, "tops"), (dapr::Cost::Seconds, "seconds")] {
+                let stem = format!("search_{what}_{}", plot_stem(net));
+                let plot = dapr::SearchPlot { network: net, searches: dapr::drawn(&extras.searches, net), cost };
+                write_plot(out_dir, &stem, &plot)?;
+                files.push(format!("{stem}.svg"));
+                files.push(format!("{stem}.png"));
+                let _ = writeln!(md_extra, "![{net}: search cost ({what})]({stem}.svg) ([PNG]({stem}.png))\n");
+            }
+        }
+    }
     summary.files = files;
 
     let json =
         serde_json::to_string_pretty(&summary).map_err(|e| Error::file(out_dir.join(SUMMARY_JSON), e.to_string()))?;
     write_text(&out_dir.join(SUMMARY_JSON), &(json + "\n"))?;
-    write_text(&out_dir.join(REPORT_MD), &markdown(&summary, &nets, &plots))?;
+    write_text(&out_dir.join(REPORT_MD), &(markdown(&summary, &nets, &plots) + &md_extra))?;
     Ok(summary)
 }
 

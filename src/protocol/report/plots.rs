@@ -4,6 +4,7 @@ use super::*;
 
 pub(super) const PLOT_SIZE: (u32, u32) = (1000, 640);
 pub(super) const FONT: &str = "sans-serif";
+pub(super) const ACC_DESC: &str = "top-1 accuracy on the subset (%)";
 
 /// Tableau 10: one colour per subset.
 pub(super) const PALETTE: [RGBColor; 10] = [
@@ -87,9 +88,9 @@ impl Series {
     }
 }
 
-/// How a pruned pipeline's curve is drawn: its line dashed or solid, its points' marker.
+/// How a curve is drawn: its line dashed or solid, its points' marker.
 #[derive(Clone, Copy)]
-enum Mark {
+pub(super) enum Mark {
     /// Solid line, filled circles.
     Circle,
     /// Dashed line, filled triangles.
@@ -178,6 +179,7 @@ pub(super) fn tick(v: &f64) -> String {
 pub(super) struct Frame<'a> {
     pub(super) title: String,
     pub(super) x_desc: &'a str,
+    pub(super) y_desc: &'a str,
     pub(super) x: (f64, f64),
     pub(super) y: (f64, f64),
     pub(super) legend: SeriesLabelPosition,
@@ -205,7 +207,7 @@ where
     chart
         .configure_mesh()
         .x_desc(frame.x_desc)
-        .y_desc("top-1 accuracy on the subset (%)")
+        .y_desc(frame.y_desc)
         .axis_desc_style((FONT, 18))
         .label_style((FONT, 14))
         .x_label_formatter(&tick)
@@ -246,13 +248,12 @@ where
     Ok(())
 }
 
+type Chart<'a, DB> =
+    ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
 /// One pruned pipeline's curve in its [`mark`], with its legend entry.
 fn draw_curve<'a, DB: DrawingBackend + 'a>(
-    chart: &mut ChartContext<
-        'a,
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
+    chart: &mut Chart<'a, DB>,
     pipe: Pipe,
     curve: &[(f64, f64)],
     color: RGBColor,
@@ -261,7 +262,21 @@ fn draw_curve<'a, DB: DrawingBackend + 'a>(
 where
     DB::ErrorType: 'static,
 {
-    match mark(pipe) {
+    draw_marked(chart, mark(pipe), curve, color, label)
+}
+
+/// A curve in `mark` (none: not drawn), with its legend entry.
+fn draw_marked<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    mark: Option<Mark>,
+    curve: &[(f64, f64)],
+    color: RGBColor,
+    label: String,
+) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    match mark {
         Some(Mark::Circle) => {
             chart.draw_series(LineSeries::new(curve.iter().copied(), solid(color)))?.label(label).legend(
                 move |(x, y)| {
@@ -287,6 +302,73 @@ where
     Ok(())
 }
 
+/// A named curve of a chart that is not accuracy per pipeline (see [`draw_xy`]).
+pub(super) struct Curve {
+    pub(super) label: String,
+    pub(super) color: RGBColor,
+    pub(super) mark: Mark,
+    pub(super) points: Vec<(f64, f64)>,
+    /// A text beside each point (none where empty).
+    pub(super) labels: Vec<String>,
+}
+
+/// Draw a chart of named curves, and horizontal dotted reference lines (label, colour, y).
+pub(super) fn draw_xy<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    frame: Frame<'_>,
+    curves: &[Curve],
+    refs: &[(String, RGBColor, f64)],
+) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (x0, x1) = frame.x;
+    let mut chart = ChartBuilder::on(root)
+        .caption(frame.title, (FONT, 24))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, frame.y.0..frame.y.1)?;
+    chart
+        .configure_mesh()
+        .x_desc(frame.x_desc)
+        .y_desc(frame.y_desc)
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 14))
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .light_line_style(BLACK.mix(0.03))
+        .bold_line_style(BLACK.mix(0.12))
+        .draw()?;
+    for c in curves {
+        draw_marked(&mut chart, Some(c.mark), &c.points, c.color, c.label.clone())?;
+        let style = TextStyle::from((FONT, 13).into_font()).color(&c.color);
+        chart.draw_series(
+            c.points
+                .iter()
+                .zip(&c.labels)
+                .map(|(&p, t)| EmptyElement::at(p) + Text::new(t.clone(), (6, -16), style.clone())),
+        )?;
+    }
+    for (label, color, y) in refs {
+        let color = *color;
+        chart
+            .draw_series(DashedLineSeries::new(vec![(x0, *y), (x1, *y)], 2, 5, solid(color)))?
+            .label(label.clone())
+            .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 2, 4, solid(color)));
+    }
+    chart
+        .configure_series_labels()
+        .position(frame.legend)
+        .legend_area_size(30)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.6))
+        .label_font((FONT, 14))
+        .draw()?;
+    Ok(())
+}
+
 /// Accuracy vs pruning level, one colour per subset; the unpruned model as a dotted line.
 pub(super) struct LevelPlot<'a>(pub(super) &'a NetworkData, pub(super) LevelOf);
 
@@ -302,6 +384,7 @@ impl Plot for LevelPlot<'_> {
         let frame = Frame {
             title: format!("{}: test top-1 on the subset vs pruning level", n.network),
             x_desc: &x_desc,
+            y_desc: ACC_DESC,
             x: (0.0, (max_level + 5.0).clamp(10.0, 100.0)),
             y: acc_range(n),
             legend: SeriesLabelPosition::LowerLeft,
@@ -339,6 +422,61 @@ impl Plot for GopsPlot<'_> {
         let frame = Frame {
             title: format!("{}: test top-1 on the subset vs inference GOps", n.network),
             x_desc: "inference GOps per image (after pruning; unpruned: before)",
+            y_desc: ACC_DESC,
+            x: (0.0, x1),
+            y: acc_range(n),
+            legend: SeriesLabelPosition::LowerRight,
+        };
+        draw_chart(root, frame, &ss)
+    }
+}
+
+/// Accuracy vs measured inference latency at batch 1: aware and agnostic points at their
+/// `infer_ms_per_image_b1_after`, the unpruned model at its `infer_ms_per_image_b1_before`.
+pub(super) struct LatencyPlot<'a>(pub(super) &'a NetworkData);
+
+impl LatencyPlot<'_> {
+    /// Whether the network has any latency to draw.
+    pub(super) fn any(n: &NetworkData) -> bool {
+        n.subsets
+            .iter()
+            .flat_map(|s| s.pruned.values().flat_map(|m| m.values()))
+            .any(|p| p.costs.infer_b1_after.is_some())
+    }
+}
+
+impl Plot for LatencyPlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> PlotResult
+    where
+        DB::ErrorType: 'static,
+    {
+        let n = self.0;
+        let unpruned_ms = |s: &SubsetData| {
+            s.unpruned
+                .as_ref()
+                .and_then(|p| p.costs.infer_b1_before.or(p.costs.infer_b1_after))
+                .or_else(|| s.pruned.values().flat_map(|m| m.values()).find_map(|p| p.costs.infer_b1_before))
+        };
+        let mut ss = series(
+            n,
+            |_, p| p.costs.infer_b1_after,
+            |s| Some(Reference::Point(unpruned_ms(s)?, s.unpruned.as_ref().and_then(Point::acc)?)),
+        );
+        for (_, curve) in ss.iter_mut().flat_map(|s| s.curves.iter_mut()) {
+            curve.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        let xs = ss.iter().flat_map(|s| {
+            let r = match s.unpruned {
+                Some(Reference::Point(g, _)) => Some(g),
+                _ => None,
+            };
+            s.xs().chain(r)
+        });
+        let (_, x1) = padded(xs, 0.05, 0.0, f64::INFINITY, (0.0, 1.0));
+        let frame = Frame {
+            title: format!("{}: test top-1 on the subset vs measured latency", n.network),
+            x_desc: "inference ms per image at batch 1, measured (after pruning; unpruned: before)",
+            y_desc: ACC_DESC,
             x: (0.0, x1),
             y: acc_range(n),
             legend: SeriesLabelPosition::LowerRight,

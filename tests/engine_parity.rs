@@ -9,6 +9,10 @@
 //!
 //! bf16 mixed precision against PyTorch's bf16 autocast: tests/reference/make_train_step_bf16.py,
 //! outputs in tests/reference/resnet20_c10/step_bf16.safetensors.
+//!
+//! A distillation step (soft targets of a teacher over a class subset, with pseudo-label
+//! cross-entropy) against PyTorch's `kl_div(..., "batchmean")`: tests/reference/make_distill_step.py,
+//! outputs in tests/reference/resnet20_c10/distill_step.safetensors.
 
 use std::path::Path;
 
@@ -183,4 +187,53 @@ fn reference_cpu(path: &Path) -> Option<String> {
     let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
     let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8 + n)?).ok()?;
     header["__metadata__"]["cpu"].as_str().map(str::to_string)
+}
+
+#[test]
+fn distill_step_matches_pytorch() {
+    let (model, r) = reference();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/resnet20_c10");
+    let p = dir.join("distill_step.safetensors");
+    let d = native::weights_from_safetensors(&std::fs::read(&p).unwrap(), &p).unwrap();
+    edgeprune::engine::set_threads(2);
+    let x = f32s(&r, "x");
+    let teacher = f32s(&d, "teacher");
+    let classes: Vec<i64> = f32s(&d, "classes").iter().map(|&v| v as i64).collect();
+    let labels: Vec<i64> = f32s(&d, "labels").iter().map(|&v| v as i64).collect();
+    let target = edgeprune::engine::Distill {
+        teacher_logits: &teacher,
+        classes: &classes,
+        temperature: f32s(&d, "temperature")[0] as f64,
+        alpha: f32s(&d, "alpha")[0] as f64,
+        labels: Some(&labels),
+    };
+    for (layout, tol) in [(Layout::Contiguous, 1e-5), (Layout::ChannelsLast, 1e-4)] {
+        let mut net = Network::with_layout(&model, Device::Cpu, layout).unwrap();
+        net.set_optimizer(SgdConfig { momentum: 0.9, weight_decay: 1e-4, nesterov: false });
+        let s = net.distill_step(&x, &target, 0.1).unwrap();
+        let l = f32s(&d, "loss")[0] as f64;
+        assert!((s.loss - l).abs() <= tol * l.abs(), "{layout:?}: loss {} vs {l}", s.loss);
+        assert_eq!(s.count, labels.len());
+        let eg = assert_close("distill gradient", &net.gradients().unwrap(), &d, "grad.", tol);
+        let e1 = assert_close("distill step", &net.weights().unwrap(), &d, "step1.", tol);
+        eprintln!("{layout:?}: distillation, worst relative errors: gradients {eg:.1e}, step {e1:.1e}");
+    }
+    // What a caller can get wrong is an error naming it, and nothing is trained.
+    let mut net = Network::with_layout(&model, Device::Cpu, Layout::ChannelsLast).unwrap();
+    let before = net.weights().unwrap();
+    let bad = [
+        edgeprune::engine::Distill { teacher_logits: &teacher[1..], ..target },
+        edgeprune::engine::Distill { classes: &[10], ..target },
+        edgeprune::engine::Distill { temperature: 0.0, ..target },
+        edgeprune::engine::Distill { labels: None, ..target },
+    ];
+    for (b, want) in bad.iter().zip(["teacher logits", "class 10", "temperature", "no labels"]) {
+        let e = net.distill_step(&x, b, 0.1).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    let mut nan = teacher.clone();
+    nan[17] = f32::NAN;
+    let e = net.distill_step(&x, &edgeprune::engine::Distill { teacher_logits: &nan, ..target }, 0.1).unwrap_err();
+    assert!(e.to_string().contains("teacher logit 17 (image 1, output 7)"), "{e}");
+    assert_eq!(net.weights().unwrap(), before);
 }

@@ -229,6 +229,68 @@ pub struct StepStats {
     pub count: usize,
 }
 
+/// What [`Train::distill_step`] trains towards: a teacher's outputs on the same batch, for
+/// local data without labels (knowledge distillation, Hinton et al. 2015).
+///
+/// The loss is `alpha * T^2 * KL(softmax(t / T) || softmax(s / T))` over `classes` (the teacher's
+/// logits `t` and the student's `s` both restricted to those columns, so the classes the device
+/// does not see take no probability), mean over the batch as PyTorch's `kl_div(...,
+/// reduction="batchmean")`, plus `(1 - alpha) *` the cross-entropy of the student's full logits
+/// against `labels` (pseudo-labels) where given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Distill<'a> {
+    /// The teacher's logits, batch x outputs, row-major.
+    pub teacher_logits: &'a [f32],
+    /// Output indices the distillation is restricted to; empty: every output.
+    pub classes: &'a [i64],
+    /// The softmax temperature T (> 0).
+    pub temperature: f64,
+    /// Weight of the distillation term, in [0, 1].
+    pub alpha: f64,
+    /// Hard targets for the `1 - alpha` cross-entropy term (one per image), if any.
+    pub labels: Option<&'a [i64]>,
+}
+
+impl Distill<'_> {
+    /// Checks what a caller can get wrong, for a batch of `n` images and a network of `outputs`.
+    pub fn check(&self, n: usize, outputs: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::config("distillation", m));
+        if self.teacher_logits.len() != n * outputs {
+            return bad(format!(
+                "{} teacher logits for {n} images of {outputs} outputs (want {})",
+                self.teacher_logits.len(),
+                n * outputs
+            ));
+        }
+        if let Some(i) = self.teacher_logits.iter().position(|v| !v.is_finite()) {
+            return bad(format!(
+                "teacher logit {i} (image {}, output {}) is not finite",
+                i / outputs.max(1),
+                i % outputs.max(1)
+            ));
+        }
+        if let Some(c) = self.classes.iter().find(|&&c| c < 0 || c as usize >= outputs) {
+            return bad(format!("class {c} is not one of the network's {outputs} outputs"));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad(format!("the temperature must be positive, not {}", self.temperature));
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return bad(format!("alpha must be in [0, 1], not {}", self.alpha));
+        }
+        match self.labels {
+            Some(l) if l.len() != n => bad(format!("{} labels for {n} images", l.len())),
+            Some(l) if l.iter().any(|&c| c < 0 || c as usize >= outputs) => {
+                bad(format!("a label is not one of the network's {outputs} outputs"))
+            }
+            None if self.alpha < 1.0 => {
+                bad(format!("alpha {} leaves a cross-entropy term but no labels are given", self.alpha))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Memory layout of 4-D tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -270,6 +332,10 @@ pub trait Train: Infer {
     /// One training step on a batch: forward in training mode, cross-entropy, backward, and an
     /// SGD update with learning rate `lr` (none if the loss is not finite).
     fn train_step(&mut self, images: &[f32], labels: &[i64], lr: f64) -> Result<StepStats>;
+    /// One training step towards a teacher's outputs ([`Distill`]): forward in training mode,
+    /// the distillation loss, backward, SGD update (none if the loss is not finite). `correct`
+    /// counts the images whose top class among `classes` is the teacher's.
+    fn distill_step(&mut self, images: &[f32], target: &Distill<'_>, lr: f64) -> Result<StepStats>;
     /// A training step for timing a piece of a network alone: forward in training mode, the
     /// mean of the output as the loss, backward to the weights and to the input (as a layer
     /// inside a network computes both), and the SGD update with learning rate `lr`.

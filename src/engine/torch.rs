@@ -502,6 +502,48 @@ impl Train for Network {
         Ok(StepStats { loss: loss_v, correct, count: n })
     }
 
+    fn distill_step(&mut self, images: &[f32], target: &super::Distill<'_>, lr: f64) -> Result<StepStats> {
+        let outputs = self.num_outputs()?;
+        let per: usize = self.graph.input_shape()?.iter().product();
+        let n = images.len() / per.max(1);
+        target.check(n, outputs)?;
+        let x = self.batch_tensor(images, n)?;
+        let (logits, _) = self.forward_t(&x, true, &[])?;
+        let logits = logits.f_to_kind(Kind::Float).map_err(tch_err)?;
+        let teacher = Tensor::from_slice(target.teacher_logits).view([n as i64, outputs as i64]).to_device(self.tdev);
+        let (s, t) = if target.classes.is_empty() {
+            (logits.shallow_clone(), teacher)
+        } else {
+            let idx = Tensor::from_slice(target.classes).to_device(self.tdev);
+            (logits.f_index_select(1, &idx).map_err(tch_err)?, teacher.f_index_select(1, &idx).map_err(tch_err)?)
+        };
+        let temp = target.temperature;
+        let log_ps = (&s / temp).f_log_softmax(1, Kind::Float).map_err(tch_err)?;
+        let log_pt = (&t / temp).f_log_softmax(1, Kind::Float).map_err(tch_err)?;
+        let kd = (log_pt.exp() * (&log_pt - &log_ps)).sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float)
+            * (temp * temp);
+        let loss = match target.labels {
+            Some(labels) if target.alpha < 1.0 => {
+                let y = Tensor::from_slice(labels).to_device(self.tdev);
+                let ce = logits
+                    .f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)
+                    .map_err(tch_err)?;
+                kd * target.alpha + ce * (1.0 - target.alpha)
+            }
+            _ => kd * target.alpha,
+        };
+        let params: Vec<Tensor> = self.params.iter().map(|k| self.tensors[k].shallow_clone()).collect();
+        let refs: Vec<&Tensor> = params.iter().collect();
+        let grads = Tensor::f_run_backward(&[&loss], &refs, false, false).map_err(tch_err)?;
+        let loss_v = loss.double_value(&[]);
+        let correct = s.argmax(1, false).eq_tensor(&t.argmax(1, false)).sum(Kind::Int64).int64_value(&[]) as usize;
+        if loss_v.is_finite() {
+            self.sgd_update(&params, &grads, lr)?;
+        }
+        self.grads = grads;
+        Ok(StepStats { loss: loss_v, correct, count: n })
+    }
+
     fn surrogate_step(&mut self, images: &[f32], n: usize, lr: f64) -> Result<()> {
         let x = self.batch_tensor(images, n)?.set_requires_grad(true);
         let (out, _) = self.forward_t(&x, true, &[])?;

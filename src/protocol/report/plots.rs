@@ -185,25 +185,21 @@ pub(super) struct Frame<'a> {
     pub(super) legend: SeriesLabelPosition,
 }
 
-/// Draw a chart: per subset, each pruned pipeline's curve in its [`mark`] (aware solid with filled
-/// circles, agnostic dashed with triangles), the unpruned model dotted (a line) or a cross (a
-/// point); legend entries "<subset> <pipeline>".
-pub(super) fn draw_chart<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    frame: Frame<'_>,
-    ss: &[Series],
-) -> PlotResult
+/// A white chart with its title, axes and grid, for `frame`.
+fn axes<'a, DB: DrawingBackend + 'a>(
+    root: &'a DrawingArea<DB, Shift>,
+    frame: &Frame<'_>,
+) -> std::result::Result<Chart<'a, DB>, Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE)?;
-    let (x0, x1) = frame.x;
     let mut chart = ChartBuilder::on(root)
-        .caption(frame.title, (FONT, 24))
+        .caption(frame.title.as_str(), (FONT, 24))
         .margin(16)
         .x_label_area_size(50)
         .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1, frame.y.0..frame.y.1)?;
+        .build_cartesian_2d(frame.x.0..frame.x.1, frame.y.0..frame.y.1)?;
     chart
         .configure_mesh()
         .x_desc(frame.x_desc)
@@ -215,6 +211,38 @@ where
         .light_line_style(BLACK.mix(0.03))
         .bold_line_style(BLACK.mix(0.12))
         .draw()?;
+    Ok(chart)
+}
+
+/// The legend of the series drawn with labels, at `position`.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>, position: SeriesLabelPosition) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .legend_area_size(30)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.6))
+        .label_font((FONT, 14))
+        .draw()?;
+    Ok(())
+}
+
+/// Draw a chart: per subset, each pruned pipeline's curve in its [`mark`] (aware solid with filled
+/// circles, agnostic dashed with triangles), the unpruned model dotted (a line) or a cross (a
+/// point); legend entries "<subset> <pipeline>".
+pub(super) fn draw_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    frame: Frame<'_>,
+    ss: &[Series],
+) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    let (x0, x1) = frame.x;
+    let mut chart = axes(root, &frame)?;
     for s in ss {
         let color = s.color;
         for (pipe, curve) in &s.curves {
@@ -237,15 +265,7 @@ where
             None => {}
         }
     }
-    chart
-        .configure_series_labels()
-        .position(frame.legend)
-        .legend_area_size(30)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.6))
-        .label_font((FONT, 14))
-        .draw()?;
-    Ok(())
+    draw_legend(&mut chart, frame.legend)
 }
 
 type Chart<'a, DB> =
@@ -322,25 +342,8 @@ pub(super) fn draw_xy<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    root.fill(&WHITE)?;
     let (x0, x1) = frame.x;
-    let mut chart = ChartBuilder::on(root)
-        .caption(frame.title, (FONT, 24))
-        .margin(16)
-        .x_label_area_size(50)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1, frame.y.0..frame.y.1)?;
-    chart
-        .configure_mesh()
-        .x_desc(frame.x_desc)
-        .y_desc(frame.y_desc)
-        .axis_desc_style((FONT, 18))
-        .label_style((FONT, 14))
-        .x_label_formatter(&tick)
-        .y_label_formatter(&tick)
-        .light_line_style(BLACK.mix(0.03))
-        .bold_line_style(BLACK.mix(0.12))
-        .draw()?;
+    let mut chart = axes(root, &frame)?;
     for c in curves {
         draw_marked(&mut chart, Some(c.mark), &c.points, c.color, c.label.clone())?;
         let style = TextStyle::from((FONT, 13).into_font()).color(&c.color);
@@ -358,15 +361,7 @@ where
             .label(label.clone())
             .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 2, 4, solid(color)));
     }
-    chart
-        .configure_series_labels()
-        .position(frame.legend)
-        .legend_area_size(30)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.6))
-        .label_font((FONT, 14))
-        .draw()?;
-    Ok(())
+    draw_legend(&mut chart, frame.legend)
 }
 
 /// Accuracy vs pruning level, one colour per subset; the unpruned model as a dotted line.

@@ -21,7 +21,6 @@ use common::reference::{errors, images, onnx_stems, predict, python, read_safete
 
 use edgeprune::analysis;
 use edgeprune::criteria::{Criterion, score};
-use edgeprune::engine::{Device, Infer, Network};
 use edgeprune::formats::{self, native, onnx};
 use edgeprune::ir::{HostTensor, Model, Op, Weights};
 use edgeprune::surgery::{
@@ -220,31 +219,11 @@ fn b_pruned_exports_run_in_onnxruntime() {
 
 /// The argmax of every image of `ds`, as edgeprune's evaluation scores it.
 fn predictions(m: &Model, ds: &edgeprune::data::Dataset) -> Vec<u8> {
-    let n = m.graph.normalize.as_ref().expect("the model records its normalisation");
-    let norm = n.clone();
-    let net = Network::new(m, Device::Cpu).unwrap();
-    let classes = net.num_outputs().unwrap();
-    let loader = edgeprune::data::Loader::new(
-        std::sync::Arc::new(ds.clone()),
-        edgeprune::data::LoaderConfig {
-            batch_size: 500,
-            shuffle: false,
-            augment: None,
-            norm,
-            seed: 0,
-            epoch: 0,
-            size: None,
-        },
-    );
-    let mut out = Vec::with_capacity(ds.len());
-    for b in loader {
-        let logits = net.predict(&b.images, b.len()).unwrap();
-        for row in logits.chunks_exact(classes) {
-            let best = row.iter().enumerate().fold(0, |a, (i, v)| if *v > row[a] { i } else { a });
-            out.push(best as u8);
-        }
-    }
-    out
+    let (logits, classes) = common::logits(m, ds);
+    logits
+        .chunks_exact(classes)
+        .map(|row| row.iter().enumerate().fold(0, |a, (i, v)| if *v > row[a] { i } else { a }) as u8)
+        .collect()
 }
 
 fn digits(p: &[u8]) -> String {

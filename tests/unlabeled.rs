@@ -2,9 +2,10 @@
 //! all of CIFAR-10) tells which classes a device sees from its own predictions on that device's
 //! images, labels ignored. Needs CIFAR-10 (../shared/data).
 
+mod common;
+
 use std::path::Path;
 
-use edgeprune::engine::{Device, Infer, Network};
 use edgeprune::workflow::subset::{self, SubsetRule};
 
 /// The teacher's logits on `classes`' test images, and the class names.
@@ -13,25 +14,7 @@ fn logits_on(classes: &[&str]) -> (Vec<f32>, usize, usize, Vec<String>, Vec<usiz
     let m = edgeprune::formats::load_model(&root.join("models/resnet20-cifar10")).unwrap();
     let subset: Vec<String> = classes.iter().map(|c| c.to_string()).collect();
     let data = edgeprune::train::RunData::load(Some(&root.join("../shared/data")), &subset, 0.8, &[3, 32, 32]).unwrap();
-    let norm = m.graph.normalize.clone().expect("the model records its normalisation");
-    let net = Network::new(&m, Device::Cpu).unwrap();
-    let k = net.num_outputs().unwrap();
-    let loader = edgeprune::data::Loader::new(
-        std::sync::Arc::new(data.test.clone()),
-        edgeprune::data::LoaderConfig {
-            batch_size: 500,
-            shuffle: false,
-            augment: None,
-            norm,
-            seed: 0,
-            epoch: 0,
-            size: None,
-        },
-    );
-    let mut logits = Vec::new();
-    for b in loader {
-        logits.extend(net.predict(&b.images, b.len()).unwrap());
-    }
+    let (logits, k) = common::logits(&m, &data.test);
     let n = logits.len() / k;
     (logits, n, k, data.class_names.clone(), data.classes.clone())
 }

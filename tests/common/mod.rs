@@ -1,5 +1,6 @@
 //! What the integration tests that run the `edgeprune` binary on data of their own share: the
-//! command, its output, and a small ImageFolder dataset that a network learns in a few batches.
+//! command, its output, a small ImageFolder dataset that a network learns in a few batches, and a
+//! model's logits on a dataset.
 //! (Each test file compiles this module separately and uses part of it.)
 #![allow(dead_code)]
 
@@ -81,4 +82,30 @@ pub fn tar_gz(members: &[(&str, &[u8])]) -> Vec<u8> {
         tar.append_data(&mut header, name, *bytes).unwrap();
     }
     tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// The logits of `m` (libtorch, evaluation mode, its recorded normalisation) on every image of
+/// `ds` in order, and the number of outputs.
+pub fn logits(m: &edgeprune::ir::Model, ds: &edgeprune::data::Dataset) -> (Vec<f32>, usize) {
+    use edgeprune::engine::Infer;
+    let norm = m.graph.normalize.clone().expect("the model records its normalisation");
+    let net = edgeprune::engine::Network::new(m, edgeprune::engine::Device::Cpu).unwrap();
+    let classes = net.num_outputs().unwrap();
+    let loader = edgeprune::data::Loader::new(
+        std::sync::Arc::new(ds.clone()),
+        edgeprune::data::LoaderConfig {
+            batch_size: 500,
+            shuffle: false,
+            augment: None,
+            norm,
+            seed: 0,
+            epoch: 0,
+            size: None,
+        },
+    );
+    let mut out = Vec::with_capacity(ds.len() * classes);
+    for b in loader {
+        out.extend(net.predict(&b.images, b.len()).unwrap());
+    }
+    (out, classes)
 }

@@ -263,20 +263,14 @@ pub fn write_report_with(cells: &[Cell], extras: &Extras, out_dir: &Path) -> Res
         let stem = plot_stem(&n.network);
         let level_stem = format!("acc_vs_level_{stem}");
         let gops_stem = format!("acc_vs_gops_{stem}");
-        write_plot(out_dir, &level_stem, &LevelPlot(n, level_of))?;
-        write_plot(out_dir, &gops_stem, &GopsPlot(n))?;
-        for s in [&level_stem, &gops_stem] {
-            files.push(format!("{s}.svg"));
-            files.push(format!("{s}.png"));
-        }
+        write_plot(out_dir, &level_stem, &LevelPlot(n, level_of), &mut files)?;
+        write_plot(out_dir, &gops_stem, &GopsPlot(n), &mut files)?;
         plots.push((level_stem, gops_stem));
     }
     let mut md_extra = String::new();
     for n in nets.iter().filter(|n| LatencyPlot::any(n)) {
         let stem = format!("acc_vs_latency_{}", plot_stem(&n.network));
-        write_plot(out_dir, &stem, &LatencyPlot(n))?;
-        files.push(format!("{stem}.svg"));
-        files.push(format!("{stem}.png"));
+        write_plot(out_dir, &stem, &LatencyPlot(n), &mut files)?;
         let _ = writeln!(
             md_extra,
             "## {}: accuracy vs measured latency\n\nInference at batch 1, measured on the device (by the cells, or after the \
@@ -304,9 +298,7 @@ pub fn write_report_with(cells: &[Cell], extras: &Extras, out_dir: &Path) -> Res
         for net in names {
             let stem = format!("channel_sets_{}", plot_stem(net));
             let rows = extras.channels.iter().filter(|r| r.network == net).collect();
-            write_plot(out_dir, &stem, &channels::ChannelPlot { network: net, rows })?;
-            files.push(format!("{stem}.svg"));
-            files.push(format!("{stem}.png"));
+            write_plot(out_dir, &stem, &channels::ChannelPlot { network: net, rows }, &mut files)?;
             let _ = writeln!(md_extra, "![{net}: channel sets]({stem}.svg) ([PNG]({stem}.png))\n");
         }
     }
@@ -329,9 +321,7 @@ pub fn write_report_with(cells: &[Cell], extras: &Extras, out_dir: &Path) -> Res
             for (cost, what) in [(dapr::Cost::Tops, "tops"), (dapr::Cost::Seconds, "seconds")] {
                 let stem = format!("search_{what}_{}", plot_stem(net));
                 let plot = dapr::SearchPlot { network: net, searches: dapr::drawn(&extras.searches, net), cost };
-                write_plot(out_dir, &stem, &plot)?;
-                files.push(format!("{stem}.svg"));
-                files.push(format!("{stem}.png"));
+                write_plot(out_dir, &stem, &plot, &mut files)?;
                 let _ = writeln!(md_extra, "![{net}: search cost ({what})]({stem}.svg) ([PNG]({stem}.png))\n");
             }
         }

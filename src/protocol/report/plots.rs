@@ -41,8 +41,8 @@ pub(super) trait Plot {
         DB::ErrorType: 'static;
 }
 
-/// Draw `plot` as `<stem>.svg` and `<stem>.png` in `dir`.
-pub(super) fn write_plot<P: Plot>(dir: &Path, stem: &str, plot: &P) -> Result<()> {
+/// Draw `plot` as `<stem>.svg` and `<stem>.png` in `dir`, and list both in `files`.
+pub(super) fn write_plot<P: Plot>(dir: &Path, stem: &str, plot: &P, files: &mut Vec<String>) -> Result<()> {
     let svg_path = dir.join(format!("{stem}.svg"));
     let png_path = dir.join(format!("{stem}.png"));
     ensure_font().map_err(|e| Error::file(&png_path, e))?;
@@ -63,7 +63,10 @@ pub(super) fn write_plot<P: Plot>(dir: &Path, stem: &str, plot: &P) -> Result<()
         root.present().map_err(|e| Error::file(&png_path, format!("drawing: {e}")))?;
     }
     image::save_buffer_with_format(&png_path, &buf, w, h, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
-        .map_err(|e| Error::file(&png_path, e.to_string()))
+        .map_err(|e| Error::file(&png_path, e.to_string()))?;
+    files.push(format!("{stem}.svg"));
+    files.push(format!("{stem}.png"));
+    Ok(())
 }
 
 /// The unpruned model in a chart: a horizontal line at its accuracy, or a point (GOps, accuracy).
@@ -398,32 +401,52 @@ impl Plot for GopsPlot<'_> {
         DB::ErrorType: 'static,
     {
         let n = self.0;
-        let mut ss = series(
+        cost_chart(
+            root,
             n,
-            |_, p| p.gops_after,
-            |s| Some(Reference::Point(s.gops_unpruned()?, s.unpruned.as_ref().and_then(Point::acc)?)),
-        );
-        for (_, curve) in ss.iter_mut().flat_map(|s| s.curves.iter_mut()) {
-            curve.sort_by(|a, b| a.0.total_cmp(&b.0));
-        }
-        let xs = ss.iter().flat_map(|s| {
-            let r = match s.unpruned {
-                Some(Reference::Point(g, _)) => Some(g),
-                _ => None,
-            };
-            s.xs().chain(r)
-        });
-        let (_, x1) = padded(xs, 0.05, 0.0, f64::INFINITY, (0.0, 1.0));
-        let frame = Frame {
-            title: format!("{}: test top-1 on the subset vs inference GOps", n.network),
-            x_desc: "inference GOps per image (after pruning; unpruned: before)",
-            y_desc: ACC_DESC,
-            x: (0.0, x1),
-            y: acc_range(n),
-            legend: SeriesLabelPosition::LowerRight,
-        };
-        draw_chart(root, frame, &ss)
+            |p| p.gops_after,
+            SubsetData::gops_unpruned,
+            format!("{}: test top-1 on the subset vs inference GOps", n.network),
+            "inference GOps per image (after pruning; unpruned: before)",
+        )
     }
+}
+
+/// Accuracy against a cost of each pruned point (`x`), the unpruned model a cross at its own cost
+/// (`unpruned_x`): curves sorted by the cost, the axis from 0.
+fn cost_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    n: &NetworkData,
+    x: impl Fn(&Point) -> Option<f64>,
+    unpruned_x: impl Fn(&SubsetData) -> Option<f64>,
+    title: String,
+    x_desc: &str,
+) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    let mut ss =
+        series(n, |_, p| x(p), |s| Some(Reference::Point(unpruned_x(s)?, s.unpruned.as_ref().and_then(Point::acc)?)));
+    for (_, curve) in ss.iter_mut().flat_map(|s| s.curves.iter_mut()) {
+        curve.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let xs = ss.iter().flat_map(|s| {
+        let r = match s.unpruned {
+            Some(Reference::Point(g, _)) => Some(g),
+            _ => None,
+        };
+        s.xs().chain(r)
+    });
+    let (_, x1) = padded(xs, 0.05, 0.0, f64::INFINITY, (0.0, 1.0));
+    let frame = Frame {
+        title,
+        x_desc,
+        y_desc: ACC_DESC,
+        x: (0.0, x1),
+        y: acc_range(n),
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    draw_chart(root, frame, &ss)
 }
 
 /// Accuracy vs measured inference latency at batch 1: aware and agnostic points at their
@@ -452,30 +475,13 @@ impl Plot for LatencyPlot<'_> {
                 .and_then(|p| p.costs.infer_b1_before.or(p.costs.infer_b1_after))
                 .or_else(|| s.pruned.values().flat_map(|m| m.values()).find_map(|p| p.costs.infer_b1_before))
         };
-        let mut ss = series(
+        cost_chart(
+            root,
             n,
-            |_, p| p.costs.infer_b1_after,
-            |s| Some(Reference::Point(unpruned_ms(s)?, s.unpruned.as_ref().and_then(Point::acc)?)),
-        );
-        for (_, curve) in ss.iter_mut().flat_map(|s| s.curves.iter_mut()) {
-            curve.sort_by(|a, b| a.0.total_cmp(&b.0));
-        }
-        let xs = ss.iter().flat_map(|s| {
-            let r = match s.unpruned {
-                Some(Reference::Point(g, _)) => Some(g),
-                _ => None,
-            };
-            s.xs().chain(r)
-        });
-        let (_, x1) = padded(xs, 0.05, 0.0, f64::INFINITY, (0.0, 1.0));
-        let frame = Frame {
-            title: format!("{}: test top-1 on the subset vs measured latency", n.network),
-            x_desc: "inference ms per image at batch 1, measured (after pruning; unpruned: before)",
-            y_desc: ACC_DESC,
-            x: (0.0, x1),
-            y: acc_range(n),
-            legend: SeriesLabelPosition::LowerRight,
-        };
-        draw_chart(root, frame, &ss)
+            |p| p.costs.infer_b1_after,
+            unpruned_ms,
+            format!("{}: test top-1 on the subset vs measured latency", n.network),
+            "inference ms per image at batch 1, measured (after pruning; unpruned: before)",
+        )
     }
 }

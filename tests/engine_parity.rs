@@ -200,7 +200,8 @@ fn distill_step_matches_pytorch() {
     let teacher = f32s(&d, "teacher");
     let classes: Vec<i64> = f32s(&d, "classes").iter().map(|&v| v as i64).collect();
     let labels: Vec<i64> = f32s(&d, "labels").iter().map(|&v| v as i64).collect();
-    let target = edgeprune::engine::Distill {
+    use edgeprune::engine::Distill;
+    let target = Distill {
         teacher_logits: &teacher,
         classes: &classes,
         temperature: f32s(&d, "temperature")[0] as f64,
@@ -231,6 +232,38 @@ fn distill_step_matches_pytorch() {
         let e = net.distill_step(&x, b, 0.1).unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
     }
+    // Unconfident pseudo-labels ignored (Distill::IGNORE), as PyTorch's ignore_index.
+    let ignored: Vec<i64> = f32s(&d, "ignored.labels").iter().map(|&v| v as i64).collect();
+    assert!(ignored.contains(&Distill::IGNORE) && ignored.iter().any(|&l| l >= 0));
+    let partial = Distill { labels: Some(&ignored), ..target };
+    for (layout, tol) in [(Layout::Contiguous, 1e-5), (Layout::ChannelsLast, 1e-4)] {
+        let mut net = Network::with_layout(&model, Device::Cpu, layout).unwrap();
+        net.set_optimizer(SgdConfig { momentum: 0.9, weight_decay: 1e-4, nesterov: false });
+        let s = net.distill_step(&x, &partial, 0.1).unwrap();
+        let l = f32s(&d, "ignored.loss")[0] as f64;
+        assert!((s.loss - l).abs() <= tol * l.abs(), "{layout:?}: loss {} vs {l}", s.loss);
+        let e = assert_close("distill gradient, labels ignored", &net.gradients().unwrap(), &d, "ignored.grad.", tol);
+        eprintln!("{layout:?}: unconfident labels ignored, worst relative gradient error {e:.1e}");
+    }
+    // Every label ignored: the distillation term alone, alpha of the loss without labels.
+    let none = vec![Distill::IGNORE; labels.len()];
+    let mut a = Network::with_layout(&model, Device::Cpu, Layout::Contiguous).unwrap();
+    let mut b = Network::with_layout(&model, Device::Cpu, Layout::Contiguous).unwrap();
+    for n in [&mut a, &mut b] {
+        n.set_optimizer(SgdConfig { momentum: 0.9, weight_decay: 1e-4, nesterov: false });
+    }
+    let sa = a.distill_step(&x, &Distill { labels: Some(&none), ..target }, 0.1).unwrap();
+    let sb = b.distill_step(&x, &Distill { alpha: 1.0, labels: None, ..target }, 0.1).unwrap();
+    assert!(
+        (sa.loss - target.alpha * sb.loss).abs() <= 1e-6 * sb.loss,
+        "{} vs {} x {}",
+        sa.loss,
+        target.alpha,
+        sb.loss
+    );
+    let wrong = vec![-3; labels.len()];
+    let e = net.distill_step(&x, &Distill { labels: Some(&wrong), ..target }, 0.1).unwrap_err();
+    assert!(e.to_string().contains("nor -100"), "{e}");
     let mut nan = teacher.clone();
     nan[17] = f32::NAN;
     let e = net.distill_step(&x, &edgeprune::engine::Distill { teacher_logits: &nan, ..target }, 0.1).unwrap_err();

@@ -29,7 +29,7 @@ pub use folder::{FLAT_TEST_SHARE, archive_from_bytes, flat_test_members, image_f
 pub use idx::{FASHION_MNIST_CLASSES, from_bytes as idx_from_bytes};
 pub use loader::{Augment, Batch, Loader, LoaderConfig};
 pub use pixels::Pixels;
-pub use source::{Source, Split, cache_dir, locate};
+pub use source::{Source, Split, cache_dir, load_unlabeled, locate};
 pub use subset::{PROTOCOL_TRAIN_FRACTION, random_classes, resolve_subset, train_val_split};
 
 /// Images with their labels, all of one shape. `images` holds N images of C x H x W bytes each,

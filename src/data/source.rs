@@ -164,6 +164,12 @@ fn is_archive(path: &Path) -> bool {
 
 /// Where decoded datasets are cached: `$EDGEPRUNE_CACHE/data`, else `~/.cache/edgeprune/data`;
 /// none without either variable.
+/// The device's own images, directly in `dir` with no class folders, fitted to `target` (see
+/// `folder::load_unlabeled`): label-free adaptation's local data.
+pub fn load_unlabeled(dir: &Path, target: Target) -> Result<Dataset> {
+    folder::load_unlabeled(dir, target, cache_dir().as_deref())
+}
+
 pub fn cache_dir() -> Option<PathBuf> {
     Some(crate::formats::cache_root()?.join("data"))
 }

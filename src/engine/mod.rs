@@ -236,7 +236,9 @@ pub struct StepStats {
 /// logits `t` and the student's `s` both restricted to those columns, so the classes the device
 /// does not see take no probability), mean over the batch as PyTorch's `kl_div(...,
 /// reduction="batchmean")`, plus `(1 - alpha) *` the cross-entropy of the student's full logits
-/// against `labels` (pseudo-labels) where given.
+/// against `labels` (pseudo-labels) where given. A label [`Distill::IGNORE`] leaves its image out
+/// of the cross-entropy (PyTorch's `ignore_index`: a pseudo-label the teacher is not confident
+/// about); where every label of the batch is ignored, the loss is the distillation term alone.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Distill<'a> {
     /// The teacher's logits, batch x outputs, row-major.
@@ -252,6 +254,9 @@ pub struct Distill<'a> {
 }
 
 impl Distill<'_> {
+    /// The label of an image left out of the cross-entropy term (PyTorch's default `ignore_index`).
+    pub const IGNORE: i64 = -100;
+
     /// Checks what a caller can get wrong, for a batch of `n` images and a network of `outputs`.
     pub fn check(&self, n: usize, outputs: usize) -> Result<()> {
         let bad = |m: String| Err(Error::config("distillation", m));
@@ -280,8 +285,8 @@ impl Distill<'_> {
         }
         match self.labels {
             Some(l) if l.len() != n => bad(format!("{} labels for {n} images", l.len())),
-            Some(l) if l.iter().any(|&c| c < 0 || c as usize >= outputs) => {
-                bad(format!("a label is not one of the network's {outputs} outputs"))
+            Some(l) if l.iter().any(|&c| c != Self::IGNORE && (c < 0 || c as usize >= outputs)) => {
+                bad(format!("a label is not one of the network's {outputs} outputs (nor {}, ignored)", Self::IGNORE))
             }
             None if self.alpha < 1.0 => {
                 bad(format!("alpha {} leaves a cross-entropy term but no labels are given", self.alpha))

@@ -523,10 +523,10 @@ impl Train for Network {
         let kd = (log_pt.exp() * (&log_pt - &log_ps)).sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float)
             * (temp * temp);
         let loss = match target.labels {
-            Some(labels) if target.alpha < 1.0 => {
+            Some(labels) if target.alpha < 1.0 && labels.iter().any(|&l| l != super::Distill::IGNORE) => {
                 let y = Tensor::from_slice(labels).to_device(self.tdev);
                 let ce = logits
-                    .f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)
+                    .f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, super::Distill::IGNORE, 0.0)
                     .map_err(tch_err)?;
                 kd * target.alpha + ce * (1.0 - target.alpha)
             }

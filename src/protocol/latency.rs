@@ -64,11 +64,14 @@ pub fn measure(
             CellId::Aware { net, subset, level, seed } => {
                 (net, subset, "aware", *level, *seed, Some(CellDir::of(root, id).plan()))
             }
+            CellId::AwareUnlabeled { net, subset, level, seed } => {
+                (net, subset, "aware-unlabeled", *level, *seed, Some(CellDir::of(root, id).plan()))
+            }
             CellId::Agnostic { net, subset, level, seed } => {
                 let train = CellId::AgnosticTrain { net: net.clone(), level: *level, seed: *seed };
                 (net, subset, "agnostic", *level, *seed, Some(CellDir::of(root, &train).plan()))
             }
-            CellId::FineTune { .. } | CellId::AgnosticTrain { .. } => continue,
+            CellId::FineTune { .. } | CellId::FineTuneUnlabeled { .. } | CellId::AgnosticTrain { .. } => continue,
         };
         if !originals.contains_key(net) {
             let spec = recipe

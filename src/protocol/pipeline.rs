@@ -29,11 +29,45 @@ use crate::workflow::{self, PruneRequest};
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CellId {
-    Unpruned { net: String, subset: String },
-    FineTune { net: String, subset: String, seed: u64 },
-    Aware { net: String, subset: String, level: u32, seed: u64 },
-    AgnosticTrain { net: String, level: u32, seed: u64 },
-    Agnostic { net: String, subset: String, level: u32, seed: u64 },
+    Unpruned {
+        net: String,
+        subset: String,
+    },
+    FineTune {
+        net: String,
+        subset: String,
+        seed: u64,
+    },
+    Aware {
+        net: String,
+        subset: String,
+        level: u32,
+        seed: u64,
+    },
+    /// The label-free fine-tune: distillation from the unpruned teacher on the subset's images,
+    /// their labels unread (shared by levels).
+    FineTuneUnlabeled {
+        net: String,
+        subset: String,
+        seed: u64,
+    },
+    AwareUnlabeled {
+        net: String,
+        subset: String,
+        level: u32,
+        seed: u64,
+    },
+    AgnosticTrain {
+        net: String,
+        level: u32,
+        seed: u64,
+    },
+    Agnostic {
+        net: String,
+        subset: String,
+        level: u32,
+        seed: u64,
+    },
 }
 
 impl CellId {
@@ -41,9 +75,10 @@ impl CellId {
     pub fn pruned_level(&self) -> Option<(&str, f64)> {
         match self {
             CellId::Aware { net, level, .. }
+            | CellId::AwareUnlabeled { net, level, .. }
             | CellId::AgnosticTrain { net, level, .. }
             | CellId::Agnostic { net, level, .. } => Some((net.as_str(), *level as f64 / 100.0)),
-            CellId::Unpruned { .. } | CellId::FineTune { .. } => None,
+            CellId::Unpruned { .. } | CellId::FineTune { .. } | CellId::FineTuneUnlabeled { .. } => None,
         }
     }
 }
@@ -64,6 +99,10 @@ impl std::fmt::Display for CellId {
             CellId::FineTune { net, subset, seed } => write!(f, "{net}/{subset}/finetune-s{seed}"),
             CellId::Aware { net, subset, level, seed } => {
                 write!(f, "{net}/{subset}/aware-p{}-s{seed}", level_str(*level))
+            }
+            CellId::FineTuneUnlabeled { net, subset, seed } => write!(f, "{net}/{subset}/finetune-unlabeled-s{seed}"),
+            CellId::AwareUnlabeled { net, subset, level, seed } => {
+                write!(f, "{net}/{subset}/aware-unlabeled-p{}-s{seed}", level_str(*level))
             }
             CellId::AgnosticTrain { net, level, seed } => {
                 write!(f, "{net}/_all/agnostic-p{}-s{seed}", level_str(*level))
@@ -89,6 +128,10 @@ impl std::str::FromStr for CellId {
             ["unpruned"] => CellId::Unpruned { net, subset },
             ["finetune", s] => CellId::FineTune { net, subset, seed: seed_of(s)? },
             ["aware", p, s] => CellId::Aware { net, subset, level: level_of(p)?, seed: seed_of(s)? },
+            ["finetune", "unlabeled", s] => CellId::FineTuneUnlabeled { net, subset, seed: seed_of(s)? },
+            ["aware", "unlabeled", p, s] => {
+                CellId::AwareUnlabeled { net, subset, level: level_of(p)?, seed: seed_of(s)? }
+            }
             ["agnostic", p, s] if subset == "_all" => {
                 CellId::AgnosticTrain { net, level: level_of(p)?, seed: seed_of(s)? }
             }
@@ -117,6 +160,15 @@ pub fn cells(r: &Recipe) -> Vec<CellId> {
                     }
                 }
             }
+            if has(Pipeline::AwareUnlabeled) {
+                for s in &r.subsets {
+                    out.push(CellId::FineTuneUnlabeled { net: net.clone(), subset: s.name.clone(), seed });
+                    for &l in &r.levels {
+                        let level = level_key(l);
+                        out.push(CellId::AwareUnlabeled { net: net.clone(), subset: s.name.clone(), level, seed });
+                    }
+                }
+            }
             if has(Pipeline::Agnostic) {
                 for &l in &r.levels {
                     out.push(CellId::AgnosticTrain { net: net.clone(), level: level_key(l), seed });
@@ -140,6 +192,9 @@ pub fn input_of(id: &CellId) -> Option<CellId> {
     match id {
         CellId::Aware { net, subset, seed, .. } => {
             Some(CellId::FineTune { net: net.clone(), subset: subset.clone(), seed: *seed })
+        }
+        CellId::AwareUnlabeled { net, subset, seed, .. } => {
+            Some(CellId::FineTuneUnlabeled { net: net.clone(), subset: subset.clone(), seed: *seed })
         }
         CellId::Agnostic { net, level, seed, .. } => {
             Some(CellId::AgnosticTrain { net: net.clone(), level: *level, seed: *seed })
@@ -179,6 +234,10 @@ impl CellDir {
     }
     pub fn pruned(&self) -> PathBuf {
         self.0.join("pruned")
+    }
+    /// What the teacher found on a label-free cell's local images ([`workflow::unlabeled::Found`]).
+    pub fn inferred(&self) -> PathBuf {
+        self.0.join("inferred.json")
     }
     /// The cell's result, as [`run_cell`] wrote it.
     pub fn read_metrics(&self) -> Result<CellMetrics> {
@@ -252,6 +311,47 @@ impl<'a> Ctx<'a> {
             }
         };
         RunData::load(self.recipe.data.as_deref(), &names, fraction, &self.input()?)
+    }
+
+    /// The subset's images for the label-free pipeline: loaded whole, then the classes inferred,
+    /// pseudo-labelled and split by the unpruned teacher (see [`workflow::unlabeled`]); the true
+    /// classes are only compared with the inferred ones.
+    fn unlabeled_data(&self, subset: &str) -> Result<workflow::unlabeled::Unlabeled> {
+        let whole = {
+            let s = find(&self.recipe.subsets, subset, "subset", |s| &s.name)?;
+            let names = match s.random {
+                Some(_) => {
+                    let all = RunData::load(self.recipe.data.as_deref(), &[], 1.0, &self.input()?)?;
+                    self.subset_classes(s, &all.class_names)
+                }
+                None => s.classes.clone(),
+            };
+            RunData::load(self.recipe.data.as_deref(), &names, 1.0, &self.input()?)?
+        };
+        let truth = whole.classes.clone();
+        let fraction = self.recipe.train_fraction.unwrap_or(data::PROTOCOL_TRAIN_FRACTION);
+        workflow::unlabeled::prepare(
+            &self.pretrained()?,
+            whole,
+            &self.recipe.unlabeled.rule(),
+            fraction,
+            self.device,
+            Some(&truth),
+        )
+    }
+
+    /// `cfg` distilling from the unpruned network over the classes `found`.
+    fn distilling(&self, cfg: TrainConfig, found: &workflow::unlabeled::Found) -> TrainConfig {
+        let u = &self.recipe.unlabeled;
+        TrainConfig {
+            distill: Some(train::DistillConfig {
+                temperature: u.temperature,
+                alpha: u.alpha,
+                pseudo_min_confidence: u.pseudo_min_confidence,
+                ..workflow::unlabeled::distill_config(&self.net.model, found)
+            }),
+            ..cfg
+        }
     }
 
     fn config(
@@ -515,6 +615,8 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
         CellId::Unpruned { net, .. }
         | CellId::FineTune { net, .. }
         | CellId::Aware { net, .. }
+        | CellId::FineTuneUnlabeled { net, .. }
+        | CellId::AwareUnlabeled { net, .. }
         | CellId::AgnosticTrain { net, .. }
         | CellId::Agnostic { net, .. } => net,
     };
@@ -555,6 +657,42 @@ pub fn run_cell(recipe: &Recipe, root: &Path, id: &CellId) -> Result<CellMetrics
             row.epochs = Some(s.epochs as f64);
             // Fine-tuning and retraining draw from the same split with the same budget.
             row.train_steps = Some((cfg.batches_per_epoch(data.train.len()) * recipe.epochs) as f64);
+            (Some(row), costs)
+        }
+        CellId::FineTuneUnlabeled { subset, seed, .. } => {
+            let u = cx.unlabeled_data(subset)?;
+            eprintln!(
+                "{id}: the teacher sees {:?} (precision {:.2}, recall {:.2}; pseudo-labels right on {:.1}%)\n{}",
+                u.found.class_names,
+                u.found.precision.unwrap_or(f64::NAN),
+                u.found.recall.unwrap_or(f64::NAN),
+                100.0 * u.found.pseudo_label_accuracy.unwrap_or(f64::NAN),
+                u.found.histogram
+            );
+            native::write_json(&CellDir(dir.clone()).inferred(), &u.found)?;
+            let cfg = cx.distilling(cx.config(&cx.hyper.aware, nf, 0, *seed)?, &u.found);
+            fit_in(cx.pretrained()?, &u.data, &cfg, &dir, 0)?;
+            (None, Cell::default())
+        }
+        CellId::AwareUnlabeled { net, subset, level, seed } => {
+            let ft = CellId::FineTuneUnlabeled { net: net.clone(), subset: subset.clone(), seed: *seed };
+            let u = cx.unlabeled_data(subset)?;
+            native::write_json(&CellDir(dir.clone()).inferred(), &u.found)?;
+            let data = &u.data;
+            let mut tuned = train::last_model(CellDir::of(root, &ft).run().path())?;
+            let (pruned, secs) = cx.prune(&mut tuned, data, *level, *seed, Some(&dir))?;
+            let cfg = cx.distilling(cx.config(&cx.hyper.aware, recipe.epochs, nf, *seed)?, &u.found);
+            let s = fit_in(pruned.clone(), data, &cfg, &dir, nf)?;
+            let costs = cx.costs(&tuned, &pruned, data, secs)?;
+            let test = s.test_top1_at_best_val.ok_or_else(|| Error::Data(format!("{id}: no best epoch")))?;
+            let mut row = cx.row(subset, Pipeline::AwareUnlabeled, *level, *seed, test, s.best_val_top1, &costs);
+            row.best_epoch = s.best_epoch.map(|e| e as f64);
+            row.epochs = Some(s.epochs as f64);
+            row.train_steps = Some((cfg.batches_per_epoch(data.train.len()) * recipe.epochs) as f64);
+            row.inferred_classes = u.found.class_names.join(" ");
+            row.subset_precision = u.found.precision;
+            row.subset_recall = u.found.recall;
+            row.pseudo_label_accuracy = u.found.pseudo_label_accuracy;
             (Some(row), costs)
         }
         CellId::AgnosticTrain { level, seed, .. } => {

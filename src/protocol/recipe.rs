@@ -11,12 +11,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::train::Schedule;
 
-/// The three pipelines compared.
+/// The pipelines compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pipeline {
     /// Fine-tune on the subset, rank, prune, retrain on the subset (on the device).
     Aware,
+    /// As `aware`, on the subset's images without their labels: the classes inferred from the
+    /// unpruned teacher's predictions, fine-tuning and retraining by distillation from it
+    /// ([`crate::workflow::unlabeled`]).
+    #[serde(rename = "aware-unlabeled")]
+    AwareUnlabeled,
     /// Prune the original at epoch 0, retrain on all classes, test on the subset (baseline).
     Agnostic,
     /// The original model tested on the subset.
@@ -24,10 +29,11 @@ pub enum Pipeline {
 }
 
 impl Pipeline {
-    /// The pipeline named `name` (`aware`, `agnostic` or `unpruned`, any case).
+    /// The pipeline named `name` (`aware`, `aware-unlabeled`, `agnostic` or `unpruned`, any case).
     pub fn parse(name: &str) -> Option<Pipeline> {
         match name.trim().to_ascii_lowercase().as_str() {
             "aware" => Some(Pipeline::Aware),
+            "aware-unlabeled" | "aware_unlabeled" => Some(Pipeline::AwareUnlabeled),
             "agnostic" => Some(Pipeline::Agnostic),
             "unpruned" => Some(Pipeline::Unpruned),
             _ => None,
@@ -39,6 +45,7 @@ impl std::fmt::Display for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Pipeline::Aware => "aware",
+            Pipeline::AwareUnlabeled => "aware-unlabeled",
             Pipeline::Agnostic => "agnostic",
             Pipeline::Unpruned => "unpruned",
         })
@@ -231,6 +238,40 @@ pub struct Recipe {
     /// Refuse a cell whose estimated peak memory (bytes, or with a K/M/G suffix) exceeds this.
     #[serde(default)]
     pub max_memory: Option<String>,
+    /// How the `aware-unlabeled` pipeline tells the classes and distils (the `[unlabeled]` table).
+    #[serde(default)]
+    pub unlabeled: UnlabeledSpec,
+}
+
+/// The `aware-unlabeled` pipeline's settings: the subset rule
+/// ([`crate::workflow::subset::SubsetRule`]) and the distillation ([`crate::train::DistillConfig`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnlabeledSpec {
+    pub min_confidence: f64,
+    pub min_share: f64,
+    pub temperature: f64,
+    pub alpha: f64,
+    pub pseudo_min_confidence: f64,
+}
+
+impl Default for UnlabeledSpec {
+    fn default() -> Self {
+        let (rule, d) = (crate::workflow::subset::SubsetRule::default(), crate::train::DistillConfig::default());
+        UnlabeledSpec {
+            min_confidence: rule.min_confidence,
+            min_share: rule.min_share,
+            temperature: d.temperature,
+            alpha: d.alpha,
+            pseudo_min_confidence: d.pseudo_min_confidence,
+        }
+    }
+}
+
+impl UnlabeledSpec {
+    pub fn rule(&self) -> crate::workflow::subset::SubsetRule {
+        crate::workflow::subset::SubsetRule { min_confidence: self.min_confidence, min_share: self.min_share }
+    }
 }
 
 /// The protocol's hyperparameters for an architecture (docs/protocol.md, "Training hyperparameters"):
@@ -341,17 +382,33 @@ impl Recipe {
         if self.epochs > crate::train::MAX_EPOCHS {
             return Err(Error::config("epochs", format!("{} is more than {}", self.epochs, crate::train::MAX_EPOCHS)));
         }
-        if self.pipelines.contains(&Pipeline::Aware) && self.epochs < 2 {
+        if (self.pipelines.contains(&Pipeline::Aware) || self.pipelines.contains(&Pipeline::AwareUnlabeled))
+            && self.epochs < 2
+        {
             return Err(Error::config(
                 "epochs",
                 format!(
-                    "{}: the aware pipeline needs at least 2 (n_f fine-tuning epochs, then retraining)",
+                    "{}: the aware pipelines need at least 2 (n_f fine-tuning epochs, then retraining)",
                     self.epochs
                 ),
             ));
         }
         if let Some(m) = &self.max_memory {
             crate::analysis::memory::parse_bytes(m)?;
+        }
+        let u = &self.unlabeled;
+        for (k, v) in [
+            ("unlabeled.min_confidence", u.min_confidence),
+            ("unlabeled.min_share", u.min_share),
+            ("unlabeled.alpha", u.alpha),
+            ("unlabeled.pseudo_min_confidence", u.pseudo_min_confidence),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::config(k, format!("{v} is not in [0, 1]")));
+            }
+        }
+        if !(u.temperature > 0.0 && u.temperature.is_finite()) {
+            return Err(Error::config("unlabeled.temperature", format!("{} must be a positive number", u.temperature)));
         }
         crate::train::check_checkpoint_minutes(self.checkpoint_minutes)?;
         if self.networks.is_empty() || self.subsets.is_empty() {

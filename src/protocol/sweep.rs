@@ -50,7 +50,7 @@ impl std::str::FromStr for Shard {
 
 /// Whether a cell is one that other cells read (run by whichever shard needs it first).
 fn is_shared(c: &CellId) -> bool {
-    matches!(c, CellId::FineTune { .. } | CellId::AgnosticTrain { .. })
+    matches!(c, CellId::FineTune { .. } | CellId::FineTuneUnlabeled { .. } | CellId::AgnosticTrain { .. })
 }
 
 /// The cells of shard `s` among `cells` (in grid order, shared inputs included): its share of the

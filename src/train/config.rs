@@ -84,6 +84,65 @@ pub struct TrainConfig {
     /// of the network it was pruned from, at this batch and thread count).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_table: Option<PathBuf>,
+    /// Train towards a teacher's outputs instead of the images' labels (label-free adaptation):
+    /// the labels of the training split are never read. Kept last: a TOML table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
+}
+
+/// Knowledge distillation from a teacher (the `[distill]` table of a recipe): each training step
+/// runs the teacher, in evaluation mode and fp32, on the very batch the student sees (augmented:
+/// the teacher's outputs are computed on the fly, one inference pass per step, since a random
+/// crop and flip change them), and trains on [`crate::engine::Distill`]'s loss: `alpha` of
+/// `T^2 KL` over `classes` at temperature `T`, `1 - alpha` of the cross-entropy on the teacher's
+/// top class among `classes` where its probability (among them, at T = 1) is at least
+/// `pseudo_min_confidence`. A run's training accuracy is then its agreement with the teacher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    /// The teacher's model folder (or run folder).
+    pub teacher: PathBuf,
+    /// Output indices the soft targets and pseudo-labels are restricted to; empty: every output.
+    pub classes: Vec<usize>,
+    pub temperature: f64,
+    pub alpha: f64,
+    pub pseudo_min_confidence: f64,
+}
+
+impl Default for DistillConfig {
+    /// T = 4, alpha = 0.9 (Hinton et al.'s usual setting), pseudo-labels from 0.5.
+    fn default() -> Self {
+        DistillConfig {
+            teacher: PathBuf::new(),
+            classes: vec![],
+            temperature: 4.0,
+            alpha: 0.9,
+            pseudo_min_confidence: 0.5,
+        }
+    }
+}
+
+impl DistillConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |k: &str, m: String| Err(Error::config(format!("distill.{k}"), m));
+        if self.teacher.as_os_str().is_empty() {
+            return bad("teacher", "names no model: give the teacher's model folder".into());
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad("temperature", format!("{} must be a positive number", self.temperature));
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return bad("alpha", format!("{} is not in [0, 1]", self.alpha));
+        }
+        if !(0.0..=1.0).contains(&self.pseudo_min_confidence) {
+            return bad("pseudo_min_confidence", format!("{} is not in [0, 1]", self.pseudo_min_confidence));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(c) = self.classes.iter().find(|&&c| !seen.insert(c)) {
+            return bad("classes", format!("class {c} is listed twice"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainConfig {
@@ -119,6 +178,7 @@ impl Default for TrainConfig {
             max_step_ms: None,
             fit_to_budget: false,
             cost_table: None,
+            distill: None,
         }
     }
 }
@@ -206,6 +266,9 @@ impl TrainConfig {
         }
         if self.max_memory == Some(0) {
             return bad("max_memory", "must be a positive number of bytes".into());
+        }
+        if let Some(d) = &self.distill {
+            d.validate()?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ mod rundata;
 mod schedule;
 
 pub(crate) use config::check_checkpoint_minutes;
-pub use config::{Overrides, TrainConfig};
+pub use config::{DistillConfig, Overrides, TrainConfig};
 pub use evaluate::{EVAL_BATCH_SIZE, EvalStats, evaluate};
 pub use run_dir::RunDir;
 pub use rundata::{RunData, has_train_split, input_of, load_or_build, load_test_only, model_normalize};

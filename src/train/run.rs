@@ -29,6 +29,72 @@ pub(super) struct Run<'a> {
     poison: Option<(usize, usize)>,
     /// The network's input height and width: what the training loader gives out.
     input_hw: [usize; 2],
+    /// The teacher of a distilling run (`cfg.distill`).
+    teacher: Option<Teacher>,
+}
+
+/// A distilling run's teacher: its inference network and the classes it is restricted to.
+struct Teacher {
+    net: Box<dyn engine::Infer>,
+    classes: Vec<i64>,
+    outputs: usize,
+}
+
+impl Teacher {
+    /// The teacher of `cfg`, checked against the student `model` and the run's normalisation:
+    /// the same input shape, outputs and normalisation, so that it sees what the student sees.
+    fn load(cfg: &super::DistillConfig, model: &Model, norm: &Normalize, device: Device) -> Result<Self> {
+        let path = RunDir::model_path(&cfg.teacher);
+        let teacher = crate::formats::load_model(&path)?;
+        let bad = |why: String| Err(Error::file(&path, format!("cannot teach this network: {why}")));
+        let (ti, si) = (teacher.graph.input_shape()?.to_vec(), model.graph.input_shape()?.to_vec());
+        if ti != si {
+            return bad(format!("its input is {ti:?}, the student's {si:?}"));
+        }
+        let out = |m: &Model| -> Result<Vec<usize>> { Ok(m.graph.infer_shapes()?[m.graph.output_index()?].clone()) };
+        let (to, so) = (out(&teacher)?, out(model)?);
+        if to != so || to.len() != 1 {
+            return bad(format!("its output is {to:?}, the student's {so:?} (both must be one vector of classes)"));
+        }
+        if let Some(n) = &teacher.graph.normalize
+            && n != norm
+        {
+            return bad(format!(
+                "it normalises its input with mean {:?} std {:?}, the student with mean {:?} std {:?}",
+                n.mean, n.std, norm.mean, norm.std
+            ));
+        }
+        if let Some(c) = cfg.classes.iter().find(|&&c| c >= to[0]) {
+            return bad(format!("distill.classes names class {c}, but it has {} outputs", to[0]));
+        }
+        Ok(Teacher {
+            net: engine::infer(&teacher, device)?,
+            classes: cfg.classes.iter().map(|&c| c as i64).collect(),
+            outputs: to[0],
+        })
+    }
+
+    /// The teacher's logits on a batch of `n` images, and its pseudo-labels: the top class among
+    /// `classes` where its probability among them is at least `min_confidence`, else
+    /// [`engine::Distill::IGNORE`].
+    fn targets(&self, images: &[f32], n: usize, min_confidence: f64) -> Result<(Vec<f32>, Vec<i64>)> {
+        let logits = self.net.predict(images, n)?;
+        let all: Vec<i64> = (0..self.outputs as i64).collect();
+        let cols = if self.classes.is_empty() { &all } else { &self.classes };
+        let labels = logits
+            .chunks_exact(self.outputs)
+            .map(|row| {
+                let (top, m) = cols
+                    .iter()
+                    .map(|&c| (c, row[c as usize]))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .expect("at least one class");
+                let z: f64 = cols.iter().map(|&c| ((row[c as usize] - m) as f64).exp()).sum();
+                if 1.0 / z >= min_confidence { top } else { engine::Distill::IGNORE }
+            })
+            .collect();
+        Ok((logits, labels))
+    }
 }
 
 /// Whether a stretch of training went through, or diverged (and why).
@@ -90,9 +156,10 @@ impl<'a> Run<'a> {
             device: cfg.device,
             train: Arc::new(data.train.clone()),
             plan,
-            norm,
+            norm: norm.clone(),
             poison: test_poison(),
             input_hw: model.graph.image_size()?,
+            teacher: cfg.distill.as_ref().map(|d| Teacher::load(d, model, &norm, cfg.device)).transpose()?,
         })
     }
 
@@ -206,7 +273,21 @@ impl<'a> Run<'a> {
             if self.poison.take_if(|&mut (e, b)| (e, b) == (epoch, st.batch)).is_some() {
                 net.corrupt_for_test()?;
             }
-            let s = net.train_step(&batch.images, &batch.labels, lr)?;
+            let s = match (&self.teacher, &cfg.distill) {
+                (Some(t), Some(d)) => {
+                    let n = batch.labels.len();
+                    let (logits, pseudo) = t.targets(&batch.images, n, d.pseudo_min_confidence)?;
+                    let target = engine::Distill {
+                        teacher_logits: &logits,
+                        classes: &t.classes,
+                        temperature: d.temperature,
+                        alpha: d.alpha,
+                        labels: Some(&pseudo),
+                    };
+                    net.distill_step(&batch.images, &target, lr)?
+                }
+                _ => net.train_step(&batch.images, &batch.labels, lr)?,
+            };
             if !s.loss.is_finite() {
                 return Ok(Outcome::Diverged(format!(
                     "loss is {} at epoch {} batch {}",

@@ -147,6 +147,34 @@ pub(super) fn load_flat(root: &Path, split: Split, target: Target, cache_dir: Op
     load_listing(root, &name, Listing { classes, files: chosen }, split, target, cache_dir)
 }
 
+/// The images directly in `dir` (no class folders: a device's own unlabeled images), in file-name
+/// order, each labelled 0 under the one class `unlabeled`, kept at their stored size as a training
+/// split is (see `data::fit`), through the cache in `cache_dir`. A folder with no image, or with
+/// class folders (a labelled dataset), is an error naming it; an unreadable image names its file.
+pub fn load_unlabeled(dir: &Path, target: Target, cache_dir: Option<&Path>) -> Result<Dataset> {
+    if !dir.is_dir() {
+        return Err(Error::file(dir, "is not a folder of images"));
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_file() && is_image_name(&utf8_name(&path)?) {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        let hint = if class_folders(dir)?.is_empty() {
+            ""
+        } else {
+            " (it holds folders: a labelled dataset is read as one, its labels ignored, when it is an ImageFolder)"
+        };
+        return Err(Error::file(dir, format!("holds no .jpg, .jpeg or .png image{hint}")));
+    }
+    files.sort();
+    let listing = Listing { classes: vec!["unlabeled".into()], files: files.into_iter().map(|p| (0, p)).collect() };
+    load_listing(dir, "unlabeled", listing, Split::Train, target, cache_dir)
+}
+
 /// Which of a class's `n` images (by index in file-name order) a flat folder tests on: a seeded
 /// choice of round(n * share), at least one when the class has two or more images.
 pub fn flat_test_members(n: usize, class: u64) -> BTreeSet<usize> {

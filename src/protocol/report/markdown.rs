@@ -65,7 +65,7 @@ pub(super) fn markdown(summary: &ReportSummary, nets: &[NetworkData], plots: &[(
     if summary.skipped_cells > 0 {
         let _ = writeln!(
             md,
-            "{} cells were left out: their `pipeline` is none of aware, agnostic, unpruned.\n",
+            "{} cells were left out: their `pipeline` is none of aware, aware-unlabeled, agnostic, unpruned.\n",
             summary.skipped_cells
         );
     }
@@ -109,6 +109,31 @@ fn summary_section(md: &mut String, summary: &ReportSummary) {
         summary.aware_wins, summary.points
     );
     let _ = writeln!(md);
+    if let Some(u) = &summary.unlabeled {
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+        let _ = writeln!(
+            md,
+            "Label-free (`aware-unlabeled`: classes inferred by the unpruned teacher, distillation instead of \
+             labels), over {} cells:\n\n\
+             | quantity | value |\n|---|---|\n\
+             | gap to aware, mean +- std over {} points | {} pp +- {} |\n\
+             | gap range | {:+.2} .. {:+.2} pp |\n\
+             | beat agnostic | {} of {} points |\n\
+             | inferred classes: precision / recall | {} / {} |\n\
+             | pseudo-labels right | {} |\n",
+            u.cells,
+            u.points,
+            signed(Some(u.mean_gap_pp).filter(|v| v.is_finite())),
+            u.gap_std_pp.map_or("-".into(), |s| format!("{s:.2}")),
+            u.min_gap_pp,
+            u.max_gap_pp,
+            u.beats_agnostic,
+            u.points_vs_agnostic,
+            pct(u.subset_precision),
+            pct(u.subset_recall),
+            pct(u.pseudo_label_accuracy),
+        );
+    }
     if !summary.pair_means.is_empty() {
         let _ = writeln!(md, "| network | subset | levels | mean delta (pp) |\n|---|---|---|---|");
         for p in &summary.pair_means {
@@ -144,18 +169,28 @@ fn subset_table(md: &mut String, network: &str, s: &SubsetData) {
         let _ = writeln!(md, "Unpruned: {unpruned}. No pruned cells yet.\n");
         return;
     }
+    // The label-free pipeline's columns only where the sweep ran it.
+    let unlabeled = !s.at(Pipe::AwareUnlabeled).is_empty();
+    let (uh, ur) = if unlabeled { (" aware-unlabeled | gap to aware (pp) |", "---|---|") } else { ("", "") };
     let _ = writeln!(
         md,
-        "| level (%) | aware | agnostic | unpruned | delta (pp) | params removed % (aware / agnostic) | GOps after (aware / agnostic) |\n\
-         |---|---|---|---|---|---|---|"
+        "| level (%) | aware |{uh} agnostic | unpruned | delta (pp) | params removed % (aware / agnostic) | GOps after (aware / agnostic) |\n\
+         |---|---|{ur}---|---|---|---|---|"
     );
     for level in levels {
         let aw = s.at(Pipe::Aware).get(&level);
         let ag = s.at(Pipe::Agnostic).get(&level);
         let delta = aw.and_then(Point::acc).zip(ag.and_then(Point::acc)).map(|(a, g)| a - g);
+        let un_cols = if unlabeled {
+            let un = s.at(Pipe::AwareUnlabeled).get(&level);
+            let gap = un.and_then(Point::acc).zip(aw.and_then(Point::acc)).map(|(u, a)| u - a);
+            format!(" {} | {} |", acc_cell(un), signed(gap))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             md,
-            "| {level} | {} | {} | {unpruned} | {} | {} | {} |",
+            "| {level} | {} |{un_cols} {} | {unpruned} | {} | {} | {} |",
             acc_cell(aw),
             acc_cell(ag),
             signed(delta),

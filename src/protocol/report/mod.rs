@@ -103,6 +103,13 @@ pub struct Cell {
     pub infer_ms_per_image_b128_after: Option<f64>,
     pub peak_rss_bytes: Option<f64>,
     pub energy_joules: String,
+    /// Label-free cells: the classes the teacher inferred (names, space-separated), their
+    /// precision and recall against the true subset, and the share of the local images whose
+    /// pseudo-label is right. Empty for the other pipelines.
+    pub inferred_classes: String,
+    pub subset_precision: Option<f64>,
+    pub subset_recall: Option<f64>,
+    pub pseudo_label_accuracy: Option<f64>,
 }
 
 impl Cell {
@@ -132,7 +139,10 @@ impl Cell {
             return Err("empty `subset`".into());
         }
         if self.pipe().is_none() {
-            return Err(format!("`pipeline` = `{}` is none of aware, agnostic, unpruned", self.pipeline));
+            return Err(format!(
+                "`pipeline` = `{}` is none of aware, aware-unlabeled, agnostic, unpruned",
+                self.pipeline
+            ));
         }
         if !(0.0..=100.0).contains(&self.level) {
             return Err(format!("`level` = {} is not a percent in [0, 100]", self.level));

@@ -98,12 +98,15 @@ pub(super) enum Mark {
     Circle,
     /// Dashed line, filled triangles.
     Triangle,
+    /// Dotted line, hollow squares.
+    Square,
 }
 
 /// The mark of each pruned pipeline: a new pipeline says here how it looks.
 fn mark(p: Pipe) -> Option<Mark> {
     match p {
         Pipe::Aware => Some(Mark::Circle),
+        Pipe::AwareUnlabeled => Some(Mark::Square),
         Pipe::Agnostic => Some(Mark::Triangle),
         // Drawn as a reference (a line or a cross), not as a curve.
         Pipe::Unpruned => None,
@@ -319,6 +322,19 @@ where
                 },
             );
             chart.draw_series(curve.iter().map(|&p| TriangleMarker::new(p, 5, color.filled())))?;
+        }
+        Some(Mark::Square) => {
+            let square = move |p: (f64, f64)| {
+                EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], ShapeStyle::from(color).stroke_width(2))
+            };
+            chart.draw_series(DashedLineSeries::new(curve.iter().copied(), 2, 4, solid(color)))?.label(label).legend(
+                move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + DashedPathElement::new(vec![(0, 0), (24, 0)], 2, 3, solid(color))
+                        + Rectangle::new([(8, -4), (16, 4)], ShapeStyle::from(color).stroke_width(2))
+                },
+            );
+            chart.draw_series(curve.iter().map(|&p| square(p)))?;
         }
         None => {}
     }

@@ -18,6 +18,59 @@ pub struct DeltaRow {
     pub agnostic_std: Option<f64>,
     pub aware_seeds: usize,
     pub agnostic_seeds: usize,
+    /// The label-free pipeline (`aware-unlabeled`), where the sweep ran it: its accuracy, std and
+    /// seeds, and its gap to the labelled aware pipeline (`aware_unlabeled - aware`, pp).
+    pub aware_unlabeled: Option<f64>,
+    pub aware_unlabeled_std: Option<f64>,
+    pub aware_unlabeled_seeds: usize,
+    pub unlabeled_gap: Option<f64>,
+}
+
+/// How the label-free pipeline did against the labelled ones, over the points where both ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnlabeledSummary {
+    /// (network, subset, level) points with both `aware-unlabeled` and `aware`.
+    pub points: usize,
+    /// Mean over those points of `aware_unlabeled - aware` (pp), with its sample std over points.
+    pub mean_gap_pp: f64,
+    pub gap_std_pp: Option<f64>,
+    pub min_gap_pp: f64,
+    pub max_gap_pp: f64,
+    /// Points with both `aware-unlabeled` and `agnostic`, and those where the label-free one was
+    /// strictly more accurate.
+    pub points_vs_agnostic: usize,
+    pub beats_agnostic: usize,
+    /// Means over the label-free cells of the inferred subset's precision and recall against the
+    /// true classes, and of the pseudo-labels' accuracy; cells counted.
+    pub subset_precision: Option<f64>,
+    pub subset_recall: Option<f64>,
+    pub pseudo_label_accuracy: Option<f64>,
+    pub cells: usize,
+}
+
+fn unlabeled_summary(cells: &[Cell], rows: &[DeltaRow]) -> Option<UnlabeledSummary> {
+    let mine: Vec<&Cell> = cells.iter().filter(|c| c.pipe() == Some(Pipe::AwareUnlabeled)).collect();
+    if mine.is_empty() {
+        return None;
+    }
+    let gaps: Vec<f64> = rows.iter().filter_map(|r| r.unlabeled_gap).collect();
+    let vs: Vec<(f64, f64)> = rows.iter().filter_map(|r| r.aware_unlabeled.zip(r.agnostic)).collect();
+    let n = gaps.len();
+    let mean_gap = if n > 0 { gaps.iter().sum::<f64>() / n as f64 } else { f64::NAN };
+    let std = (n > 1).then(|| (gaps.iter().map(|g| (g - mean_gap).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+    Some(UnlabeledSummary {
+        points: n,
+        mean_gap_pp: mean_gap,
+        gap_std_pp: std,
+        min_gap_pp: gaps.iter().copied().fold(f64::INFINITY, f64::min),
+        max_gap_pp: gaps.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        points_vs_agnostic: vs.len(),
+        beats_agnostic: vs.iter().filter(|(u, g)| u > g).count(),
+        subset_precision: mean(mine.iter().filter_map(|c| c.subset_precision)),
+        subset_recall: mean(mine.iter().filter_map(|c| c.subset_recall)),
+        pseudo_label_accuracy: mean(mine.iter().filter_map(|c| c.pseudo_label_accuracy)),
+        cells: mine.len(),
+    })
 }
 
 /// Where a delta was measured.
@@ -73,6 +126,9 @@ pub struct ReportSummary {
     pub budgets: Vec<String>,
     /// Per (network, subset, pipeline), the mean training steps its cells took.
     pub train_steps: Vec<StepsRow>,
+    /// The label-free pipeline against the labelled ones, where the sweep ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlabeled: Option<UnlabeledSummary>,
     /// The formula, in words.
     pub definition: String,
     /// Files written, relative to the output folder.
@@ -91,6 +147,7 @@ pub(super) fn delta_rows(nets: &[NetworkData]) -> Vec<DeltaRow> {
             for level in s.levels() {
                 let aw = s.at(Pipe::Aware).get(&level).and_then(|p| p.top1);
                 let ag = s.at(Pipe::Agnostic).get(&level).and_then(|p| p.top1);
+                let un = s.at(Pipe::AwareUnlabeled).get(&level).and_then(|p| p.top1);
                 let multi = |st: Option<Stat>| st.filter(|s| s.n > 1).map(|s| s.std);
                 rows.push(DeltaRow {
                     network: n.network.clone(),
@@ -104,6 +161,10 @@ pub(super) fn delta_rows(nets: &[NetworkData]) -> Vec<DeltaRow> {
                     agnostic_std: multi(ag),
                     aware_seeds: aw.map_or(0, |s| s.n),
                     agnostic_seeds: ag.map_or(0, |s| s.n),
+                    aware_unlabeled: un.map(|s| s.mean),
+                    aware_unlabeled_std: multi(un),
+                    aware_unlabeled_seeds: un.map_or(0, |s| s.n),
+                    unlabeled_gap: un.zip(aw).map(|(u, a)| u.mean - a.mean),
                 });
             }
         }
@@ -177,6 +238,7 @@ pub(super) fn summarize(cells: &[Cell], nets: &[NetworkData], rows: &[DeltaRow])
         level_of: level_of(cells).unwrap_or(LevelOf::Params).to_string(),
         budgets: budgets(cells),
         train_steps: steps_rows(cells),
+        unlabeled: unlabeled_summary(cells, rows),
         definition: DEFINITION.to_string(),
         files: Vec::new(),
     }
@@ -229,10 +291,13 @@ fn steps_rows(cells: &[Cell]) -> Vec<StepsRow> {
 /// What the pruned cells' levels are percents of: one kind for a whole sweep (an empty column is
 /// `params`, as in sweeps from before it); `None` where they mix kinds or name none known.
 pub(super) fn level_of(cells: &[Cell]) -> Option<LevelOf> {
-    let mut kinds = cells.iter().filter(|c| matches!(c.pipe(), Some(Pipe::Aware | Pipe::Agnostic))).map(|c| {
-        let t = c.level_of.trim();
-        if t.is_empty() { Ok(LevelOf::Params) } else { t.parse::<LevelOf>() }
-    });
+    let mut kinds = cells
+        .iter()
+        .filter(|c| matches!(c.pipe(), Some(Pipe::Aware | Pipe::AwareUnlabeled | Pipe::Agnostic)))
+        .map(|c| {
+            let t = c.level_of.trim();
+            if t.is_empty() { Ok(LevelOf::Params) } else { t.parse::<LevelOf>() }
+        });
     let first = kinds.next().unwrap_or(Ok(LevelOf::Params)).ok()?;
     kinds.all(|k| k.is_ok_and(|k| k == first)).then_some(first)
 }

@@ -215,3 +215,63 @@ temperature = 2.0
     let deltas = std::fs::read_to_string(root.join("report/deltas.csv")).unwrap();
     assert!(deltas.lines().next().unwrap().contains("aware_unlabeled"), "{deltas}");
 }
+
+#[test]
+fn adapt_on_a_folder_of_unlabeled_images() {
+    let (t, data, teacher_dir) = setup();
+    // The device's images: red and green ones, of another size than the network's input, in one
+    // folder with no class folders.
+    let local = t.path().join("camera");
+    std::fs::create_dir_all(&local).unwrap();
+    for (c, class) in [(0usize, "red"), (1, "green")] {
+        for i in 0..24u32 {
+            let img = image::RgbImage::from_fn(20, 18, |x, y| image::Rgb(common::tinted(c, i, x, y)));
+            img.save(local.join(format!("{class}-{i:03}.png"))).unwrap();
+        }
+    }
+    let out = t.path().join("adapted");
+    let args = |extra: &[&str]| {
+        let mut c = common::bin();
+        c.arg("adapt").arg(&teacher_dir).arg("--data").arg(&local).arg("-o").arg(&out);
+        c.args(["--level", "30", "--epochs", "2", "--fine-tune-epochs", "1", "--batch-size", "8"]);
+        c.args(["--lr-schedule", "0 0.01", "--threads", "2", "--class-names", "blue,green,grey,red"]);
+        c.args(extra);
+        c
+    };
+    let (o, text) = common::output(&mut args(&[]));
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("inferred classes: green, red"), "{text}");
+    assert!(text.contains("agreement with the teacher on") && text.contains("removed"), "{text}");
+    assert!(!text.contains("test top-1 on the labelled"), "{text}");
+    let r: unlabeled::AdaptReport = native::read_json(&out.join("adapt.json")).unwrap();
+    assert_eq!(r.found.class_names, vec!["green", "red"]);
+    assert_eq!((r.found.images, r.found.precision), (48, None));
+    assert!(r.agreement.is_some_and(|a| (0.0..=1.0).contains(&a)) && r.params_after < r.params_before, "{r:?}");
+    let adapted = edgeprune::formats::load_model(&out.join("model")).unwrap();
+    assert_eq!(edgeprune::analysis::cost(&adapted.graph).unwrap().params, r.params_after);
+    // The folder is not run over without --resume; with it, the finished runs are taken as they are.
+    let (o, text) = common::output(&mut args(&[]));
+    assert!(!o.status.success() && text.contains("--resume"), "{text}");
+    let (o, text) = common::output(&mut args(&["--resume"]));
+    assert!(o.status.success(), "{text}");
+    // Bad input names what is at fault.
+    let empty = t.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut c = common::bin();
+    c.arg("adapt").arg(&teacher_dir).arg("--data").arg(&empty).args(["--level", "30", "-o"]).arg(t.path().join("o2"));
+    let (o, text) = common::output(&mut c);
+    assert!(!o.status.success() && text.contains("empty") && text.contains("no .jpg, .jpeg or .png"), "{text}");
+    let mut c = common::bin();
+    c.arg("adapt").arg(&teacher_dir).arg("--data").arg(&local).args(["--level", "30", "--class-names", "a,b"]);
+    c.arg("-o").arg(t.path().join("o3"));
+    let (o, text) = common::output(&mut c);
+    assert!(!o.status.success() && text.contains("2 names for the model's 4 classes"), "{text}");
+    // The labelled dataset with its labels ignored: the subset's test images are the measure.
+    let mut c = common::bin();
+    c.arg("adapt").arg(&teacher_dir).arg("--data").arg(&data).args(["--subset", "blue,green", "--level", "30"]);
+    c.args(["--epochs", "2", "--fine-tune-epochs", "1", "--batch-size", "8", "--lr-schedule", "0 0.01"]);
+    c.arg("-o").arg(t.path().join("o4"));
+    let (o, text) = common::output(&mut c);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("precision 100.00% recall 100.00%") && text.contains("test top-1 on the labelled"), "{text}");
+}

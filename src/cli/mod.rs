@@ -14,6 +14,7 @@ use crate::protocol::{self, Recipe, report, sweep};
 use crate::train::{self, RunData, TrainConfig};
 use crate::zoo;
 
+mod adapt;
 mod benchmark;
 mod eval;
 mod inspect;
@@ -22,6 +23,8 @@ mod prune;
 mod sweeps;
 mod training;
 
+pub use adapt::AdaptArgs;
+use adapt::cmd_adapt;
 pub use benchmark::BenchArgs;
 use benchmark::cmd_bench;
 pub use eval::EvalArgs;
@@ -67,6 +70,10 @@ pub enum Command {
     Analyze(InspectArgs),
     /// Rank channels, make a pruning plan, remove the channels physically, write the smaller model.
     Prune(PruneArgs),
+    /// Adapt a model to a device's own unlabeled images: infer the classes it sees from the
+    /// model's predictions, fine-tune by distillation from the model, prune, retrain by
+    /// distillation; writes the adapted model and a short report.
+    Adapt(AdaptArgs),
     /// Run the ADaPT experiment grid of a recipe (networks x subsets x levels x seeds x pipelines);
     /// resumes an interrupted sweep without redoing finished cells.
     Experiment(ExperimentArgs),
@@ -143,6 +150,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => cmd_inspect(a),
         Command::Analyze(a) => cmd_analyze(a),
         Command::Prune(a) => cmd_prune(a),
+        Command::Adapt(a) => cmd_adapt(a),
         Command::Init(a) => cmd_init(a),
         Command::Import(a) => cmd_import(a),
         Command::ConvertData(a) => cmd_convert_data(a),

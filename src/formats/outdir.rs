@@ -37,6 +37,8 @@ pub enum Kind {
     Sweep,
     Report,
     Data,
+    /// A label-free adaptation (`edgeprune adapt`).
+    Adaptation,
 }
 
 impl std::fmt::Display for Kind {
@@ -47,6 +49,7 @@ impl std::fmt::Display for Kind {
             Kind::Sweep => "sweep folder",
             Kind::Report => "report folder",
             Kind::Data => "converted dataset",
+            Kind::Adaptation => "adaptation folder",
         })
     }
 }

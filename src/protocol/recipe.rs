@@ -293,6 +293,18 @@ pub fn protocol_defaults(arch: &str) -> Result<(f64, [f64; 4], [f64; 3])> {
     })
 }
 
+/// The protocol's data-aware hyperparameters for `arch` at a budget of `epochs` (weight decay,
+/// schedule, n_f), as a recipe resolves them: for a single adaptation outside a sweep.
+pub fn aware_defaults(arch: &str, epochs: usize) -> Result<Resolved> {
+    let (wd, aware, agnostic) = protocol_defaults(arch)?;
+    Ok(Resolved {
+        weight_decay: wd,
+        aware: steps(&[0, 5, 15, 25], &aware, epochs),
+        agnostic: steps(&[0, 10, 20], &agnostic, epochs),
+        fine_tune_epochs: scale(5, epochs).max(1).min(epochs.saturating_sub(1)).max(1),
+    })
+}
+
 /// An epoch of the 30-epoch protocol scaled to a budget of `epochs`.
 fn scale(e: usize, epochs: usize) -> usize {
     // In f64: `e * epochs` overflows for a recipe's huge `epochs` (exact alike below 2^53).

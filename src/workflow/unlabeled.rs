@@ -223,6 +223,8 @@ pub struct AdaptReport {
     pub agreement_fine_tuned: Option<f64>,
     pub agreement: Option<f64>,
     pub best_epoch: Option<usize>,
+    /// Local images held out to measure the agreement on.
+    pub held_out: usize,
     /// Test accuracy on labelled test images, where the local data came with them (a labelled
     /// dataset read with its training labels ignored): at the best epoch by agreement.
     pub test_top1: Option<f64>,
@@ -236,10 +238,17 @@ pub struct AdaptReport {
 pub const ADAPT_REPORT: &str = "adapt.json";
 
 /// Runs `req` on `local` (prepared as [`prepare`] says; where `labelled_test` is false its test
-/// split is replaced by the held-out local images) into the folder `out`: `finetune/` and
+/// split is replaced by the held-out local images; `truth`, where known, the true classes, as
+/// for [`prepare`]) into the folder `out`: `finetune/` and
 /// `retrain/` (run folders, resumed where an earlier process stopped), `plan.json`, `inferred.json`,
 /// `model/` (the adapted model) and [`ADAPT_REPORT`].
-pub fn adapt(req: &AdaptRequest, local: RunData, labelled_test: bool, out: &Path) -> Result<AdaptReport> {
+pub fn adapt(
+    req: &AdaptRequest,
+    local: RunData,
+    labelled_test: bool,
+    truth: Option<&[usize]>,
+    out: &Path,
+) -> Result<AdaptReport> {
     use crate::formats::native;
     use crate::train::{RunDir, Start, TrainConfig};
     let nf = req.fine_tune_epochs;
@@ -252,7 +261,7 @@ pub fn adapt(req: &AdaptRequest, local: RunData, labelled_test: bool, out: &Path
     req.prune.check()?;
     let teacher = crate::formats::load_model(&RunDir::model_path(&req.teacher))?;
     let device = req.prune.device;
-    let mut u = prepare(&teacher, local, &req.rule, req.train_fraction, device, None)?;
+    let mut u = prepare(&teacher, local, &req.rule, req.train_fraction, device, truth)?;
     eprintln!("adapt: the teacher sees {:?}\n{}", u.found.class_names, u.found.histogram);
     if !labelled_test {
         u.data.test = u.data.val.clone().expect("prepare holds out a validation split");
@@ -293,6 +302,7 @@ pub fn adapt(req: &AdaptRequest, local: RunData, labelled_test: bool, out: &Path
         agreement_fine_tuned: ft_sum.best_val_top1,
         agreement: s.best_val_top1,
         best_epoch: s.best_epoch,
+        held_out: data.val.as_ref().map_or(0, |v| v.len()),
         test_top1: if labelled_test { s.test_top1_at_best_val } else { None },
         prune_seconds: pruned.seconds(),
         train_seconds,

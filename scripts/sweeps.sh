@@ -16,7 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/edgeprune}
 carry=models/sweeps-in-progress
-sweeps=(fair-cifar10-resnet20 fair-cifar10-squeezenet fair-cifar10-alexnet fair-cifar10-mobilenetv2)
+# The label-free pipeline on ResNet-20's grid (issue "Label-free adaptation") follows the labelled one.
+sweeps=(fair-cifar10-resnet20 fair-cifar10-resnet20-unlabeled fair-cifar10-squeezenet fair-cifar10-alexnet
+    fair-cifar10-mobilenetv2)
 
 restore() {   # runs/<name> from the carried state, unless runs/<name> has as many finished cells
     local name=$1 src=$carry/$1 dst=runs/$1
@@ -83,6 +85,9 @@ def needed_by_unfinished(c):
     if name.startswith("finetune-s"):      # read by <net>/<sub>/aware-p<level>-s<seed>
         seed = name[len("finetune-s"):]
         readers = [os.path.join(net, sub, f"aware-p{l}-s{seed}") for l in levels]
+    elif name.startswith("finetune-unlabeled-s"):   # read by <net>/<sub>/aware-unlabeled-p<level>-s<seed>
+        seed = name[len("finetune-unlabeled-s"):]
+        readers = [os.path.join(net, sub, f"aware-unlabeled-p{l}-s{seed}") for l in levels]
     elif sub == "_all":                    # agnostic retraining, read by <net>/<subset>/agnostic-p<level>-s<seed>
         readers = [os.path.join(net, s, name) for s in subsets]
     else:
@@ -127,9 +132,13 @@ publish() {
         cp "$src/cells.csv" "$src/cells.json" "results/$name/"
         if [ -f "$src/unreachable.csv" ]; then cp "$src/unreachable.csv" "results/$name/"; fi
         # With the sweep's DaPR searches where scripts/dapr.sh published them.
-        local search=()
+        local search=() with=()
         if [ -d "results/dapr-$name" ]; then search=(--search "results/dapr-$name"); fi
-        "$BIN" report "$src" -o "results/$name/report" "${search[@]}"
+        # A label-free sweep is reported beside the labelled sweep of its grid.
+        if [[ $name == *-unlabeled ]] && [ -f "results/${name%-unlabeled}/cells.csv" ]; then
+            with=(--with "results/${name%-unlabeled}")
+        fi
+        "$BIN" report "$src" -o "results/$name/report" "${search[@]}" "${with[@]}"
         echo "sweeps: published $name into results/$name"
     done
 }

@@ -86,7 +86,12 @@ pub(super) fn cmd_adapt(a: AdaptArgs) -> Result<()> {
     let device = a.engine.apply()?;
     outdir::check_not_input(&a.out, "-o", &[&a.model, &a.data])?;
     let hint = "--resume to continue it";
-    outdir::check(&a.out, outdir::Kind::Adaptation, if a.resume { outdir::Existing::Accept } else { outdir::Existing::Refuse }, hint)?;
+    outdir::check(
+        &a.out,
+        outdir::Kind::Adaptation,
+        if a.resume { outdir::Existing::Accept } else { outdir::Existing::Refuse },
+        hint,
+    )?;
     let model_path = train::RunDir::model_path(&a.model);
     let teacher = formats::load_model(&model_path)?;
     teacher.check_finite()?;
@@ -98,13 +103,21 @@ pub(super) fn cmd_adapt(a: AdaptArgs) -> Result<()> {
     let local = if labelled {
         RunData::load(Some(&a.data), &a.subset, 1.0, &input)?
     } else {
-        anyhow::ensure!(a.subset.is_empty(), "--subset names classes of a labelled dataset, but {} holds unlabeled images", a.data.display());
+        anyhow::ensure!(
+            a.subset.is_empty(),
+            "--subset names classes of a labelled dataset, but {} holds unlabeled images",
+            a.data.display()
+        );
         let target = crate::data::fit::Target::of_input(&input)?;
         let mut pool = crate::data::load_unlabeled(&a.data, target)?;
         pool.classes = if a.class_names.is_empty() {
             (0..k).map(|c| format!("class{c}")).collect()
         } else {
-            anyhow::ensure!(a.class_names.len() == k, "--class-names gives {} names for the model's {k} classes", a.class_names.len());
+            anyhow::ensure!(
+                a.class_names.len() == k,
+                "--class-names gives {} names for the model's {k} classes",
+                a.class_names.len()
+            );
             a.class_names.clone()
         };
         let (mean, std) = pool.channel_stats();

@@ -58,6 +58,10 @@ pub struct ReportArgs {
     /// each probe's accuracy against the search's cumulative cost. Default: those in RUN.
     #[arg(long, num_args = 1..)]
     pub search: Vec<PathBuf>,
+    /// Other sweep folders whose cells are reported beside RUN's (the same grid's other
+    /// pipelines, as a label-free sweep beside the labelled one); cells RUN has are not repeated.
+    #[arg(long = "with", num_args = 1.., value_name = "SWEEP")]
+    pub with: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -164,22 +168,22 @@ pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn cmd_report(a: ReportArgs) -> Result<()> {
+/// The finished cells of the sweep folder `run`, with the batch-1 latency measured after the sweep
+/// (`bench sweep-latency`) in place of the cells' own where there is one.
+fn sweep_cells(run: &Path) -> Result<Vec<report::Cell>> {
     // Shards that ran into one sweep folder at once each wrote cells.csv with what was finished
     // when they did: where the folder's cells hold more finished rows than cells.csv, they are
     // gathered afresh (never fewer: a folder whose cells were deleted keeps its cells.csv).
-    let csv = a.run.join("cells.csv");
+    let csv = run.join("cells.csv");
     let listed = if csv.exists() { Some(report::read_cells(&csv)?) } else { None };
-    let recipe_path = a.run.join("recipe.toml");
-    let found = if recipe_path.is_file() { sweep::collect(&Recipe::load(&recipe_path)?, &a.run)? } else { vec![] };
-    let cells = match listed {
+    let recipe_path = run.join("recipe.toml");
+    let found = if recipe_path.is_file() { sweep::collect(&Recipe::load(&recipe_path)?, run)? } else { vec![] };
+    let mut cells = match listed {
         Some(l) if l.len() >= found.len() => l,
-        _ if !found.is_empty() => sweep::gather(&Recipe::load(&recipe_path)?, &a.run)?,
+        _ if !found.is_empty() => sweep::gather(&Recipe::load(&recipe_path)?, run)?,
         _ => report::read_cells(&csv)?,
     };
-    // Latency measured after the sweep (`bench sweep-latency`) replaces the cells' own.
-    let mut cells = cells;
-    let lat = a.run.join(protocol::latency::LATENCY_CSV);
+    let lat = run.join(protocol::latency::LATENCY_CSV);
     if lat.is_file() {
         let (n, own) = protocol::latency::fill(&mut cells, &protocol::latency::read(&lat)?);
         eprintln!("batch-1 latency of {n} cells from {}", lat.display());
@@ -187,6 +191,22 @@ pub(super) fn cmd_report(a: ReportArgs) -> Result<()> {
             eprintln!("warning: {own} cells have no row there and keep the latency they measured themselves");
         }
     }
+    Ok(cells)
+}
+
+pub(super) fn cmd_report(a: ReportArgs) -> Result<()> {
+    let mut cells = sweep_cells(&a.run)?;
+    // Cells of other sweeps reported beside these (e.g. the labelled pipelines of the same grid):
+    // a (network, subset, pipeline, level, seed) already here is not taken twice.
+    for other in &a.with {
+        let key =
+            |c: &report::Cell| (c.network.clone(), c.subset.clone(), c.pipeline.clone(), c.level.to_bits(), c.seed);
+        let have: std::collections::HashSet<_> = cells.iter().map(key).collect();
+        let more: Vec<report::Cell> = sweep_cells(other)?.into_iter().filter(|c| !have.contains(&key(c))).collect();
+        eprintln!("{} cells from {}", more.len(), other.display());
+        cells.extend(more);
+    }
+    let recipe_path = a.run.join("recipe.toml");
     let out = a.out.unwrap_or_else(|| a.run.join("report"));
     // A report replaces the report it regenerates, never a folder of anything else.
     outdir::claim(&out, outdir::Kind::Report, outdir::Existing::Accept, "")?;

@@ -9,7 +9,8 @@ use edgeprune::data::Dataset;
 use edgeprune::engine::Device;
 use edgeprune::formats::native;
 use edgeprune::ir::Model;
-use edgeprune::protocol::{Recipe, report, sweep};
+use edgeprune::protocol::recipe::Pipeline;
+use edgeprune::protocol::{Recipe, report, search, sweep};
 use edgeprune::train::{self, DistillConfig, RunData, Start, TrainConfig};
 use edgeprune::workflow::subset::SubsetRule;
 use edgeprune::workflow::unlabeled;
@@ -202,6 +203,23 @@ temperature = 2.0
     }
     assert!(root.join("net/rg/aware-unlabeled-p50-s0/plan.json").is_file());
 
+    // DaPR over label-free probes (the first is the cell the sweep ran at 50%).
+    let opts = |m| search::Options {
+        in_process: true,
+        mode: search::Mode::CostOpt,
+        pipeline: Some(Pipeline::AwareUnlabeled),
+        max_retrain_minutes: m,
+        ..Default::default()
+    };
+    let r = search::search(&recipe, &root, "net", "rg", opts(None)).unwrap();
+    assert_eq!(r.pipeline, Pipeline::AwareUnlabeled);
+    assert_eq!(r.probes[0].level, 50.0);
+    assert!(r.probes.iter().all(|p| p.retrain_seconds.is_some() && p.predicted_retrain_seconds.is_none()), "{r:?}");
+    for p in &r.probes {
+        assert!(root.join(format!("net/rg/aware-unlabeled-p{}-s0/metrics.json", p.level)).is_file());
+    }
+    let e = search::search(&recipe, &root, "net", "rg", opts(Some(5.0))).unwrap_err().to_string();
+    assert!(e.contains("teacher"), "{e}");
     report::write_report(&rows, &root.join("report")).unwrap();
     let md = std::fs::read_to_string(root.join("report/report.md")).unwrap();
     assert!(md.contains("| level (%) | aware | aware-unlabeled | gap to aware (pp) | agnostic |"), "{md}");

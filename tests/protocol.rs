@@ -238,6 +238,7 @@ fn shipped_recipes_parse() {
         "recipes/adapt-cifar100-paper.toml",
         "recipes/demo.toml",
         "recipes/fair-cifar10-resnet20.toml",
+        "recipes/fair-cifar10-resnet20-unlabeled.toml",
     ] {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
         let r = Recipe::load(&p).unwrap_or_else(|e| panic!("{f}: {e}"));

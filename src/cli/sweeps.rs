@@ -45,6 +45,13 @@ pub struct SearchArgs {
     /// first probe that keeps it (fewer probes, a less pruned network).
     #[arg(long, default_value = "memory_opt")]
     pub mode: protocol::search::Mode,
+    /// The pipeline whose cells are the probes: aware (labelled local data) or aware-unlabeled.
+    #[arg(long, default_value = "aware", value_parser = parse_pipeline)]
+    pub pipeline: protocol::recipe::Pipeline,
+}
+
+fn parse_pipeline(s: &str) -> std::result::Result<protocol::recipe::Pipeline, String> {
+    protocol::recipe::Pipeline::parse(s).ok_or_else(|| format!("unknown pipeline `{s}`: aware or aware-unlabeled"))
 }
 
 #[derive(Args)]
@@ -119,6 +126,7 @@ pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
             in_process: a.in_process,
             max_retrain_minutes: a.max_retrain_minutes,
             mode: a.mode,
+            pipeline: Some(a.pipeline),
         },
     )?;
     for p in &r.probes {
@@ -162,7 +170,10 @@ pub(super) fn cmd_search(a: SearchArgs) -> Result<()> {
         ),
     }
     native::write_atomic(
-        &root.join(format!("search-{}-{}.json", r.network, r.subset)),
+        &root.join(match r.pipeline {
+            protocol::recipe::Pipeline::AwareUnlabeled => format!("search-{}-{}-unlabeled.json", r.network, r.subset),
+            _ => format!("search-{}-{}.json", r.network, r.subset),
+        }),
         serde_json::to_string_pretty(&r)?.as_bytes(),
     )?;
     Ok(())

@@ -563,6 +563,11 @@ pub fn max_latency_level(recipe: &Recipe, network: &str) -> Result<Option<f64>> 
 /// training-cost table (the cache's, for the recipe's network at its batch and threads; None
 /// where there is none) and its measured training seconds (the run's summary).
 pub fn retraining_cost(recipe: &Recipe, root: &Path, id: &CellId) -> Result<(Option<f64>, Option<f64>)> {
+    if let CellId::AwareUnlabeled { .. } = id {
+        // Measured only: the table does not price the teacher's pass of each step.
+        let cell = CellDir::of(root, id);
+        return Ok((None, native::read_json::<train::Summary>(&cell.run().summary()).ok().map(|s| s.seconds)));
+    }
     let CellId::Aware { net, subset, seed, .. } = id else {
         return Err(Error::config("cell", format!("{id} is not a data-aware cell")));
     };

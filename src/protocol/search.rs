@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::pipeline::{self, CellId};
-use super::recipe::Recipe;
+use super::recipe::{Pipeline, Recipe};
 use super::sweep;
 use crate::error::{Error, Result};
 
@@ -63,6 +63,9 @@ pub struct SearchResult {
     pub network: String,
     pub subset: String,
     pub mode: Mode,
+    /// The pipeline whose cells were the probes: `aware` (labelled) or `aware-unlabeled`.
+    #[serde(default = "aware")]
+    pub pipeline: Pipeline,
     pub reference_top1: f64,
     /// The largest level found that reaches the reference (None: not even 5%, or none within
     /// the retraining budget).
@@ -74,6 +77,10 @@ pub struct SearchResult {
     pub total_seconds: f64,
     /// The probes' retraining compute summed, in GOps (None if a probe's is unknown).
     pub total_retrain_gops: Option<f64>,
+}
+
+fn aware() -> Pipeline {
+    Pipeline::Aware
 }
 
 /// A finished cell's test accuracy, epochs and seconds, and (given the recipe's batch size and
@@ -99,12 +106,35 @@ pub struct Options {
     pub in_process: bool,
     pub max_retrain_minutes: Option<f64>,
     pub mode: Mode,
+    /// The pipeline probed: `Aware` (the default) or `AwareUnlabeled`.
+    pub pipeline: Option<Pipeline>,
 }
 
 /// Searches for one (network, subset, seed), running the probes not yet done; with
 /// `max_retrain_minutes`, skipping those predicted to retrain for longer (see the module notes).
 pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Options) -> Result<SearchResult> {
-    let Options { seed, in_process, max_retrain_minutes, mode } = o;
+    let Options { seed, in_process, max_retrain_minutes, mode, pipeline: probed } = o;
+    let probed = probed.unwrap_or(Pipeline::Aware);
+    match probed {
+        Pipeline::Aware => {}
+        Pipeline::AwareUnlabeled if max_retrain_minutes.is_some() => {
+            return Err(Error::config(
+                "--max-retrain-minutes",
+                "the training-cost table does not price the teacher's pass of a label-free retraining: \
+                 search aware-unlabeled without a retraining budget",
+            ));
+        }
+        Pipeline::AwareUnlabeled => {}
+        other => {
+            return Err(Error::config(
+                "--pipeline",
+                format!("DaPR probes data-aware cells: aware or aware-unlabeled, not {other}"),
+            ));
+        }
+    }
+    if !recipe.pipelines.contains(&probed) {
+        return Err(Error::config("--pipeline", format!("the recipe does not run the {probed} pipeline")));
+    }
     if let Some(m) = max_retrain_minutes
         && !(m > 0.0 && m.is_finite())
     {
@@ -143,7 +173,12 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
     let mut mid = if hi >= 10 { 10 } else { (lo + hi) / 2 }; // 50%, or within reach
     while lo <= hi {
         let level = 5 * mid;
-        let id = CellId::Aware { net: net.clone(), subset: sub.clone(), level: level * 100, seed };
+        let id = match probed {
+            Pipeline::AwareUnlabeled => {
+                CellId::AwareUnlabeled { net: net.clone(), subset: sub.clone(), level: level * 100, seed }
+            }
+            _ => CellId::Aware { net: net.clone(), subset: sub.clone(), level: level * 100, seed },
+        };
         if let Some(minutes) = max_retrain_minutes
             && !pipeline::is_done(root, &id)
         {
@@ -222,6 +257,7 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
         network: network.into(),
         subset: subset.into(),
         mode,
+        pipeline: probed,
         reference_top1: ref_acc,
         level: best,
         max_retrain_minutes,

@@ -47,6 +47,7 @@ struct ProbeRow<'a> {
     network: &'a str,
     subset: &'a str,
     mode: Mode,
+    pipeline: String,
     probe: usize,
     level: f64,
     skipped: bool,
@@ -73,6 +74,7 @@ fn rows(r: &SearchResult) -> Vec<ProbeRow<'_>> {
                 network: &r.network,
                 subset: &r.subset,
                 mode: r.mode,
+                pipeline: r.pipeline.to_string(),
                 probe: i + 1,
                 level: p.level,
                 skipped: p.skipped,
@@ -94,6 +96,7 @@ pub(super) fn write_csv(path: &Path, searches: &[SearchResult]) -> Result<()> {
             "network",
             "subset",
             "mode",
+            "pipeline",
             "probe",
             "level",
             "skipped",
@@ -111,11 +114,12 @@ pub(super) fn write_csv(path: &Path, searches: &[SearchResult]) -> Result<()> {
     w.flush().map_err(|e| Error::io(path, e))
 }
 
-/// The searches a network's figure draws: per subset `memory_opt` where there is one, else `cost_opt`.
+/// The searches a network's figure draws: per subset and pipeline `memory_opt` where there is
+/// one, else `cost_opt`.
 pub(super) fn drawn<'a>(searches: &'a [SearchResult], network: &str) -> Vec<&'a SearchResult> {
     let mut out: Vec<&SearchResult> = Vec::new();
     for s in searches.iter().filter(|s| s.network == network) {
-        match out.iter().position(|o| o.subset == s.subset) {
+        match out.iter().position(|o| o.subset == s.subset && o.pipeline == s.pipeline) {
             Some(i) if out[i].mode == Mode::CostOpt && s.mode == Mode::MemoryOpt => out[i] = s,
             Some(_) => {}
             None => out.push(s),
@@ -158,7 +162,10 @@ impl Plot for SearchPlot<'_> {
                     Some(((x, 100.0 * r.test_top1?), format!("{}%", tick(&r.level))))
                 })
                 .unzip();
-            let label = format!("{} ({})", s.subset, mode_name(s.mode));
+            let label = match s.pipeline {
+                Pipe::AwareUnlabeled => format!("{} label-free ({})", s.subset, mode_name(s.mode)),
+                _ => format!("{} ({})", s.subset, mode_name(s.mode)),
+            };
             curves.push(Curve { label, color, mark: Mark::Circle, points, labels });
             refs.push((format!("{} unpruned", s.subset), color, 100.0 * s.reference_top1));
         }
@@ -211,6 +218,7 @@ mod tests {
             network: "resnet20".into(),
             subset: "pets".into(),
             mode,
+            pipeline: Pipe::Aware,
             reference_top1: 0.8,
             level: Some(50.0),
             max_retrain_minutes: None,

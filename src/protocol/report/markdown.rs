@@ -109,6 +109,66 @@ fn summary_section(md: &mut String, summary: &ReportSummary) {
         summary.aware_wins, summary.points
     );
     let _ = writeln!(md);
+    let spread = |seeds: &[(u64, f64)], std: Option<f64>| match std {
+        Some(sd) => format!(
+            "+- {sd:.2} over {} seeds ({})",
+            seeds.len(),
+            seeds.iter().map(|(s, d)| format!("s{s} {d:+.2}")).collect::<Vec<_>>().join(", ")
+        ),
+        None => format!("{} seed", seeds.len()),
+    };
+    if !summary.per_network.is_empty() {
+        let _ = writeln!(
+            md,
+            "Per network (mean delta the paper's way; its spread is that of the same mean computed on each seed's \
+             cells alone):\n\n| network | pairs | points | mean delta (pp) | spread over seeds | max delta (pp) |\n|---|---:|---:|---:|---|---:|"
+        );
+        for n in &summary.per_network {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                n.network,
+                n.pairs,
+                n.points,
+                signed(n.mean_delta_pp),
+                spread(&n.seed_mean_deltas, n.seed_std_pp),
+                signed(n.max_delta_pp)
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| all | {} | {} | {} | {} | {} |\n",
+            summary.pairs,
+            summary.points,
+            signed(summary.mean_delta_pp),
+            spread(&summary.seed_mean_deltas, summary.seed_std_pp),
+            signed(summary.max_delta_pp)
+        );
+        // Beside the published figures: the paper's, and the PyTorch + Torch-Pruning run of the
+        // same protocol the issue "The science, complete and fair" cites (full epochs).
+        let at = |sub: &str, level: f64| {
+            summary
+                .point_deltas
+                .iter()
+                .filter(|d| d.subset == sub && (d.level - level).abs() < 1e-9)
+                .map(|d| format!("{} {:+.2}", d.network, d.delta_pp))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let or_dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+        let _ = writeln!(
+            md,
+            "| figure | this sweep | paper (CVPRW 2020: CIFAR-100, 4 networks, 5 repeats) | PyTorch + Torch-Pruning, full epochs, this machine (as the issue cites it) |\n|---|---|---|---|\n\
+             | mean delta (pp) | {} | +10.2 | - |\n\
+             | max delta (pp) | {} | +42.0 | - |\n\
+             | pets at 50% (pp) | {} | - | +11.6 |\n\
+             | vehicles at 50% (pp) | {} | - | +2.5 |\n",
+            signed(summary.mean_delta_pp),
+            signed(summary.max_delta_pp),
+            or_dash(at("pets", 50.0)),
+            or_dash(at("vehicles", 50.0)),
+        );
+    }
     if let Some(u) = &summary.unlabeled {
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
         let _ = writeln!(

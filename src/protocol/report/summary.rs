@@ -26,6 +26,84 @@ pub struct DeltaRow {
     pub unlabeled_gap: Option<f64>,
 }
 
+/// The paper's summary restricted to one network, with its spread over seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkSummary {
+    pub network: String,
+    /// (subset) pairs and (subset, level) points with a delta.
+    pub pairs: usize,
+    pub points: usize,
+    /// Mean over the network's pairs of the pair's mean delta (means over seeds), and the
+    /// largest single delta, in pp.
+    pub mean_delta_pp: Option<f64>,
+    pub max_delta_pp: Option<f64>,
+    /// The same mean delta computed on each seed's cells alone (seed, pp), and its sample std
+    /// over seeds (None below two seeds).
+    pub seed_mean_deltas: Vec<(u64, f64)>,
+    pub seed_std_pp: Option<f64>,
+}
+
+/// The paper's mean delta on each seed's cells alone, for `network` (all networks when None):
+/// per seed, the mean over (network, subset) pairs of the mean over levels of aware - agnostic,
+/// where both pipelines have that seed's cell.
+pub fn seed_mean_deltas(cells: &[Cell], network: Option<&str>) -> Vec<(u64, f64)> {
+    use std::collections::BTreeMap;
+    let mut acc: BTreeMap<(u64, String, String, i64), [Option<f64>; 2]> = BTreeMap::new();
+    for c in cells.iter().filter(|c| network.is_none_or(|n| c.network == n)) {
+        let slot = match c.pipe() {
+            Some(Pipe::Aware) => 0,
+            Some(Pipe::Agnostic) => 1,
+            _ => continue,
+        };
+        let Some(a) = c.test_top1.filter(|a| a.is_finite()) else { continue };
+        let key = (c.seed, c.network.clone(), c.subset.clone(), Level::of(c.level).0);
+        acc.entry(key).or_default()[slot] = Some(100.0 * a);
+    }
+    let mut pairs: BTreeMap<(u64, String, String), Vec<f64>> = BTreeMap::new();
+    for ((seed, net, sub, _), [aw, ag]) in acc {
+        if let (Some(aw), Some(ag)) = (aw, ag) {
+            pairs.entry((seed, net, sub)).or_default().push(aw - ag);
+        }
+    }
+    let mut seeds: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for ((seed, ..), ds) in pairs {
+        seeds.entry(seed).or_default().push(ds.iter().sum::<f64>() / ds.len() as f64);
+    }
+    seeds.into_iter().map(|(s, m)| (s, m.iter().sum::<f64>() / m.len() as f64)).collect()
+}
+
+fn sample_std(v: &[f64]) -> Option<f64> {
+    (v.len() > 1).then(|| {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+    })
+}
+
+fn network_summaries(
+    cells: &[Cell],
+    nets: &[NetworkData],
+    rows: &[DeltaRow],
+    pairs: &[PairMean],
+) -> Vec<NetworkSummary> {
+    nets.iter()
+        .map(|n| {
+            let mine: Vec<&PairMean> = pairs.iter().filter(|p| p.network == n.network).collect();
+            let ds: Vec<f64> = rows.iter().filter(|r| r.network == n.network).filter_map(|r| r.delta).collect();
+            let seeds = seed_mean_deltas(cells, Some(&n.network));
+            let per: Vec<f64> = seeds.iter().map(|s| s.1).collect();
+            NetworkSummary {
+                network: n.network.clone(),
+                pairs: mine.len(),
+                points: ds.len(),
+                mean_delta_pp: mean(mine.iter().map(|p| p.mean_delta_pp)),
+                max_delta_pp: ds.iter().copied().reduce(f64::max),
+                seed_std_pp: sample_std(&per),
+                seed_mean_deltas: seeds,
+            }
+        })
+        .collect()
+}
+
 /// How the label-free pipeline did against the labelled ones, over the points where both ran.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnlabeledSummary {
@@ -126,6 +204,17 @@ pub struct ReportSummary {
     pub budgets: Vec<String>,
     /// Per (network, subset, pipeline), the mean training steps its cells took.
     pub train_steps: Vec<StepsRow>,
+    /// Per network: the mean and max delta, and the mean delta's spread over seeds.
+    #[serde(default)]
+    pub per_network: Vec<NetworkSummary>,
+    /// The mean delta on each seed's cells alone, over all networks, and its std over seeds.
+    #[serde(default)]
+    pub seed_mean_deltas: Vec<(u64, f64)>,
+    #[serde(default)]
+    pub seed_std_pp: Option<f64>,
+    /// Every (network, subset, level) delta, for figures quoted at one point (pets at 50%).
+    #[serde(default)]
+    pub point_deltas: Vec<DeltaAt>,
     /// The label-free pipeline against the labelled ones, where the sweep ran it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unlabeled: Option<UnlabeledSummary>,
@@ -221,6 +310,8 @@ pub(super) fn summarize(cells: &[Cell], nets: &[NetworkData], rows: &[DeltaRow])
             subsets.push(s.subset.clone());
         }
     }
+    let per_network = network_summaries(cells, nets, rows, &pair_means);
+    let overall_seeds = seed_mean_deltas(cells, None);
     ReportSummary {
         mean_delta_pp: mean(pair_means.iter().map(|p| p.mean_delta_pp)),
         max_delta_pp: max_at.as_ref().map(|m| m.delta_pp),
@@ -238,6 +329,16 @@ pub(super) fn summarize(cells: &[Cell], nets: &[NetworkData], rows: &[DeltaRow])
         level_of: level_of(cells).unwrap_or(LevelOf::Params).to_string(),
         budgets: budgets(cells),
         train_steps: steps_rows(cells),
+        per_network,
+        point_deltas: rows
+            .iter()
+            .filter_map(|r| {
+                let d = r.delta?;
+                Some(DeltaAt { network: r.network.clone(), subset: r.subset.clone(), level: r.level, delta_pp: d })
+            })
+            .collect(),
+        seed_std_pp: sample_std(&overall_seeds.iter().map(|s| s.1).collect::<Vec<_>>()),
+        seed_mean_deltas: overall_seeds,
         unlabeled: unlabeled_summary(cells, rows),
         definition: DEFINITION.to_string(),
         files: Vec::new(),

@@ -221,3 +221,25 @@ fn a_report_states_what_its_levels_are_of_and_takes_one_kind() {
     assert!(e.contains("different things (params, latency)"), "{e}");
     assert!(!dir.path().join("mixed").exists(), "nothing is written for a refused report");
 }
+
+/// The spread over seeds: the paper's mean delta on each seed's cells alone.
+/// Seed 0 of `known()`: (A, s1) +30 at 10 and +5 at 20 -> 17.5; (A, s2) -10 -> mean 3.75.
+/// Seed 1: aware (A, s1, 10) 0.6 has no agnostic seed 1; with one added at 0.4: +20.
+#[test]
+fn seeds_each_give_the_paper_s_mean_and_their_spread_is_reported() {
+    let mut cells = known();
+    assert_eq!(summary::seed_mean_deltas(&cells, None).len(), 1);
+    assert!(close(summary::seed_mean_deltas(&cells, None)[0].1, 3.75));
+    cells.push(cell("A", "s1", Pipe::Agnostic, 10.0, 1, Some(0.4)));
+    let seeds = summary::seed_mean_deltas(&cells, Some("A"));
+    assert_eq!(seeds.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 1]);
+    assert!(close(seeds[1].1, 20.0));
+    assert!(summary::seed_mean_deltas(&cells, Some("B")).is_empty());
+    let s = summarize_cells(&cells);
+    let a = s.per_network.iter().find(|n| n.network == "A").unwrap();
+    // Sample std of 3.75 and 20.
+    assert!(close(a.seed_std_pp.unwrap(), (16.25f64 * 16.25 / 2.0).sqrt()), "{a:?}");
+    assert_eq!((a.pairs, a.points), (2, 3));
+    let b = s.per_network.iter().find(|n| n.network == "B").unwrap();
+    assert_eq!((b.pairs, b.mean_delta_pp, b.seed_std_pp), (0, None, None));
+}

@@ -98,7 +98,7 @@ pub(super) enum Mark {
     Circle,
     /// Dashed line, filled triangles.
     Triangle,
-    /// Dotted line, hollow squares.
+    /// Long thin dashes, hollow squares.
     Square,
 }
 
@@ -327,10 +327,11 @@ where
             let square = move |p: (f64, f64)| {
                 EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], ShapeStyle::from(color).stroke_width(2))
             };
-            chart.draw_series(DashedLineSeries::new(curve.iter().copied(), 2, 4, solid(color)))?.label(label).legend(
+            let thin = ShapeStyle::from(color).stroke_width(1);
+            chart.draw_series(DashedLineSeries::new(curve.iter().copied(), 14, 4, thin))?.label(label).legend(
                 move |(x, y)| {
                     EmptyElement::at((x, y))
-                        + DashedPathElement::new(vec![(0, 0), (24, 0)], 2, 3, solid(color))
+                        + DashedPathElement::new(vec![(0, 0), (24, 0)], 9, 3, thin)
                         + Rectangle::new([(8, -4), (16, 4)], ShapeStyle::from(color).stroke_width(2))
                 },
             );

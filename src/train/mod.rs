@@ -367,7 +367,16 @@ impl RunCost {
         epochs: usize,
     ) -> Result<RunCost> {
         use crate::analysis::train_cost::FineTuneCost;
-        let p = table.predict_at(&model.graph, cfg.batch_size)?;
+        let mut p = table.predict_at(&model.graph, cfg.batch_size)?;
+        // A distilling run also runs its teacher on every batch: priced as the teacher's
+        // evaluation on the same table (a prediction not checked against a measured run).
+        if let Some(d) = &cfg.distill {
+            let teacher = crate::formats::load_model(&RunDir::model_path(&d.teacher))?;
+            match table.predict_at(&teacher.graph, cfg.batch_size) {
+                Ok(t) => p.step_ms += t.eval_ms_per_image * cfg.batch_size as f64,
+                Err(e) => eprintln!("note: the teacher's pass is not in the predicted step ({e})"),
+            }
+        }
         let input: usize = model.graph.input_shape()?.iter().product();
         let peak = p.peak_bytes + (data_bytes(data) + BATCHES_AHEAD * (cfg.batch_size * input * 4) as u64) as f64;
         let eval_images = data.val.as_ref().map_or(0, |v| v.len()) + data.test.len();

@@ -296,38 +296,29 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The class names of subset `subset` (a random subset drawn against the dataset's classes);
+    /// none (all classes) for None.
+    fn subset_names(&self, subset: Option<&str>) -> Result<Vec<String>> {
+        let Some(name) = subset else { return Ok(vec![]) };
+        let s = find(&self.recipe.subsets, name, "subset", |s| &s.name)?;
+        if s.random.is_some() {
+            let all = RunData::load(self.recipe.data.as_deref(), &[], 1.0, &self.input()?)?;
+            Ok(self.subset_classes(s, &all.class_names))
+        } else {
+            Ok(s.classes.clone())
+        }
+    }
+
     fn data(&self, subset: Option<&str>) -> Result<RunData> {
         let fraction = self.recipe.train_fraction.unwrap_or(data::PROTOCOL_TRAIN_FRACTION);
-        let names = match subset {
-            None => vec![],
-            Some(name) => {
-                let s = find(&self.recipe.subsets, name, "subset", |s| &s.name)?;
-                if s.random.is_some() {
-                    let all = RunData::load(self.recipe.data.as_deref(), &[], 1.0, &self.input()?)?;
-                    self.subset_classes(s, &all.class_names)
-                } else {
-                    s.classes.clone()
-                }
-            }
-        };
-        RunData::load(self.recipe.data.as_deref(), &names, fraction, &self.input()?)
+        RunData::load(self.recipe.data.as_deref(), &self.subset_names(subset)?, fraction, &self.input()?)
     }
 
     /// The subset's images for the label-free pipeline: loaded whole, then the classes inferred,
     /// pseudo-labelled and split by the unpruned teacher (see [`workflow::unlabeled`]); the true
     /// classes are only compared with the inferred ones.
     fn unlabeled_data(&self, subset: &str) -> Result<workflow::unlabeled::Unlabeled> {
-        let whole = {
-            let s = find(&self.recipe.subsets, subset, "subset", |s| &s.name)?;
-            let names = match s.random {
-                Some(_) => {
-                    let all = RunData::load(self.recipe.data.as_deref(), &[], 1.0, &self.input()?)?;
-                    self.subset_classes(s, &all.class_names)
-                }
-                None => s.classes.clone(),
-            };
-            RunData::load(self.recipe.data.as_deref(), &names, 1.0, &self.input()?)?
-        };
+        let whole = RunData::load(self.recipe.data.as_deref(), &self.subset_names(Some(subset))?, 1.0, &self.input()?)?;
         let truth = whole.classes.clone();
         let fraction = self.recipe.train_fraction.unwrap_or(data::PROTOCOL_TRAIN_FRACTION);
         workflow::unlabeled::prepare(

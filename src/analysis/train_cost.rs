@@ -43,8 +43,10 @@ use super::latency::{LatencyTable, Predictor, TableKey};
 use crate::error::{Error, Result};
 use crate::ir::Graph;
 
-/// Version of the table file layout; a table of another version is stale.
-pub const FORMAT: u32 = 7;
+/// Version of the table file layout, or of what its figures measure; a table of another version is
+/// stale. (Raised when the engine's costs changed: jemalloc as the allocator, dense small-map
+/// convolutions, dense gradients into concatenations.)
+pub const FORMAT: u32 = 8;
 
 /// What a network's training cost is predicted from, at the table's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,8 @@
 #
 #   scripts/sweeps.sh run       # restore carried state, then run or resume each unfinished sweep
 #   scripts/sweeps.sh save      # copy each unfinished sweep's state into the carry folder (to commit)
-#   scripts/sweeps.sh publish   # each finished sweep: cells.csv, cells.json and its report into results/
+#   scripts/sweeps.sh publish   # each finished sweep: cells.csv, cells.json and its report into results/,
+#                               # and results/fair-summary: one report over all of them
 #
 # A session's processes end when it stops and the next session may be on a fresh machine. A whole
 # sweep folder is hundreds of MB (every cell's checkpoints and models), so `save` carries only what
@@ -141,6 +142,14 @@ publish() {
         "$BIN" report "$src" -o "results/$name/report" "${search[@]}" "${with[@]}"
         echo "sweeps: published $name into results/$name"
     done
+    # The summary page over every published sweep: each network's mean/max delta, and over all.
+    local first=results/${sweeps[0]} rest=()
+    [ -f "$first/cells.csv" ] || return 0
+    for name in "${sweeps[@]:1}"; do
+        if [ -f "results/$name/cells.csv" ]; then rest+=("results/$name"); fi
+    done
+    "$BIN" report "$first" -o results/fair-summary ${rest[@]+--with "${rest[@]}"}
+    echo "sweeps: the summary over ${#rest[@]} more sweeps beside ${sweeps[0]} is in results/fair-summary"
 }
 
 run() {

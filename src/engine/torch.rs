@@ -100,7 +100,7 @@ struct DenseConv {
 const DENSE_CONV_MAX_ELEMENTS: usize = 1 << 24;
 
 impl DenseConv {
-    /// The dense form of node `node` (a convolution) with input shape `[C, H, W]`, where it pays.
+    /// The dense form of a convolution `op` with input shape `[C, H, W]`, where it pays.
     fn plan(op: &Op, input: &[usize], dev: tch::Device) -> Option<DenseConv> {
         let &Op::Conv2d { out_channels, kernel_size: k, stride, padding, dilation, groups, .. } = op else {
             return None;
@@ -113,7 +113,8 @@ impl DenseConv {
             (n + 2 * padding[i]).checked_sub(dilation[i] * (k[i] - 1) + 1).map(|d| d / stride[i] + 1)
         };
         let (oh, ow) = (out(h, 0)?, out(w, 1)?);
-        if out_channels * oh * ow * c * h * w > DENSE_CONV_MAX_ELEMENTS {
+        let elements = [out_channels, oh, ow, c, h, w].iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        if elements.is_none_or(|e| e > DENSE_CONV_MAX_ELEMENTS) {
             return None;
         }
         let (l, q) = (oh * ow, h * w);

@@ -70,12 +70,13 @@ pub struct Network {
     grads: Vec<Tensor>,
     /// The index tensor of each channel permutation, by node index.
     orders: BTreeMap<usize, Tensor>,
-    /// The convolutions computed as one matrix product (see [`DenseConv`]), by node index.
+    /// The convolutions computed as one matrix product in training passes (see [`DenseConv`]),
+    /// by node index.
     dense: BTreeMap<usize, DenseConv>,
 }
 
 /// A convolution over a map with at most half as many positions as its kernel has taps (AlexNet's
-/// 3x3 convolutions on 2x2 maps), computed as one matrix product of the flattened input with the
+/// 3x3 convolutions on 2x2 maps), computed in training passes as one matrix product of the flattened input with the
 /// convolution's full linear map: a matrix of (output channel, output position) x (input channel,
 /// input position) whose entries are the kernel taps that join each pair of positions (zero where
 /// none does). It does fewer multiply-adds than the convolution (none on padding), and libtorch's
@@ -374,7 +375,9 @@ impl Network {
             let name = node.name.as_str();
             let y = match &node.op {
                 Op::Input { .. } => x.shallow_clone(),
-                &Op::Conv2d { bias, .. } if self.dense.contains_key(&i) => {
+                // Training only: the dense matrix is rebuilt from the weights at every pass, which a
+                // training step's backward repays and a small inference batch does not.
+                &Op::Conv2d { bias, .. } if train && self.dense.contains_key(&i) => {
                     let b = bias.then(|| low(self.t(name, "bias"), lp));
                     self.dense[&i].forward(
                         &low(arg(0), lp),

@@ -419,13 +419,9 @@ impl Network {
                         )
                         .map_err(tch_err)?
                 }
-                Op::ReLU if self.relu_in_place[i] && !keep.contains(&self.inputs[i][0]) => {
+                Op::ReLU | Op::ReLU6 if self.relu_in_place[i] && !keep.contains(&self.inputs[i][0]) => {
                     let mut v = vals[self.inputs[i][0]].take().expect("input computed before use");
-                    v.relu_()
-                }
-                Op::ReLU6 if self.relu_in_place[i] && !keep.contains(&self.inputs[i][0]) => {
-                    let mut v = vals[self.inputs[i][0]].take().expect("input computed before use");
-                    v.relu6_()
+                    if node.op == Op::ReLU { v.relu_() } else { v.relu6_() }
                 }
                 Op::ReLU => arg(0).relu(),
                 // hardtanh(0, 6), as torch.nn.ReLU6: no gradient at the bounds themselves.
@@ -462,23 +458,15 @@ impl Network {
                     s
                 }
                 Op::Mul => arg(0) * arg(1),
-                Op::Concat if train => {
-                    // Each part through `dense_backward`: its gradient comes back dense.
-                    let parts: Vec<Tensor> = (0..self.inputs[i].len()).map(|k| dense_backward(arg(k))).collect();
-                    if parts.iter().all(|p| p.kind() == parts[0].kind()) {
-                        Tensor::f_cat(&parts, 1).map_err(tch_err)?
-                    } else {
-                        let parts: Vec<Tensor> = parts.iter().map(full).collect();
-                        Tensor::f_cat(&parts, 1).map_err(tch_err)?
-                    }
-                }
                 Op::Concat => {
-                    let parts: Vec<&Tensor> = (0..self.inputs[i].len()).map(arg).collect();
+                    // In training, each part through `dense_backward`: its gradient comes back dense.
+                    let part = |k| if train { dense_backward(arg(k)) } else { arg(k).shallow_clone() };
+                    let parts: Vec<Tensor> = (0..self.inputs[i].len()).map(part).collect();
                     if parts.iter().all(|p| p.kind() == parts[0].kind()) {
                         Tensor::f_cat(&parts, 1).map_err(tch_err)?
                     } else {
                         // Mixed bf16 and fp32 parts (bf16 training): joined in fp32.
-                        let parts: Vec<Tensor> = parts.into_iter().map(full).collect();
+                        let parts: Vec<Tensor> = parts.iter().map(full).collect();
                         Tensor::f_cat(&parts, 1).map_err(tch_err)?
                     }
                 }

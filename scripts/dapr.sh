@@ -19,17 +19,36 @@ for s in $subsets; do
         cp "$out/search-$net-$s.json" "$results/search-$net-$s-$mode.json"
     done
 done
+# The found networks' inference latency at batch 1 in the deployed runtime, for the searches'
+# payback (`report --search RESULTS` reads RESULTS/latency.csv). Timed with the other work paused
+# where there is any (SWEEP_PAUSE=1 stops the sweeps' processes meanwhile); latency is not
+# timed when SKIP_LATENCY=1.
+if [ "${SKIP_LATENCY:-0}" != 1 ]; then
+    pids=()
+    if [ "${SWEEP_PAUSE:-0}" = 1 ]; then
+        mapfile -t pids < <(pgrep -f 'edgeprune(-new)? [c]ell --recipe|edgeprune(-new)? [e]xperiment' || true)
+        for p in "${pids[@]}"; do kill -STOP "$p" 2>/dev/null || true; done
+    fi
+    "$BIN" bench sweep-latency --sweep "$out" --runtime onnxruntime --steps 50 || status=$?
+    for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
+    [ "${status:-0}" = 0 ] || exit "$status"
+    cp "$out/latency.csv" "$results/latency.csv"
+fi
 python3 - "$results" "$recipe" <<'PY'
-import glob, json, os, sys
+import csv, glob, json, os, sys
 results, recipe = sys.argv[1], sys.argv[2]
 rows = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(results, "search-*.json")))]
+lat = {}
+if os.path.exists(os.path.join(results, "latency.csv")):
+    for r in csv.DictReader(open(os.path.join(results, "latency.csv"))):
+        lat.setdefault((r["network"], r["subset"], r["pipeline"], float(r["level"]), int(r["seed"])), r)
 lines = [f"# DaPR on `{recipe}`", "",
          f"Command: `scripts/dapr.sh {recipe} {rows[0]['network'] if rows else ''}`. Each probe is an ordinary "
          "data-aware cell of the recipe (fine-tune, prune, retrain under its budget); `cost_opt` reuses the "
          "probes `memory_opt` ran (the same cells), and its seconds are those probes' own. Seconds are measured "
          "beside other work on 2 cores.", "",
-         "| network | subset | mode | reference (unpruned) | level found | probes | probe levels | search epochs | search seconds | mean seconds per probe | search retraining TOps | mean TOps per probe |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| network | subset | mode | reference (unpruned) | level found | probes | probe levels | search epochs | search seconds | mean seconds per probe | search retraining TOps | mean TOps per probe | ms/image unpruned / found | break-even images |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     n = len(r["probes"])
     levels = ", ".join(f"{p['level']:.0f}{'+' if p['reaches_reference'] else '-'}" for p in r["probes"])
@@ -37,11 +56,21 @@ for r in rows:
     per = r["total_seconds"] / n if n else 0
     g = r.get("total_retrain_gops")
     gops = "- | -" if g is None else (f"{g / 1e3:.1f} | {g / 1e3 / n:.1f}" if n else "0 | 0")
+    t = None if r["level"] is None else lat.get((r["network"], r["subset"], r.get("pipeline", "aware"), float(r["level"]), r.get("seed", 0)))
+    if t is None:
+        ms = be = "-"
+    else:
+        b, a = float(t["ms_per_image_before"]), float(t["ms_per_image_after"])
+        ms = f"{b:.3f} / {a:.3f}"
+        be = f"{1e3 * r['total_seconds'] / (b - a):,.0f}" if b > a else "never (not faster)"
     lines.append(f"| {r['network']} | {r['subset']} | {r['mode']} | {100*r['reference_top1']:.2f}% | {lvl} | {n} | {levels} | "
-                 f"{r['total_epochs']:.0f} | {r['total_seconds']:.0f} | {per:.0f} | {gops} |")
+                 f"{r['total_epochs']:.0f} | {r['total_seconds']:.0f} | {per:.0f} | {gops} | {ms} | {be} |")
 lines += ["", "Probe levels: + reaches the unpruned accuracy, - falls short. Retraining compute: 3 x the pruned "
           "network's inference GOps per image (forward and backward) x the images its retraining epochs trained on, "
-          "in TOps (10^12 operations); the fine-tune the probes share and the evaluations are left out."]
+          "in TOps (10^12 operations); the fine-tune the probes share and the evaluations are left out.",
+          "", "Latency: the unpruned and the found network at batch 1 in ONNX Runtime (`edgeprune bench sweep-latency`, "
+          "latency.csv); break-even images: the search's seconds over the time the found network saves per image, "
+          "how many images it must infer before the search has paid for itself (`edgeprune report --search` draws it)."]
 open(os.path.join(results, "README.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -37,7 +37,7 @@ seeds = sorted({r["seed"] for r in rows})
 lines = ["# bf16 mixed precision against fp32: accuracy parity on real fine-tunes", "",
          "The shipped ResNet-20 (models/resnet20-cifar10) on the CIFAR-10 pets subset (cat, dog; 2000 test images): "
          "the data-aware fine-tune (n_f = 5 epochs) and the 50% data-aware prune + retrain (25 more epochs), under the "
-         "protocol's full 30-epoch budget, seeds 0 and 1, once in fp32 and once in bf16 "
+         f"protocol's full 30-epoch budget, seeds {', '.join(map(str, seeds))}, once in fp32 and once in bf16 "
          "(recipes/precision-parity-{fp32,bf16}.toml differ in `precision` alone).", "",
          "Command: `scripts/precision_parity.sh` (2 threads, beside other training: the seconds are not the device's; "
          "benches/precision_table.sh times the step on a quiet machine).", "",

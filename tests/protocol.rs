@@ -143,23 +143,47 @@ fn sweep_resume_report_and_search() {
         assert!(c.groups > 0 && (0.0..=c.groups as f64).contains(&c.difference), "{c:?}");
     }
     // Latency measured after the sweep, from the plans: every result cell, pruned ones faster
-    // in GOps and timed, the unpruned one at its own latency.
+    // in GOps and timed, the unpruned one at its own latency; and the search's probes off the
+    // grid, as `search` leaves its result in the folder.
+    std::fs::write(root.join("search-net-rg.json"), serde_json::to_string(&r).unwrap()).unwrap();
     let lat = edgeprune::protocol::latency::measure(&recipe, &root, edgeprune::engine::Runtime::Libtorch, 3, |_, _| {})
         .unwrap();
-    assert_eq!(lat.len(), rows2.len());
+    let grid: Vec<f64> = rows2.iter().filter(|c| c.pipeline == "aware").map(|c| c.level).collect();
+    let mut off_grid: Vec<f64> = r.probes.iter().map(|p| p.level).filter(|l| !grid.contains(l)).collect();
+    off_grid.sort_by(f64::total_cmp);
+    off_grid.dedup();
+    assert_eq!(lat.len(), rows2.len() + off_grid.len(), "{lat:?}");
+    for l in &off_grid {
+        assert!(lat.iter().any(|x| x.pipeline == "aware" && x.level == *l), "probe at {l}% not timed: {lat:?}");
+    }
     assert!(lat.iter().all(|l| l.ms_per_image_after > 0.0 && l.ms_per_image_before > 0.0), "{lat:?}");
     assert!(lat.iter().filter(|l| l.pipeline == "unpruned").all(|l| l.ms_per_image_after == l.ms_per_image_before));
     let mut with_latency = rows2.clone();
     assert_eq!(edgeprune::protocol::latency::fill(&mut with_latency, &lat), (rows2.len(), 0));
-    let extras = report::Extras { channels, searches: vec![r.clone(), c.clone()] };
+    let extras = report::Extras { channels, searches: vec![r.clone(), c.clone()], latency: lat.clone() };
     report::write_report_with(&with_latency, &extras, &root.join("report2")).unwrap();
-    for f in
-        ["channel_sets.csv", "channel_sets_net.png", "search_cost.csv", "search_tops_net.svg", "acc_vs_latency_net.png"]
-    {
+    for f in [
+        "channel_sets.csv",
+        "channel_sets_net.png",
+        "search_cost.csv",
+        "search_tops_net.svg",
+        "acc_vs_latency_net.png",
+        "search_payback.csv",
+    ] {
         assert!(root.join("report2").join(f).exists(), "{f}");
     }
     let probes = std::fs::read_to_string(root.join("report2/search_cost.csv")).unwrap();
     assert_eq!(probes.lines().count(), 1 + r.probes.len() + c.probes.len(), "{probes}");
+    // The payback of each search: the found network's latency from the rows just measured.
+    let payback = std::fs::read_to_string(root.join("report2/search_payback.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(payback.as_bytes());
+    let cols = rdr.headers().unwrap().clone();
+    let found = cols.iter().position(|h| h == "ms_per_image_found").unwrap();
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|x| x.unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{payback}");
+    for (row, s) in rows.iter().zip([&r, &c]) {
+        assert_eq!(row[found].is_empty(), s.level.is_none(), "{payback}");
+    }
 }
 
 /// The fair scaled budget: each pipeline's epochs draw the same share of its own training split,

@@ -225,7 +225,22 @@ pub(super) fn cmd_report(a: ReportArgs) -> Result<()> {
     let channels =
         if recipe_path.is_file() { report::channels::collect(&Recipe::load(&recipe_path)?, &a.run)? } else { vec![] };
     let searches = if a.search.is_empty() { vec![a.run.clone()] } else { a.search.clone() };
-    let extras = report::Extras { channels, searches: report::dapr::read(&searches)? };
+    // The latency rows of the searches' folders (their probes' networks), then the sweeps'.
+    let mut latency = Vec::new();
+    let mut folders: Vec<PathBuf> = searches
+        .iter()
+        .map(|p| if p.is_dir() { p.clone() } else { p.parent().unwrap_or(Path::new(".")).to_path_buf() })
+        .collect();
+    folders.push(a.run.clone());
+    folders.extend(a.with.iter().cloned());
+    folders.dedup();
+    for f in folders {
+        let lat = f.join(protocol::latency::LATENCY_CSV);
+        if lat.is_file() {
+            latency.extend(protocol::latency::read(&lat)?);
+        }
+    }
+    let extras = report::Extras { channels, searches: report::dapr::read(&searches)?, latency };
     let summary = report::write_report_with(&cells, &extras, &out)?;
     println!("report written to {}", out.display());
     println!("{}", serde_json::to_string_pretty(&summary)?);

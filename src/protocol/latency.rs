@@ -54,7 +54,14 @@ pub fn measure(
         }
         Ok(ms)
     };
-    let cells: Vec<CellId> = pipeline::cells(recipe).into_iter().filter(|id| pipeline::is_done(root, id)).collect();
+    let mut cells: Vec<CellId> = pipeline::cells(recipe).into_iter().filter(|id| pipeline::is_done(root, id)).collect();
+    // DaPR's probes (`search` into this folder) are cells too, at levels the grid may not have:
+    // their networks are timed as well, for the search's payback (`report`).
+    for id in search_probes(root)? {
+        if pipeline::is_done(root, &id) && !cells.contains(&id) {
+            cells.push(id);
+        }
+    }
     let mut rows = Vec::new();
     let mut originals: HashMap<String, (crate::ir::Model, f64)> = HashMap::new();
     let mut timed: HashMap<(String, String), f64> = HashMap::new();
@@ -114,6 +121,25 @@ pub fn measure(
         progress(i + 1, cells.len());
     }
     Ok(rows)
+}
+
+/// The cells the DaPR searches in `root` (their `search-*.json`) ran as probes, skipped ones left out.
+fn search_probes(root: &Path) -> Result<Vec<CellId>> {
+    let mut out = Vec::new();
+    if !root.is_dir() {
+        return Ok(out);
+    }
+    for s in super::report::dapr::read(&[root.to_path_buf()])? {
+        for p in s.probes.iter().filter(|p| !p.skipped) {
+            let (net, subset, level, seed) =
+                (s.network.clone(), s.subset.clone(), (p.level * 100.0).round() as u32, s.seed);
+            out.push(match s.pipeline {
+                super::Pipeline::AwareUnlabeled => CellId::AwareUnlabeled { net, subset, level, seed },
+                _ => CellId::Aware { net, subset, level, seed },
+            });
+        }
+    }
+    Ok(out)
 }
 
 pub fn write(path: &Path, rows: &[LatencyRow]) -> Result<()> {

@@ -66,6 +66,9 @@ pub struct SearchResult {
     /// The pipeline whose cells were the probes: `aware` (labelled) or `aware-unlabeled`.
     #[serde(default = "aware")]
     pub pipeline: Pipeline,
+    /// The seed of the probes' cells (0 in results from before the field).
+    #[serde(default)]
+    pub seed: u64,
     pub reference_top1: f64,
     /// The largest level found that reaches the reference (None: not even 5%, or none within
     /// the retraining budget).
@@ -258,6 +261,7 @@ pub fn search(recipe: &Recipe, root: &Path, network: &str, subset: &str, o: Opti
         subset: subset.into(),
         mode,
         pipeline: probed,
+        seed,
         reference_top1: ref_acc,
         level: best,
         max_retrain_minutes,

@@ -22,7 +22,9 @@
 //!   epoch 0 and n_f and between seeds;
 //! - with DaPR search results ([`Extras::searches`]): `search_cost.csv` and per network
 //!   `search_tops_<network>` and `search_seconds_<network>` (SVG, PNG), each probe's accuracy
-//!   against the search's cumulative cost.
+//!   against the search's cumulative cost; and `search_payback.csv` with per network
+//!   `search_payback_<network>` (SVG, PNG): the search's seconds against the inference time the
+//!   network it found saves, from the latency rows ([`Extras::latency`]) of its cells.
 //!
 //! A half-finished sweep (a pipeline or a level missing) is reported as far as it goes: missing
 //! entries are left empty (`-`), and deltas are taken only where both pipelines exist.
@@ -239,6 +241,9 @@ pub use summary::{DeltaAt, DeltaRow, PairMean, ReportSummary, StepsRow, deltas, 
 pub struct Extras {
     pub channels: Vec<channels::ChannelRow>,
     pub searches: Vec<crate::protocol::search::SearchResult>,
+    /// Networks timed after the sweep (`bench sweep-latency`), DaPR's probes among them: the
+    /// searches' payback is read from them.
+    pub latency: Vec<crate::protocol::latency::LatencyRow>,
 }
 
 /// Write the report of `cells` into `out_dir` (created if missing) and return its summary.
@@ -334,6 +339,19 @@ pub fn write_report_with(cells: &[Cell], extras: &Extras, out_dir: &Path) -> Res
                 write_plot(out_dir, &stem, &plot, &mut files)?;
                 let _ = writeln!(md_extra, "![{net}: search cost ({what})]({stem}.svg) ([PNG]({stem}.png))\n");
             }
+        }
+        let payback = dapr::payback(&extras.searches, &extras.latency);
+        dapr::write_payback_csv(&out_dir.join(dapr::PAYBACK_CSV), &payback)?;
+        files.push(dapr::PAYBACK_CSV.to_string());
+        md_extra += &dapr::payback_markdown(&payback);
+        let mut names: Vec<&str> =
+            payback.iter().filter(|r| r.break_even_images.is_some()).map(|r| r.network.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for net in names {
+            let stem = format!("search_payback_{}", plot_stem(net));
+            write_plot(out_dir, &stem, &dapr::PaybackPlot { network: net, rows: &payback }, &mut files)?;
+            let _ = writeln!(md_extra, "![{net}: search time vs inference time]({stem}.svg) ([PNG]({stem}.png))\n");
         }
     }
     summary.files = files;

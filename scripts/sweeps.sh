@@ -17,9 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/edgeprune}
 carry=models/sweeps-in-progress
-# The label-free pipeline on ResNet-20's grid (issue "Label-free adaptation") follows the labelled one.
-sweeps=(fair-cifar10-resnet20 fair-cifar10-resnet20-unlabeled fair-cifar10-squeezenet fair-cifar10-alexnet
-    fair-cifar10-mobilenetv2)
+# The protocol's full 30-epoch budget on four of ResNet-20's cells follows its fair sweep (what the
+# scaling changes); then the label-free pipeline on ResNet-20's grid (issue "Label-free
+# adaptation"), then the other networks.
+sweeps=(fair-cifar10-resnet20 full-cifar10-resnet20 fair-cifar10-resnet20-unlabeled fair-cifar10-squeezenet
+    fair-cifar10-alexnet fair-cifar10-mobilenetv2)
 
 restore() {   # runs/<name> from the carried state, unless runs/<name> has as many finished cells
     local name=$1 src=$carry/$1 dst=runs/$1
@@ -142,14 +144,73 @@ publish() {
         "$BIN" report "$src" -o "results/$name/report" "${search[@]}" "${with[@]}"
         echo "sweeps: published $name into results/$name"
     done
-    # The summary page over every published sweep: each network's mean/max delta, and over all.
+    budget_comparison
+    # The summary page over every published fair sweep (one budget): each network's mean/max
+    # delta, and over all.
     local first=results/${sweeps[0]} rest=()
     [ -f "$first/cells.csv" ] || return 0
     for name in "${sweeps[@]:1}"; do
-        if [ -f "results/$name/cells.csv" ]; then rest+=("results/$name"); fi
+        if [[ $name == fair-* ]] && [ -f "results/$name/cells.csv" ]; then rest+=("results/$name"); fi
     done
     "$BIN" report "$first" -o results/fair-summary ${rest[@]+--with "${rest[@]}"}
     echo "sweeps: the summary over ${#rest[@]} more sweeps beside ${sweeps[0]} is in results/fair-summary"
+}
+
+# The same cells under the fair scaled budget and under the protocol's full one, side by side.
+budget_comparison() {
+    local fair=results/fair-cifar10-resnet20/cells.csv full=results/full-cifar10-resnet20/cells.csv
+    [ -f "$fair" ] && [ -f "$full" ] || return 0
+    python3 - "$fair" "$full" results/budget-comparison.md <<'PY'
+import csv, statistics, sys
+fair_path, full_path, out = sys.argv[1:]
+def load(p):
+    rows = {}
+    for r in csv.DictReader(open(p)):
+        if r["pipeline"] in ("aware", "agnostic") and r["test_top1"]:
+            rows.setdefault((r["subset"], float(r["level"]), r["pipeline"]), []).append(r)
+    return rows
+fair, full = load(fair_path), load(full_path)
+budget = {name: next(iter(rows.values()))[0].get("budget", "") for name, rows in (("fair", fair), ("full", full))}
+def acc(rows):
+    v = [100 * float(r["test_top1"]) for r in rows]
+    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else None), len(v)
+def fmt(a):
+    m, s, n = a
+    return f"{m:.2f}%" + (f" ± {s:.2f}" if s is not None else "") + f" ({n})"
+def steps(rows):
+    v = [float(r["train_steps"]) for r in rows if r.get("train_steps")]
+    return f"{statistics.mean(v):.0f}" if v else "-"
+lines = ["# The fair scaled budget against the protocol's full budget: ResNet-20", "",
+         f"Fair (`recipes/fair-cifar10-resnet20.toml`): {budget['fair']}. Full (`recipes/full-cifar10-resnet20.toml`): "
+         f"{budget['full']}. The same cells (subset, level; the full sweep's seeds) in both; accuracy on the subset's test "
+         "images, mean ± std over seeds (number of seeds); steps: training batches of the pipeline on its way to the model "
+         "(aware: fine-tune and retraining; agnostic: retraining on all ten classes).", "",
+         "Command: `scripts/sweeps.sh publish` (after both sweeps finished).", "",
+         "| subset | level | aware fair | agnostic fair | delta fair (pp) | steps aware / agnostic fair | aware full | agnostic full | delta full (pp) | steps aware / agnostic full |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+deltas = {"fair": [], "full": []}
+for key in sorted({(s, l) for (s, l, _) in full}):
+    s, l = key
+    cols = []
+    for name, rows in (("fair", fair), ("full", full)):
+        seeds = {r["seed"] for r in full.get((s, l, "aware"), []) + full.get((s, l, "agnostic"), [])}
+        aw = [r for r in rows.get((s, l, "aware"), []) if r["seed"] in seeds]
+        ag = [r for r in rows.get((s, l, "agnostic"), []) if r["seed"] in seeds]
+        if not aw or not ag:
+            cols += ["-", "-", "-", "-"]
+            continue
+        d = acc(aw)[0] - acc(ag)[0]
+        deltas[name].append(d)
+        cols += [fmt(acc(aw)), fmt(acc(ag)), f"{d:+.2f}", f"{steps(aw)} / {steps(ag)}"]
+    lines.append(f"| {s} | {l:g}% | " + " | ".join(cols) + " |")
+for name in ("fair", "full"):
+    if deltas[name]:
+        lines.append("")
+        lines.append(f"Mean delta over these cells, {name} budget: {statistics.mean(deltas[name]):+.2f} pp "
+                     f"(max {max(deltas[name]):+.2f} pp, {len(deltas[name])} cells).")
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
 }
 
 run() {

@@ -4,19 +4,26 @@
 # cached probes, into a folder of their own; then a table of the levels found, the probes, and
 # the search's cost in epochs and seconds against one retraining.
 #   scripts/dapr.sh RECIPE NETWORK [OUT=runs/dapr-<recipe name>] [RESULTS=results/dapr-<recipe name>]
+# OUT may be the recipe's sweep folder: probes at the grid's levels are then the sweep's own cells
+# (and the fine-tunes its own), run once. PIPELINE=aware-unlabeled searches the label-free cells.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/edgeprune}
 recipe=$1; net=$2
 name=$(basename "$recipe" .toml)
 out=${3:-runs/dapr-$name}; results=${4:-results/dapr-$name}
+pipeline=${PIPELINE:-aware}
+suffix=""; [ "$pipeline" = aware ] || suffix="-unlabeled"
 subsets=$(python3 -c "import sys, tomllib; print(' '.join(s['name'] for s in tomllib.load(open(sys.argv[1], 'rb'))['subsets']))" "$recipe")
-mkdir -p "$results"
+mkdir -p "$results" "$out"
 for s in $subsets; do
     for mode in memory_opt cost_opt; do
-        nice -n 10 "$BIN" search "$recipe" --network "$net" --subset "$s" --mode "$mode" -o "$out" \
-            >>"$out.console.log" 2>&1
-        cp "$out/search-$net-$s.json" "$results/search-$net-$s-$mode.json"
+        nice -n 10 "$BIN" search "$recipe" --network "$net" --subset "$s" --mode "$mode" --pipeline "$pipeline" \
+            -o "$out" >>"$out.console.log" 2>&1
+        # One file per mode in OUT too: `bench sweep-latency` times the probes of every search
+        # there (cost_opt's are the first of memory_opt's).
+        mv "$out/search-$net-$s$suffix.json" "$out/search-$net-$s$suffix-$mode.json"
+        cp "$out/search-$net-$s$suffix-$mode.json" "$results/"
     done
 done
 # The found networks' inference latency at batch 1 in the deployed runtime, for the searches'

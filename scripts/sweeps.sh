@@ -2,7 +2,8 @@
 # The long protocol sweeps of issue "The science, complete and fair", run one after another in the
 # background across sessions (after the baselines of scripts/baselines.sh).
 #
-#   scripts/sweeps.sh run       # restore carried state, then run or resume each unfinished sweep
+#   scripts/sweeps.sh run       # restore carried state, then run or resume each unfinished sweep,
+#                               # and DaPR on each finished fair sweep (scripts/dapr.sh)
 #   scripts/sweeps.sh save      # copy each unfinished sweep's state into the carry folder (to commit)
 #   scripts/sweeps.sh publish   # each finished sweep: cells.csv, cells.json and its report into results/,
 #                               # and results/fair-summary: one report over all of them
@@ -43,7 +44,9 @@ save() {
     for name in "${sweeps[@]}"; do
         local src=runs/$name
         [ -d "$src" ] || continue
-        if [ -f "results/$name/cells.csv" ] && [ -f "$src/done" ]; then
+        # Finished and published (and a fair sweep's DaPR done): nothing left to carry.
+        if [ -f "results/$name/cells.csv" ] && [ -f "$src/done" ] &&
+            { [[ $name != fair-* ]] || [ -f "results/dapr-$name/latency.csv" ]; }; then
             rm -rf "${carry:?}/$name"
             continue
         fi
@@ -218,6 +221,7 @@ run() {
         restore "$name"
         if [ -f "runs/$name/done" ]; then
             echo "sweeps: $name is finished"
+            dapr "$name"
             continue
         fi
         mkdir -p runs
@@ -228,8 +232,27 @@ run() {
             echo "sweeps: $name finished"
         else
             echo "sweeps: $name stopped (rc $?), see runs/$name.console.log"
+            continue
         fi
+        dapr "$name"
     done
+}
+
+# DaPR for each subset of a finished fair sweep, into the sweep's own folder (probes on the grid
+# are its cells), then the found networks timed: results/dapr-<name> (done when it has latency.csv).
+dapr() {
+    local name=$1 net pipeline=aware
+    [[ $name == fair-* ]] || return 0
+    [ -f "results/dapr-$name/latency.csv" ] && return 0
+    [[ $name == *-unlabeled ]] && pipeline=aware-unlabeled
+    net=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['networks'][0]['name'])" "recipes/$name.toml")
+    echo "sweeps: DaPR on $name ($(date -u +%FT%TZ))" >>"runs/$name.console.log"
+    if PIPELINE=$pipeline SWEEP_PAUSE=1 BIN=$BIN OMP_WAIT_POLICY=PASSIVE scripts/dapr.sh "recipes/$name.toml" "$net" "runs/$name" \
+        "results/dapr-$name" >>"runs/$name.console.log" 2>&1; then
+        echo "sweeps: DaPR on $name done"
+    else
+        echo "sweeps: DaPR on $name stopped (rc $?), see runs/$name.console.log"
+    fi
 }
 
 case "${1:-run}" in

@@ -44,9 +44,10 @@ use crate::error::{Error, Result};
 use crate::ir::Graph;
 
 /// Version of the table file layout, or of what its figures measure; a table of another version is
-/// stale. (Raised when the engine's costs changed: jemalloc as the allocator, dense small-map
-/// convolutions, dense gradients into concatenations.)
-pub const FORMAT: u32 = 8;
+/// stale. (8: the engine's costs changed: jemalloc as the allocator, dense small-map
+/// convolutions, dense gradients into concatenations. 9: a calibration step is the fastest of
+/// `metrics::train_cost::ROUNDS` processes' medians, not one process's.)
+pub const FORMAT: u32 = 9;
 
 /// What a network's training cost is predicted from, at the table's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -275,12 +275,23 @@ fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -
     println!("{}", source.describe("train cost table"));
     let mut rows = Vec::new();
     let mut model = m.clone();
+    let mut pruned = Vec::new();
     for i in 0..a.networks {
-        let (what, pruned) = pruned_version(&mut model, i, device)?;
+        pruned.push(pruned_version(&mut model, i, device)?);
+    }
+    // Measured as the table's calibration networks are: the fastest of ROUNDS processes each,
+    // in rounds over all the networks.
+    let bar = crate::train::progress(
+        (train_cost::ROUNDS * pruned.len()) as u64,
+        &format!("{} pruned networks, {} rounds", pruned.len(), train_cost::ROUNDS),
+    );
+    let nets: Vec<(&crate::ir::Model, usize)> = pruned.iter().map(|(_, p)| (p, a.batch)).collect();
+    let measured = train_cost::measure_rounds(&exe, &nets, device, a.precision, train_cost::ROUNDS, || bar.inc(1))?;
+    bar.finish_and_clear();
+    for ((what, pruned), (step_ms, peak)) in pruned.into_iter().zip(measured) {
         let p = table.predict(&pruned.graph)?;
         let features = crate::analysis::train_cost::Features::of(&table.units, &pruned.graph)?;
         let terms = crate::analysis::train_cost::step_row(&features, a.batch);
-        let (step_ms, peak) = train_cost::measure(&exe, &pruned, a.batch, device, a.precision)?;
         let (es, em) = (100.0 * (p.step_ms - step_ms) / step_ms, 100.0 * (p.peak_bytes - peak) / peak);
         println!(
             "  {what:<36} step measured {step_ms:.1} ms, predicted {:.1} ms ({es:+.1}%); peak measured {}, predicted {} ({em:+.1}%)",
@@ -310,7 +321,7 @@ fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -
     let n = rows.len();
     let mut md = format!(
         "# Training-cost model of {} at batch {}\n\nMade by `edgeprune {}`: {} on {}, {} threads; each pruned \
-         network's step time (median of {} steps after {}) and peak resident size measured in a process of its own.\n\n\
+         network's step time (the fastest of {} processes' medians of {} steps after {}, in rounds over the networks) and peak resident size (their median) each measured in processes of its own.\n\n\
          Step time: mean absolute error {sm:.1}%, max {sx:.1}%, {sw} of {n} within 10%. \
          Peak memory: mean absolute error {mm:.1}%, max {mx:.1}%, {mw} of {n} within 10%.\n\n\
          | pruned | step ms measured | predicted | error | peak MiB measured | predicted | error |\n|---|---:|---:|---:|---:|---:|---:|\n",
@@ -320,6 +331,7 @@ fn bench_train_cost_model(a: &BenchArgs, m: &crate::ir::Model, device: Device) -
         table.key.runtime,
         table.key.device,
         table.key.threads,
+        train_cost::ROUNDS,
         train_cost::STEPS,
         train_cost::WARMUP_STEPS,
     );

@@ -7,11 +7,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/edgeprune}
 out=results/precision-parity
-for p in fp32 bf16; do
-    # No OMP_WAIT_POLICY=PASSIVE here: on shared cores it makes bf16 steps ~11x slower (fp32: 1x).
-    nice -n 10 "$BIN" experiment "recipes/precision-parity-$p.toml" -o "runs/precision-parity-$p" \
-        >>"runs/precision-parity-$p.console.log" 2>&1
+# A session may stop mid-run: the state is carried by `scripts/sweeps.sh save` and restored here.
+scripts/sweeps.sh restore precision-parity-fp32 precision-parity-bf16
+seeds=$(python3 -c "import sys, tomllib; print(' '.join(map(str, tomllib.load(open(sys.argv[1], 'rb'))['seeds'])))" \
+    recipes/precision-parity-fp32.toml)
+# Seed by seed, fp32 then bf16, so that every finished seed is a pair.
+for s in $seeds; do
+    for p in fp32 bf16; do
+        # No OMP_WAIT_POLICY=PASSIVE here: on shared cores it makes bf16 steps ~11x slower (fp32: 1x).
+        nice -n 10 "$BIN" experiment "recipes/precision-parity-$p.toml" -o "runs/precision-parity-$p" \
+            --only "resnet20/pets/unpruned,resnet20/pets/finetune-s$s,resnet20/pets/aware-p50-s$s" \
+            >>"runs/precision-parity-$p.console.log" 2>&1
+    done
 done
+for p in fp32 bf16; do date -u +%FT%TZ >"runs/precision-parity-$p/done"; done
 mkdir -p "$out"
 python3 - "$out" <<'PY'
 import csv, json, os, statistics, sys
@@ -33,7 +42,8 @@ with open(f"{out}/parity.csv", "w", newline="") as f:
     w.writeheader()
     w.writerows(rows)
 by = {(r["precision"], r["seed"]): r for r in rows}
-seeds = sorted({r["seed"] for r in rows})
+# Seeds finished in both precisions.
+seeds = sorted({r["seed"] for r in rows if ("fp32", r["seed"]) in by and ("bf16", r["seed"]) in by})
 lines = ["# bf16 mixed precision against fp32: accuracy parity on real fine-tunes", "",
          "The shipped ResNet-20 (models/resnet20-cifar10) on the CIFAR-10 pets subset (cat, dog; 2000 test images): "
          "the data-aware fine-tune (n_f = 5 epochs) and the 50% data-aware prune + retrain (25 more epochs), under the "

@@ -5,6 +5,7 @@
 #   scripts/sweeps.sh run       # restore carried state, then run or resume each unfinished sweep,
 #                               # and DaPR on each finished fair sweep (scripts/dapr.sh)
 #   scripts/sweeps.sh save      # copy each unfinished sweep's state into the carry folder (to commit)
+#   scripts/sweeps.sh restore NAME...  # runs/NAME from the carry folder (as `run` does first)
 #   scripts/sweeps.sh publish   # each finished sweep: cells.csv, cells.json and its report into results/,
 #                               # and results/fair-summary: one report over all of them
 #
@@ -40,10 +41,17 @@ restore() {   # runs/<name> from the carried state, unless runs/<name> has as ma
     fi
 }
 
+# Long runs carried beside the sweeps (scripts/precision_parity.sh restores and resumes them).
+others=(precision-parity-fp32 precision-parity-bf16)
+
 save() {
-    for name in "${sweeps[@]}"; do
+    for name in "${sweeps[@]}" "${others[@]}"; do
         local src=runs/$name
         [ -d "$src" ] || continue
+        if [[ $name == precision-parity-* ]] && [ -f "$src/done" ]; then
+            rm -rf "${carry:?}/$name"
+            continue
+        fi
         # Finished and published (and a fair sweep's DaPR done): nothing left to carry.
         if [ -f "results/$name/cells.csv" ] && [ -f "$src/done" ] &&
             { [[ $name != fair-* ]] || [ -f "results/dapr-$name/latency.csv" ]; }; then
@@ -259,5 +267,6 @@ case "${1:-run}" in
     run) run ;;
     save) save ;;
     publish) publish ;;
-    *) echo "usage: $0 run|save|publish" >&2; exit 2 ;;
+    restore) shift; for n in "$@"; do restore "$n"; done ;;
+    *) echo "usage: $0 run|save|publish|restore NAME..." >&2; exit 2 ;;
 esac

@@ -217,6 +217,11 @@ pub(super) struct PaybackRow {
     pub(super) break_even_images: Option<f64>,
     /// The search's seconds in inferences of the found network.
     pub(super) search_in_inferences: Option<f64>,
+    /// The probes' retraining as the device's training-cost table predicts it on an idle device
+    /// (None where a probe that ran has no prediction), and the break-even on it: measured
+    /// seconds include whatever else the machine was doing.
+    pub(super) predicted_retrain_seconds: Option<f64>,
+    pub(super) predicted_break_even_images: Option<f64>,
 }
 
 pub(super) fn payback(searches: &[SearchResult], latency: &[LatencyRow]) -> Vec<PaybackRow> {
@@ -238,6 +243,9 @@ pub(super) fn payback(searches: &[SearchResult], latency: &[LatencyRow]) -> Vec<
             });
             let (before, after) = (row.map(|r| r.ms_per_image_before), row.map(|r| r.ms_per_image_after));
             let saved = row.map(|r| r.ms_per_image_before - r.ms_per_image_after);
+            let predicted: Option<f64> =
+                s.probes.iter().filter(|p| !p.skipped).map(|p| p.predicted_retrain_seconds).sum();
+            let predicted = predicted.filter(|p| p.is_finite() && s.probes.iter().any(|p| !p.skipped));
             PaybackRow {
                 network: s.network.clone(),
                 subset: s.subset.clone(),
@@ -253,6 +261,10 @@ pub(super) fn payback(searches: &[SearchResult], latency: &[LatencyRow]) -> Vec<
                 speedup: before.zip(after).map(|(b, a)| round4(b / a)),
                 break_even_images: saved.filter(|d| *d > 0.0).map(|d| (1e3 * s.total_seconds / d).ceil()),
                 search_in_inferences: after.map(|a| (1e3 * s.total_seconds / a).round()),
+                predicted_retrain_seconds: predicted.map(round4),
+                predicted_break_even_images: predicted
+                    .zip(saved.filter(|d| *d > 0.0))
+                    .map(|(p, d)| (1e3 * p / d).ceil()),
             }
         })
         .collect()
@@ -276,6 +288,8 @@ pub(super) fn write_payback_csv(path: &Path, rows: &[PaybackRow]) -> Result<()> 
             "speedup",
             "break_even_images",
             "search_in_inferences",
+            "predicted_retrain_seconds",
+            "predicted_break_even_images",
         ])
         .map_err(|e| Error::file(path, e.to_string()))?;
     }
@@ -302,9 +316,11 @@ pub(super) fn payback_markdown(rows: &[PaybackRow]) -> String {
          so many images that the time it saves per image (the unpruned network's latency minus the found one's, at \
          batch 1, timed by `edgeprune bench sweep-latency` in the folder the search ran in) adds up to the search's \
          seconds (its probes' pruning, retraining and evaluation, measured where the search ran; the fine-tune the \
-         probes share is left out, as the data-aware pipeline runs it whether it searches or not). Rows: [{PAYBACK_CSV}]({PAYBACK_CSV}).\n\n\
-         | network | subset | mode | level found | probes | search seconds | unpruned ms/image | found ms/image | speed-up | break-even images | search in inferences of the found network |\n\
-         |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+         probes share is left out, as the data-aware pipeline runs it whether it searches or not). Where the device \
+         has a training-cost table, the probes' retraining as it predicts it on an idle device, and the break-even on \
+         that (retraining only: the probes' pruning and evaluation left out). Rows: [{PAYBACK_CSV}]({PAYBACK_CSV}).\n\n\
+         | network | subset | mode | level found | probes | search seconds | unpruned ms/image | found ms/image | speed-up | break-even images | search in inferences of the found network | predicted retraining seconds | break-even on them |\n\
+         |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
     for r in rows {
@@ -316,7 +332,7 @@ pub(super) fn payback_markdown(rows: &[PaybackRow]) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {label} | {} | {} | {} | {:.0} | {} | {} | {} | {be} | {} |",
+            "| {} | {label} | {} | {} | {} | {:.0} | {} | {} | {} | {be} | {} | {} | {} |",
             r.network,
             mode_name(r.mode),
             r.level_found.map_or("none".to_string(), |l| format!("{}%", tick(&l))),
@@ -326,6 +342,8 @@ pub(super) fn payback_markdown(rows: &[PaybackRow]) -> String {
             f(r.ms_per_image_found, 3),
             r.speedup.map_or("-".to_string(), |v| format!("{v:.2}x")),
             r.search_in_inferences.map_or("-".to_string(), images),
+            f(r.predicted_retrain_seconds, 0),
+            r.predicted_break_even_images.map_or("-".to_string(), images),
         );
     }
     if rows.iter().all(|r| r.ms_per_image_found.is_none()) {
@@ -497,6 +515,12 @@ mod tests {
         assert_eq!(r.break_even_images, Some(500_000.0));
         assert_eq!(r.search_in_inferences, Some(750_000.0));
         assert_eq!(r.speedup, Some(2.5));
+        // No probe has a prediction: none is claimed; with one, the break-even on it.
+        assert_eq!((r.predicted_retrain_seconds, r.predicted_break_even_images), (None, None));
+        let mut t = s.clone();
+        t.probes[0].predicted_retrain_seconds = Some(60.0);
+        let p = payback(&[t], &rows);
+        assert_eq!((p[0].predicted_retrain_seconds, p[0].predicted_break_even_images), (Some(60.0), Some(100_000.0)));
         // A found network that is not faster never pays back; without a row nothing is claimed.
         let p = payback(std::slice::from_ref(&s), &[lat("pets", 50.0, 0, 1.0, 1.1)]);
         assert_eq!(p[0].break_even_images, None);

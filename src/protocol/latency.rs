@@ -1,7 +1,8 @@
 //! The inference latency of a sweep's networks, measured after the sweep on a quiet machine
 //! (`edgeprune bench sweep-latency`): a sweep that ran beside other work (`measure_costs =
 //! false`) has no device costs, but a pruned network's latency depends only on its shape, which
-//! the cell's plan gives. Each finished cell's plan is applied to the original network and the
+//! the cell's plan gives. Each finished cell's plan (the grid's cells, and the probes of the DaPR
+//! searches whose results are in the folder) is applied to the original network and the
 //! result timed at batch 1 in a runtime (the deployed one: ONNX Runtime), as a cell with
 //! `measure_costs` times it; identical plans are timed once. The rows go to `latency.csv` in the
 //! sweep folder, and `report` sets the cells' batch-1 latency columns from it, for the

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # DaPR for every subset of a sweep recipe, in both of the reference code's modes (issue "The
 # science, complete and fair"): `search --mode memory_opt`, then `--mode cost_opt` on the same
-# cached probes, into a folder of their own; then a table of the levels found, the probes, and
-# the search's cost in epochs and seconds against one retraining.
+# cached probes, into OUT; then the found networks timed at batch 1 (`bench sweep-latency`), and a
+# table of the levels found, the probes, the search's cost in epochs and seconds, and how many
+# images the found network must infer to repay the search.
 #   scripts/dapr.sh RECIPE NETWORK [OUT=runs/dapr-<recipe name>] [RESULTS=results/dapr-<recipe name>]
 # OUT may be the recipe's sweep folder: probes at the grid's levels are then the sweep's own cells
 # (and the fine-tunes its own), run once. PIPELINE=aware-unlabeled searches the label-free cells.

@@ -94,26 +94,31 @@ fn rows(r: &SearchResult) -> Vec<ProbeRow<'_>> {
 }
 
 pub(super) fn write_csv(path: &Path, searches: &[SearchResult]) -> Result<()> {
+    let header = [
+        "network",
+        "subset",
+        "mode",
+        "pipeline",
+        "probe",
+        "level",
+        "skipped",
+        "test_top1",
+        "reaches_reference",
+        "reference_top1",
+        "cumulative_seconds",
+        "cumulative_retrain_tops",
+    ];
+    write_rows(path, &header, &searches.iter().flat_map(rows).collect::<Vec<_>>())
+}
+
+/// `rows` as CSV at `path`; with no rows, `header` alone (csv writes a header only with the first
+/// record).
+fn write_rows<T: Serialize>(path: &Path, header: &[&str], rows: &[T]) -> Result<()> {
     let mut w = csv::Writer::from_path(path).map_err(|e| Error::file(path, e.to_string()))?;
-    let all: Vec<ProbeRow> = searches.iter().flat_map(rows).collect();
-    if all.is_empty() {
-        w.write_record([
-            "network",
-            "subset",
-            "mode",
-            "pipeline",
-            "probe",
-            "level",
-            "skipped",
-            "test_top1",
-            "reaches_reference",
-            "reference_top1",
-            "cumulative_seconds",
-            "cumulative_retrain_tops",
-        ])
-        .map_err(|e| Error::file(path, e.to_string()))?;
+    if rows.is_empty() {
+        w.write_record(header).map_err(|e| Error::file(path, e.to_string()))?;
     }
-    for r in all {
+    for r in rows {
         w.serialize(r).map_err(|e| Error::file(path, e.to_string()))?;
     }
     w.flush().map_err(|e| Error::io(path, e))
@@ -271,32 +276,25 @@ pub(super) fn payback(searches: &[SearchResult], latency: &[LatencyRow]) -> Vec<
 }
 
 pub(super) fn write_payback_csv(path: &Path, rows: &[PaybackRow]) -> Result<()> {
-    let mut w = csv::Writer::from_path(path).map_err(|e| Error::file(path, e.to_string()))?;
-    if rows.is_empty() {
-        w.write_record([
-            "network",
-            "subset",
-            "mode",
-            "pipeline",
-            "seed",
-            "level_found",
-            "probes",
-            "search_seconds",
-            "runtime",
-            "ms_per_image_unpruned",
-            "ms_per_image_found",
-            "speedup",
-            "break_even_images",
-            "search_in_inferences",
-            "predicted_retrain_seconds",
-            "predicted_break_even_images",
-        ])
-        .map_err(|e| Error::file(path, e.to_string()))?;
-    }
-    for r in rows {
-        w.serialize(r).map_err(|e| Error::file(path, e.to_string()))?;
-    }
-    w.flush().map_err(|e| Error::io(path, e))
+    let header = [
+        "network",
+        "subset",
+        "mode",
+        "pipeline",
+        "seed",
+        "level_found",
+        "probes",
+        "search_seconds",
+        "runtime",
+        "ms_per_image_unpruned",
+        "ms_per_image_found",
+        "speedup",
+        "break_even_images",
+        "search_in_inferences",
+        "predicted_retrain_seconds",
+        "predicted_break_even_images",
+    ];
+    write_rows(path, &header, rows)
 }
 
 /// A count of images in words: 950, 12.3k, 4.56M.
